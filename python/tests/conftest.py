@@ -1,0 +1,47 @@
+import copy
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # run without installing
+
+torch.set_num_threads(os.cpu_count() or 1)
+
+BASE_CONFIG = {
+    "seed": 0,
+    "mode": "tr",
+    "model": {"name": "resnet20", "in_channels": 1, "num_classes": 4},
+    "quant": {"weight_bits": 2, "act_bits": 2, "first_last_fp": True},
+    "data": {
+        "name": "synthetic",
+        "root": "/nonexistent",
+        "batch_size": 16,
+        "eval_batch_size": 32,
+        "augment": True,
+        "train_subset": None,
+        "test_subset": None,
+        "synthetic": {"train_size": 64, "test_size": 48, "image_size": 12, "channels": 1, "num_classes": 4},
+    },
+    "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,
+                  "betas": [0.9, 0.999], "eps": 1e-8},
+    "worker": {"device": "cpu", "amp": False, "threads": None},
+}
+
+
+def make_config(**overrides):
+    """BASE_CONFIG with dotted-key overrides, e.g. make_config(**{"quant.weight_bits": 3})."""
+    cfg = copy.deepcopy(BASE_CONFIG)
+    for key, value in overrides.items():
+        node = cfg
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return cfg
+
+
+@pytest.fixture
+def config():
+    return make_config()

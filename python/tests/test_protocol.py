@@ -1,0 +1,66 @@
+import msgpack
+import pytest
+
+from trqat import protocol as P
+
+
+def pack(obj):
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def envelope(**overrides):
+    msg = {"v": 1, "type": "lr", "sid": "ab12", "seq": 3, "body": {"step": 7, "lr_quant": 0.1, "lr_other": 1, "stop": False}}
+    msg.update(overrides)
+    return msg
+
+
+def test_round_trip():
+    body = {"step": 4, "counts": [1, 0, 5], "loss": 2.5, "correct": 3, "samples": 16}
+    msg = P.decode(P.encode(P.STEP, "deadbeef", 9, body))
+    assert msg == {"v": 1, "type": "step", "sid": "deadbeef", "seq": 9, "body": body}
+    assert P.decode(P.encode(P.EVAL, "x", 0))["body"] == {}
+    nulls = {"step": 0, "counts": None, "loss": None, "correct": None, "samples": None}
+    assert P.decode(P.encode(P.STEP, "x", 1, nulls))["body"] == nulls
+
+
+def test_extra_body_fields_are_ignored():
+    msg = envelope(body={"step": 1, "lr_quant": 0.1, "lr_other": 0.2, "stop": False, "future": "x"})
+    assert P.decode(pack(msg))["body"]["future"] == "x"
+
+
+@pytest.mark.parametrize("frame, message", [
+    (b"\xc1", "frame is not valid MessagePack"),
+    (pack([1, 2]), "message must be a map, got list"),
+    (pack({k: v for k, v in envelope().items() if k != "seq"}), "message field 'seq' is missing"),
+    (pack(envelope(v="1")), "message field 'v' must be int, got str"),
+    (pack(envelope(v=2)), "unsupported protocol version v=2 (expected 1)"),
+    (pack(envelope(type="launch")), "unknown message type 'launch'"),
+    (pack(envelope(sid=5)), "message field 'sid' must be str, got int"),
+    (pack(envelope(seq=True)), "message field 'seq' must be int, got bool"),
+    (pack(envelope(seq=-1)), "message field 'seq' must be >= 0, got -1"),
+    (pack(envelope(body=[])), "message field 'body' must be map, got list"),
+    (pack(envelope(body={"step": "7", "lr_quant": 0.1, "lr_other": 0.1, "stop": False})), "message field 'body.step' must be int, got str"),
+    (pack(envelope(body={"step": 7, "lr_other": 0.1})), "message field 'body.lr_quant' is missing"),
+    (pack(envelope(body={"step": 7, "lr_quant": None, "lr_other": 0.1})), "message field 'body.lr_quant' must be number, got null"),
+    (pack(envelope(type="welcome", body={"config": {}, "resume": 3})), "message field 'body.resume' must be str or null, got int"),
+    (pack(envelope(type="error", body={"message": "x", "traceback": 1})), "message field 'body.traceback' must be str, got int"),
+    (pack({1: 2}), "frame is not valid MessagePack"),
+    (b"\x00" * (P.MAX_MESSAGE_BYTES + 1), "over the 1048576 byte limit"),
+])
+def test_validation_errors(frame, message):
+    with pytest.raises(P.ProtocolError) as e:
+        P.decode(frame)
+    assert message in str(e.value)
+
+
+def test_hello_with_other_version_can_be_read_for_reject():
+    frame = pack(envelope(v=2, type="hello", body={}))
+    with pytest.raises(P.ProtocolError, match="'body.protocol' is missing"):
+        P.decode(frame, check_version=False)
+
+
+def test_encode_validates_and_limits_size():
+    with pytest.raises(P.ProtocolError, match="'body.path' is missing"):
+        P.encode(P.SAVE, "x", 0, {})
+    with pytest.raises(P.ProtocolError, match="byte limit"):
+        P.encode(P.ERROR, "x", 0, {"message": "m" * P.MAX_MESSAGE_BYTES})

@@ -1,0 +1,179 @@
+import os
+
+import pytest
+import torch
+
+from conftest import make_config
+from trqat.trainer import Trainer
+
+CPU = torch.device("cpu")
+
+
+def run_steps(trainer, start, end, lr=0.05):
+    """The protocol's step order; returns the counts of every step."""
+    counts = []
+    for t in range(start, end):
+        counts.append(trainer.count_transitions())
+        trainer.forward_backward(t)
+        trainer.set_lrs(lr, lr)
+        trainer.optimizer_step()
+    return counts
+
+
+def weights(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_training_lowers_the_loss(config):
+    trainer = Trainer(make_config(**{"data.augment": False}), CPU)
+    losses = []
+    for t in range(24):
+        trainer.forward_backward(t)
+        trainer.set_lrs(0.05, 0.05)
+        trainer.optimizer_step()
+        losses.append(trainer.last_stats()[0])
+    assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4
+    loss, correct, samples = trainer.last_stats()
+    assert samples == 16 and 0 <= correct <= 16 and trainer.step == 24
+
+
+def test_parameter_groups_and_frozen_scales_under_tr(config):
+    trainer = Trainer(config, CPU)
+    groups = trainer.optimizer.param_groups
+    assert [g["name"] for g in groups] == ["quantized", "other", "no_decay"]
+    layer_weights = {id(m.weight) for _, m in trainer.layers}
+    assert {id(p) for p in groups[0]["params"]} == layer_weights
+    assert {id(p) for p in groups[1]["params"]} == {id(trainer.model.conv1.weight), id(trainer.model.fc.weight)}
+    assert groups[0]["weight_decay"] == groups[1]["weight_decay"] == 5e-4 and groups[2]["weight_decay"] == 0
+    scales = [m.weight_scale for _, m in trainer.layers]
+    assert all(not s.requires_grad for s in scales)
+    in_opt = {id(p) for g in groups for p in g["params"]}
+    assert not in_opt & {id(s) for s in scales}
+    before = [s.clone() for s in scales]
+    run_steps(trainer, 0, 2)
+    assert all(torch.equal(a, b) for a, b in zip(before, scales))
+    act_scales = {id(m.act_scale) for _, m in trainer.layers}
+    assert act_scales <= {id(p) for p in groups[2]["params"]}
+
+
+def test_weight_scales_train_under_baseline():
+    trainer = Trainer(make_config(mode="baseline"), CPU)
+    scales = [m.weight_scale for _, m in trainer.layers]
+    assert {id(s) for s in scales} <= {id(p) for p in trainer.optimizer.param_groups[2]["params"]}
+    before = [s.detach().clone() for s in scales]
+    run_steps(trainer, 0, 2)
+    assert any(not torch.equal(a, b) for a, b in zip(before, scales))
+
+
+def test_set_lrs_targets_the_groups(config):
+    trainer = Trainer(config, CPU)
+    trainer.set_lrs(0.3, 0.02)
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [0.3, 0.02, 0.02]
+
+
+@pytest.mark.parametrize("opt", ["adam", "adamw"])
+def test_adam_variants_build_and_step(opt):
+    trainer = Trainer(make_config(**{"optimizer.name": opt, "optimizer.lr": 1e-3}), CPU)
+    assert type(trainer.optimizer).__name__ == {"adam": "Adam", "adamw": "AdamW"}[opt]
+    run_steps(trainer, 0, 1, lr=1e-3)
+
+
+def test_zero_lr_for_quantized_weights_means_no_transitions(config):
+    trainer = Trainer(config, CPU)
+    counts = []
+    for t in range(3):
+        counts.append(trainer.count_transitions())
+        trainer.forward_backward(t)
+        trainer.set_lrs(0.0, 0.05)
+        trainer.optimizer_step()
+    assert counts[0] is None and counts[1:] == [[0] * len(trainer.layers)] * 2
+
+
+def test_evaluate_changes_nothing(config):
+    trainer = Trainer(config, CPU)
+    run_steps(trainer, 0, 2)
+    state, prev = weights(trainer), [p.clone() for p in trainer.counter.prev]
+    rng = torch.get_rng_state()
+    result = trainer.evaluate()
+    assert result["samples"] == 48 and 0 <= result["top1"] <= 100 and result["loss"] > 0
+    assert trainer.model.training
+    after = weights(trainer)
+    assert all(torch.equal(state[k], after[k]) for k in state)
+    assert all(torch.equal(a, b) for a, b in zip(prev, trainer.counter.prev))
+    assert torch.equal(rng, torch.get_rng_state())
+    assert trainer.evaluate() == result
+
+
+def test_exact_resume(tmp_path, config):
+    straight = Trainer(config, CPU)
+    counts_straight = run_steps(straight, 0, 6)
+
+    first = Trainer(config, CPU)
+    counts_resumed = run_steps(first, 0, 3)
+    first.save(str(tmp_path / "ckpt"))
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["worker.pt"]  # no temporary file left
+    torch.manual_seed(123)  # a different global RNG state must not matter
+    second = Trainer(make_config(seed=0), CPU)
+    assert second.load(str(tmp_path / "ckpt")) == 3
+    counts_resumed += run_steps(second, 3, 6)
+
+    assert counts_straight[0] is None and counts_resumed == counts_straight
+    a, b = weights(straight), weights(second)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    sa, sb = straight.optimizer.state_dict()["state"], second.optimizer.state_dict()["state"]
+    assert all(torch.equal(sa[i]["momentum_buffer"], sb[i]["momentum_buffer"]) for i in sa)
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path, config):
+    trainer = Trainer(config, CPU)
+    with pytest.raises(FileNotFoundError, match=f"checkpoint not found: {tmp_path}/worker.pt"):
+        trainer.load(str(tmp_path))
+    (tmp_path / "worker.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match=f"checkpoint {tmp_path}/worker.pt is unreadable or corrupt"):
+        trainer.load(str(tmp_path))
+    torch.save({"format": 99}, str(tmp_path / "worker.pt"))
+    with pytest.raises(RuntimeError, match="has format 99, expected 1"):
+        trainer.load(str(tmp_path))
+    other = Trainer(make_config(**{"quant.weight_bits": 3}), CPU)
+    other.save(str(tmp_path / "b"))
+    with pytest.raises(RuntimeError, match="does not match this run"):
+        Trainer(make_config(**{"model.num_classes": 5, "data.synthetic.num_classes": 5}), CPU).load(str(tmp_path / "b"))
+
+
+def test_data_errors_name_the_path(tmp_path):
+    cfg = make_config(**{"data.name": "fashion-mnist", "data.root": str(tmp_path)})
+    with pytest.raises(FileNotFoundError, match=f"expected train-images-idx3-ubyte\\(.gz\\) in {tmp_path} \\(set data.root\\)"):
+        Trainer(cfg, CPU)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x01" + b"\x00" * 8)
+    with pytest.raises(ValueError, match="not an IDX ubyte file with 3 dimension"):
+        Trainer(cfg, CPU)
+
+
+def test_batches_depend_on_the_step_only(config):
+    a = Trainer(config, CPU).data
+    b = Trainer(config, CPU).data
+    for t in (5, 0, 9, 4):  # any order, epochs 0..2
+        xa, ya = a.train_batch(t)
+        xb, yb = b.train_batch(t)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb) and xa.shape == (16, 1, 12, 12)
+    assert not torch.equal(a.train_batch(0)[0], a.train_batch(4)[0])  # same position, next epoch
+    epoch = torch.cat([a.train_batch(t)[1] for t in range(4)])
+    assert sorted(epoch.tolist()) == sorted(a.train.labels.tolist())  # one permutation per epoch
+
+
+def test_augment_crops_and_flips():
+    from trqat.data import augment
+    images = torch.arange(2 * 25, dtype=torch.uint8).view(2, 1, 5, 5) + 1
+    out = augment(images.repeat(512, 1, 1, 1), torch.Generator().manual_seed(0))
+    assert out.shape == (1024, 1, 5, 5)
+    flipped = images[0].flip(-1)
+    assert any(torch.equal(o, flipped) for o in out[::2])  # centred crop with a flip
+    assert (out == 0).any()  # zero padding shows up in shifted crops
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="no Fashion-MNIST here")
+def test_fashion_mnist_loader():
+    from trqat.data import load_fashion_mnist
+    train, test = load_fashion_mnist("/usr/share/datasets/fashion-mnist")
+    assert train.images.shape == (60000, 1, 28, 28) and train.images.dtype == torch.uint8
+    assert len(test) == 10000 and set(test.labels.unique().tolist()) == set(range(10))

@@ -1,0 +1,235 @@
+"""Modified LSQ quantizer and the quantized Conv2d/Linear layers (docs: shared/docs/method.md).
+
+For an input x and a learnable positive scale s:
+
+    x_int = round(clip(gamma * x / s, alpha, beta))     # integer level
+    x_q   = x_int / gamma                               # what the layer computes with
+
+There is no multiplication by s after rounding, so the output is fixed-point whatever the range;
+the normalization layer that follows restores the range.
+"""
+import math
+from typing import List, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+FP_BITS = 32  # act_bits value meaning "activations not quantized"
+
+
+def qrange(bits: int, signed: bool) -> Tuple[int, int, int]:
+    """Return (alpha, beta, gamma) for `bits`; signed=True for weights, False for activations.
+
+    Weights b>=2: (-2^(b-1), 2^(b-1)-1, 2^(b-1)); activations b>=2: (0, 2^b-1, 2^b);
+    binary weights: (-1, 1, 1) with sign instead of round; binary activations: (0, 1, 1).
+    """
+    if not 1 <= bits <= 8:
+        raise ValueError(f"quantizer bits must be in 1..8, got {bits}")
+    if bits == 1:
+        return (-1, 1, 1) if signed else (0, 1, 1)
+    if signed:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1, 2 ** (bits - 1)
+    return 0, 2**bits - 1, 2**bits
+
+
+def lsq_init_scale(x: torch.Tensor, bits: int, signed: bool, dim: int = -1) -> torch.Tensor:
+    """LSQ's initial step size 2*mean|x|/sqrt(beta), mapped into this parameterisation.
+
+    The quantization step here is s/gamma, so s = gamma * 2*mean|x| / sqrt(beta). For binary
+    weights this gives s = 2*mean|x|, the half-width of the window where the STE passes.
+    dim=-1 gives one scalar; dim=0 gives one scale per slice along dim 0 (per output channel),
+    shaped [C, 1, ...] to broadcast against x.
+    """
+    _, beta, gamma = qrange(bits, signed)
+    x = x.detach().abs()
+    mean = x.mean() if dim < 0 else x.flatten(1).mean(1).view(-1, *([1] * (x.dim() - 1)))
+    return (gamma * 2 * mean / math.sqrt(beta)).clamp_min(1e-8)
+
+
+def scale_gradient(s: torch.Tensor, g: float) -> torch.Tensor:
+    """Return s unchanged in value, with its gradient multiplied by g (LSQ's gradient scale).
+
+    Written as s.detach() + (s*g - (s*g).detach()) rather than (s - s*g).detach() + s*g so the
+    value is bit-exactly s (the added term is exactly zero), keeping levels reproducible.
+    """
+    sg = s * g
+    return s.detach() + (sg - sg.detach())
+
+
+def clipped(x: torch.Tensor, s: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
+    """clip(gamma * x / s, alpha, beta): the real-valued level before rounding."""
+    alpha, beta, gamma = qrange(bits, signed)
+    # x / (s/gamma) is bit-identical to x / s * gamma (gamma is a power of 2) with one pass less
+    return torch.clamp(x / (s / gamma), alpha, beta)
+
+
+def to_levels(v: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
+    """Round clipped values to integer levels (sign with 0 -> +1 for binary weights); no STE."""
+    if bits == 1 and signed:
+        return torch.where(v >= 0, torch.ones_like(v), -torch.ones_like(v))
+    return v.round()
+
+
+def quantize(x: torch.Tensor, s: torch.Tensor, bits: int, signed: bool, g: float) -> torch.Tensor:
+    """Fake-quantize x to x_int/gamma with straight-through gradients.
+
+    Gradient w.r.t. x: 1/s where alpha <= gamma*x/s <= beta (binary weights: |x| <= s), else 0.
+    Gradient w.r.t. s: autograd of the clipped expression, -x/s^2 inside the range and 0 outside,
+    multiplied by the LSQ gradient scale g = 1/sqrt(numel * beta).
+    """
+    gamma = qrange(bits, signed)[2]
+    if not (torch.is_grad_enabled() and (x.requires_grad or s.requires_grad)):
+        # inference: the same values without the STE's temporaries
+        return to_levels(clipped(x, s, bits, signed), bits, signed).div_(gamma)
+    v = clipped(x, scale_gradient(s, g), bits, signed)
+    x_int = (to_levels(v, bits, signed) - v).detach() + v  # exact: the value equals the level
+    return x_int / gamma
+
+
+class QuantLayer(nn.Module):
+    """Mixin for QConv2d/QLinear: weight and input-activation quantizers.
+
+    Parameters: `weight_scale` (scalar, or [out_channels, 1, ...] when per_channel) and
+    `act_scale` (scalar; absent when act_bits == 32). Buffer `act_initialized` records whether
+    the activation scale was initialised from data (lazily, on the first training forward).
+    """
+
+    weight: nn.Parameter
+
+    def _setup_quant(self, weight_bits: int, act_bits: int, per_channel: bool) -> None:
+        qrange(weight_bits, True)  # validates the bit width
+        if act_bits != FP_BITS:
+            qrange(act_bits, False)
+        self.weight_bits, self.act_bits, self.per_channel = weight_bits, act_bits, per_channel
+        dim = 0 if per_channel else -1
+        self.weight_scale = nn.Parameter(lsq_init_scale(self.weight, weight_bits, True, dim))
+        if act_bits != FP_BITS:
+            self.act_scale = nn.Parameter(torch.ones(()))
+            self.register_buffer("act_initialized", torch.zeros((), dtype=torch.bool))
+        self._act_ready = False  # Python-side cache of act_initialized, avoids a sync per step
+
+    def init_weight_scale(self) -> None:
+        """Reset the weight scale from the current weights (LSQ rule, see lsq_init_scale)."""
+        with torch.no_grad():
+            dim = 0 if self.per_channel else -1
+            self.weight_scale.copy_(lsq_init_scale(self.weight, self.weight_bits, True, dim))
+
+    def freeze_weight_scale(self, frozen: bool = True) -> None:
+        """Frozen weight scales (TR mode) mean levels change only when the weights move."""
+        self.weight_scale.requires_grad_(not frozen)
+
+    def _weight_grad_scale(self) -> float:
+        per_scale = self.weight.numel() // self.weight_scale.numel()
+        return 1.0 / math.sqrt(per_scale * qrange(self.weight_bits, True)[1])
+
+    def quantized_weight(self) -> torch.Tensor:
+        return quantize(self.weight, self.weight_scale, self.weight_bits, True, self._weight_grad_scale())
+
+    def weight_levels(self) -> torch.Tensor:
+        """The int8 levels of the current weights: exactly those the forward pass uses."""
+        with torch.no_grad():
+            s = scale_gradient(self.weight_scale, self._weight_grad_scale())
+            v = clipped(self.weight, s, self.weight_bits, True)
+            return to_levels(v, self.weight_bits, True).to(torch.int8)
+
+    def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act_bits == FP_BITS:
+            return x
+        if self.training and not self._act_ready:
+            self._init_act_scale(x)
+        per_sample = x.numel() // max(x.shape[0], 1)
+        g = 1.0 / math.sqrt(per_sample * qrange(self.act_bits, False)[1])
+        return quantize(x, self.act_scale, self.act_bits, False, g)
+
+    def _init_act_scale(self, x: torch.Tensor) -> None:
+        with torch.no_grad():
+            if not bool(self.act_initialized):
+                self.act_scale.copy_(lsq_init_scale(x.float(), self.act_bits, False))
+                self.act_initialized.fill_(True)
+        self._act_ready = True
+
+    def _load_from_state_dict(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(*args, **kwargs)
+        self._act_ready = False  # re-read the loaded act_initialized flag on the next forward
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, weight_bits={self.weight_bits}, act_bits={self.act_bits}" + (
+            ", per_channel=True" if self.per_channel else ""
+        )
+
+
+class QConv2d(QuantLayer, nn.Conv2d):
+    """nn.Conv2d computing with quantized input activations and quantized weights."""
+
+    kind = "conv"
+
+    def __init__(self, *args, weight_bits: int = 2, act_bits: int = 2, per_channel: bool = False, **kwargs):  # type: ignore[no-untyped-def]
+        nn.Conv2d.__init__(self, *args, **kwargs)
+        self._setup_quant(weight_bits, act_bits, per_channel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(self.quantized_input(x), self.quantized_weight(), self.bias,
+                        self.stride, self.padding, self.dilation, self.groups)
+
+    @classmethod
+    def from_float(cls, m: nn.Conv2d, weight_bits: int, act_bits: int, per_channel: bool = False) -> "QConv2d":
+        if m.padding_mode != "zeros":
+            raise ValueError("QConv2d supports padding_mode='zeros' only")
+        q = cls(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
+                m.groups, m.bias is not None, weight_bits=weight_bits, act_bits=act_bits,
+                per_channel=per_channel)
+        return _copy_float(q, m)
+
+
+class QLinear(QuantLayer, nn.Linear):
+    """nn.Linear computing with quantized input activations and quantized weights."""
+
+    kind = "linear"
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 weight_bits: int = 2, act_bits: int = 2, per_channel: bool = False):
+        nn.Linear.__init__(self, in_features, out_features, bias)
+        self._setup_quant(weight_bits, act_bits, per_channel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)
+
+    @classmethod
+    def from_float(cls, m: nn.Linear, weight_bits: int, act_bits: int, per_channel: bool = False) -> "QLinear":
+        q = cls(m.in_features, m.out_features, m.bias is not None, weight_bits=weight_bits,
+                act_bits=act_bits, per_channel=per_channel)
+        return _copy_float(q, m)
+
+
+def _copy_float(q: QuantLayer, m: nn.Module) -> QuantLayer:
+    with torch.no_grad():
+        q.weight.copy_(m.weight)
+        if m.bias is not None:
+            q.bias.copy_(m.bias)
+    q.init_weight_scale()
+    return q.to(m.weight.device, m.weight.dtype)
+
+
+def quantize_model(model: nn.Module, weight_bits: int, act_bits: int, first_last_fp: bool = True,
+                   per_channel: bool = False) -> nn.Module:
+    """Replace nn.Conv2d/nn.Linear modules of `model` in place by QConv2d/QLinear.
+
+    With first_last_fp, the first and last conv/linear layers (module registration order) stay
+    full precision. Returns the model.
+    """
+    targets = [(n, m) for n, m in model.named_modules()
+               if type(m) in (nn.Conv2d, nn.Linear)]  # exact types: never re-quantize a Q layer
+    if first_last_fp:
+        targets = targets[1:-1]
+    for name, m in targets:
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        qcls = QConv2d if isinstance(m, nn.Conv2d) else QLinear
+        setattr(parent, attr, qcls.from_float(m, weight_bits, act_bits, per_channel))
+    return model
+
+
+def quantized_layers(model: nn.Module) -> List[Tuple[str, QuantLayer]]:
+    """The quantized layers of `model` in named_modules order (the order of every counts list)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, QuantLayer)]

@@ -1,0 +1,144 @@
+import { Packr, Unpackr } from 'msgpackr';
+import { z } from 'zod';
+
+/** Version of docs/protocol.md this controller speaks. */
+export const PROTOCOL_VERSION = 1;
+/** Largest frame either side accepts. */
+export const MAX_MESSAGE_BYTES = 1 << 20;
+
+const count = z.number().int().min(0);
+const nullableNumber = z.number().nullable();
+
+export const envelopeSchema = z.strictObject({
+  v: z.number().int(),
+  type: z.string().min(1),
+  sid: z.string().min(1).max(64),
+  seq: z.number().int().min(0),
+  body: z.record(z.string(), z.unknown()),
+});
+export type Envelope = z.infer<typeof envelopeSchema>;
+
+export const layerSchema = z.object({
+  name: z.string(),
+  kind: z.string(),
+  numel: z.number().int().positive(),
+  weight_bits: z.number().int(),
+  act_bits: z.number().int(),
+});
+export type LayerInfo = z.infer<typeof layerSchema>;
+
+/** Bodies of the messages a worker may send, by type. */
+export const workerBodies = {
+  hello: z.object({
+    protocol: z.number().int(),
+    rank: z.number().int().min(0),
+    world_size: z.number().int().positive(),
+    pid: z.number().int(),
+    hostname: z.string(),
+    device: z.string(),
+    device_name: z.string(),
+    torch_version: z.string(),
+    python_version: z.string(),
+    trqat_version: z.string(),
+  }),
+  ready: z.object({
+    device: z.string(),
+    layers: z.array(layerSchema),
+    params: z.object({ quantized: count, other: count }),
+    train_size: count,
+    test_size: count,
+    steps_per_epoch: z.number().int().positive(),
+    start_step: count,
+  }),
+  step: z.object({
+    step: count,
+    counts: z.array(count).nullable(),
+    loss: nullableNumber,
+    correct: count.nullable(),
+    samples: count.nullable(),
+  }),
+  trained: z.object({ end: count, loss: nullableNumber, correct: count.nullable(), samples: count.nullable(), seconds: z.number() }),
+  evaluated: z.object({ top1: z.number(), loss: z.number(), samples: count, seconds: z.number() }),
+  saved: z.object({ path: z.string(), bytes: count }),
+  bye: z.object({}),
+  heartbeat: z.object({}),
+  error: z.object({ message: z.string(), traceback: z.string().optional() }),
+} as const;
+
+export type WorkerMessageType = keyof typeof workerBodies;
+export type WorkerBody<T extends WorkerMessageType> = z.infer<(typeof workerBodies)[T]>;
+export interface WorkerMessage<T extends WorkerMessageType = WorkerMessageType> {
+  type: T;
+  sid: string;
+  seq: number;
+  body: WorkerBody<T>;
+}
+
+/** Bodies the controller sends, by type. */
+export interface ControllerBodies {
+  welcome: { config: unknown; resume: string | null };
+  reject: { reason: string };
+  train: { start: number; end: number };
+  lr: { step: number; lr_quant: number; lr_other: number; stop: boolean };
+  eval: Record<string, never>;
+  save: { path: string };
+  shutdown: Record<string, never>;
+  heartbeat_ack: Record<string, never>;
+  error: { message: string };
+}
+export type ControllerMessageType = keyof ControllerBodies;
+
+export class ProtocolError extends Error {
+  constructor(
+    message: string,
+    /** The sender's session id when the envelope was readable, so the error can be answered. */
+    readonly sid: string | null = null,
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** A peer speaking another protocol version: refused at the handshake with both versions named. */
+export class VersionMismatchError extends ProtocolError {}
+
+const packr = new Packr({ useRecords: false });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
+
+export function encode<T extends ControllerMessageType>(type: T, sid: string, seq: number, body: ControllerBodies[T]): Buffer {
+  return packr.pack({ v: PROTOCOL_VERSION, type, sid, seq, body });
+}
+
+/** Decodes and validates one frame from a worker; throws ProtocolError saying what is wrong. */
+export function decodeWorkerMessage(frame: Buffer): WorkerMessage {
+  if (frame.length > MAX_MESSAGE_BYTES) throw new ProtocolError(`message of ${frame.length} bytes exceeds the ${MAX_MESSAGE_BYTES}-byte limit`);
+  let decoded: unknown;
+  try {
+    decoded = unpackr.unpack(frame);
+  } catch (error) {
+    throw new ProtocolError(`message is not valid MessagePack (${(error as Error).message})`);
+  }
+  const envelope = envelopeSchema.safeParse(decoded);
+  if (!envelope.success) throw new ProtocolError(`bad envelope: ${formatZodIssues(envelope.error)}`);
+  const { v, type, sid, seq, body } = envelope.data;
+  const bodySchema = (workerBodies as Record<string, z.ZodType>)[type];
+  if (!bodySchema) throw new ProtocolError(`unknown message type "${type}" (known: ${Object.keys(workerBodies).join(', ')})`, sid);
+  const bodyVersion = type === 'hello' ? body['protocol'] : v;
+  if (v !== PROTOCOL_VERSION || bodyVersion !== PROTOCOL_VERSION) {
+    const theirs = v !== PROTOCOL_VERSION ? v : String(bodyVersion);
+    throw new VersionMismatchError(
+      `protocol version mismatch: the worker speaks version ${theirs}, this controller speaks version ${PROTOCOL_VERSION}; ` +
+        'install matching versions of the trqat npm package and the trqat Python package',
+      sid,
+    );
+  }
+  const parsedBody = bodySchema.safeParse(body);
+  if (!parsedBody.success) throw new ProtocolError(`bad "${type}" message: ${formatZodIssues(parsedBody.error)}`, sid);
+  return { type: type as WorkerMessageType, sid, seq, body: parsedBody.data as WorkerBody<WorkerMessageType> };
+}
+
+function formatZodIssues(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : 'message'}: ${issue.message}`)
+    .join('; ');
+}

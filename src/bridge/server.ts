@@ -1,0 +1,111 @@
+import { Router } from 'zeromq';
+import {
+  decodeWorkerMessage,
+  encode,
+  MAX_MESSAGE_BYTES,
+  ProtocolError,
+  VersionMismatchError,
+  type ControllerBodies,
+  type ControllerMessageType,
+  type WorkerMessage,
+} from './protocol.js';
+
+export interface ServerEvents {
+  /** A valid message (heartbeats included, after they have been acknowledged). */
+  message(message: WorkerMessage, routingId: Buffer): void;
+  /** A frame that was refused; it has already been answered with an error or a reject. */
+  refused(error: ProtocolError): void;
+}
+
+/** Bounds on the sockets' queues: a stuck peer cannot make the controller buffer without limit. */
+const HIGH_WATER_MARK = 1000;
+
+/**
+ * The controller's ROUTER socket. Workers connect DEALER sockets; every frame is validated,
+ * heartbeats are acknowledged here, bad frames are answered and dropped, never thrown.
+ */
+export class BridgeServer {
+  private sendChain: Promise<void> = Promise.resolve();
+  private seq = 0;
+  private closed = false;
+
+  private constructor(
+    private readonly socket: Router,
+    readonly endpoint: string,
+    private readonly events: ServerEvents,
+  ) {
+    void this.receiveLoop();
+  }
+
+  /** Binds `endpoint` ("tcp://127.0.0.1:*" picks a free port); `endpoint` on the result is the real address. */
+  static async bind(endpoint: string, events: ServerEvents): Promise<BridgeServer> {
+    const socket = new Router({
+      linger: 0,
+      maxMessageSize: MAX_MESSAGE_BYTES,
+      receiveHighWaterMark: HIGH_WATER_MARK,
+      sendHighWaterMark: HIGH_WATER_MARK,
+    });
+    try {
+      await socket.bind(endpoint);
+    } catch (error) {
+      socket.close();
+      throw new Error(`cannot bind the controller endpoint ${endpoint}: ${(error as Error).message}`);
+    }
+    return new BridgeServer(socket, socket.lastEndpoint ?? endpoint, events);
+  }
+
+  /** Sends are chained: a zeromq socket allows one send in flight at a time. */
+  send<T extends ControllerMessageType>(routingId: Buffer, type: T, sid: string, body: ControllerBodies[T]): Promise<void> {
+    const frame = encode(type, sid, this.seq++, body);
+    const sent = this.sendChain.then(() => (this.closed ? undefined : this.socket.send([routingId, frame])));
+    this.sendChain = sent.catch(() => undefined);
+    return sent;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.sendChain;
+    this.socket.close();
+  }
+
+  private async receiveLoop(): Promise<void> {
+    try {
+      for await (const frames of this.socket) {
+        this.handle(frames);
+      }
+    } catch (error) {
+      // Closing the socket ends the loop with an error; anything else is a bug worth seeing.
+      if (!this.closed) this.events.refused(new ProtocolError(`receive loop stopped: ${(error as Error).message}`));
+    }
+  }
+
+  private handle(frames: Buffer[]): void {
+    const [routingId, frame, ...extra] = frames;
+    if (!routingId || !frame || extra.length > 0) {
+      this.refuse(routingId, new ProtocolError(`expected one frame per message, got ${frames.length - 1}`));
+      return;
+    }
+    let message: WorkerMessage;
+    try {
+      message = decodeWorkerMessage(frame);
+    } catch (error) {
+      this.refuse(routingId, error instanceof ProtocolError ? error : new ProtocolError(String(error)));
+      return;
+    }
+    if (message.type === 'heartbeat') void this.send(routingId, 'heartbeat_ack', message.sid, {}).catch(() => undefined);
+    this.events.message(message, routingId);
+  }
+
+  private refuse(routingId: Buffer | undefined, error: ProtocolError): void {
+    if (routingId) {
+      const sid = error.sid ?? 'unknown';
+      const reply =
+        error instanceof VersionMismatchError
+          ? this.send(routingId, 'reject', sid, { reason: error.message })
+          : this.send(routingId, 'error', sid, { message: error.message });
+      void reply.catch(() => undefined);
+    }
+    this.events.refused(error);
+  }
+}

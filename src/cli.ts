@@ -1,0 +1,121 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stringify as toYaml } from 'yaml';
+import { applyOverrides, loadConfig, parseConfig } from './config/load.js';
+import { resolveConfig, type ResolvedConfig } from './config/resolve.js';
+import { TrqatError } from './errors.js';
+import { PACKAGE_ROOT } from './paths.js';
+import { formatEvent, duration } from './cli/progress.js';
+import { resume, train, type RunOptions, type RunSummary } from './run/train.js';
+
+const USAGE = `usage:
+  trqat train [config.yaml] [--set path=value ...]   start a run (no config: the built-in default,
+                                                     TR-scheduled W2A2 ResNet-20 on Fashion-MNIST)
+  trqat resume <run-dir> [--set worker.key=value ...] continue a run from its latest checkpoint
+  trqat config [config.yaml] [--set path=value ...]  print the resolved config and exit
+  trqat --version | --help
+
+Ctrl-C stops at the next step and writes a checkpoint (press twice to stop at once).
+Config reference: README.md, "Config reference".`;
+
+/** Settings a resume may change: where and how the worker runs, never the schedule. */
+const RESUMABLE_PREFIXES = ['worker.', 'train.log_every', 'train.keep_checkpoints', 'bridge.'];
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { set: { type: 'string', multiple: true, default: [] }, help: { type: 'boolean' }, version: { type: 'boolean' } },
+  });
+  if (values.version) {
+    console.log(JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')).version);
+    return 0;
+  }
+  const [command, target, ...extra] = positionals;
+  if (values.help || !command) {
+    console.log(USAGE);
+    return values.help ? 0 : 2;
+  }
+  if (extra.length > 0) throw new TrqatError(`unexpected arguments: ${extra.join(' ')}\n${USAGE}`, 2);
+  const overrides = values.set ?? [];
+  switch (command) {
+    case 'config':
+      process.stdout.write(toYaml(loadConfig(target ?? null, overrides)));
+      return 0;
+    case 'train': {
+      const config = loadConfig(target ?? null, overrides);
+      return report(await withSignals(config.train.log_every, (options) => train(config, options)));
+    }
+    case 'resume': {
+      if (!target) throw new TrqatError(`trqat resume needs the run folder, e.g. trqat resume runs/run-20261129-101500`, 2);
+      for (const override of overrides) {
+        if (!RESUMABLE_PREFIXES.some((prefix) => override.startsWith(prefix))) {
+          throw new TrqatError(`--set ${override}: a resume can only change ${RESUMABLE_PREFIXES.join(', ')} (anything else would change the schedule)`, 2);
+        }
+      }
+      const withOverrides = (saved: ResolvedConfig): ResolvedConfig =>
+        overrides.length === 0 ? saved : resolveConfig(parseConfig(applyOverrides(saved, overrides), 'resumed config'));
+      return report(await withSignals(20, (options) => resume(target, { ...options, overrides: withOverrides })));
+    }
+    default:
+      throw new TrqatError(`unknown command "${command}"\n${USAGE}`, 2);
+  }
+}
+
+/** First Ctrl-C (or SIGTERM): stop at the next step with a checkpoint. Second: stop at once. */
+async function withSignals(logEvery: number, run: (options: RunOptions) => Promise<RunSummary>): Promise<RunSummary> {
+  const stop = new AbortController();
+  const onSignal = () => {
+    if (stop.signal.aborted) {
+      console.error('\nstopping at once; the last checkpoint is kept');
+      process.exit(130);
+    }
+    console.error('\nstopping after this step and writing a checkpoint (Ctrl-C again to stop at once)');
+    stop.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await run({
+      signal: stop.signal,
+      onEvent: (event) => {
+        const line = formatEvent(event, logEvery);
+        if (line !== null) (event.type === 'warning' ? console.error : console.log)(line);
+      },
+    });
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+function report(summary: RunSummary): number {
+  const top1 = summary.final_top1 === null ? 'not evaluated' : `${summary.final_top1.toFixed(2)}%`;
+  console.log(
+    `\n${summary.status === 'completed' ? 'done' : 'interrupted'}: step ${summary.step}/${summary.total_steps}, ` +
+      `final top-1 ${top1}, best ${summary.best_top1 === null ? '-' : `${summary.best_top1.toFixed(2)}%`}, ${duration(summary.elapsed_s)}\n` +
+      `run folder: ${summary.run_dir}` +
+      (summary.status === 'interrupted' ? `\nto continue: trqat resume ${summary.run_dir}` : ''),
+  );
+  return summary.status === 'completed' ? 0 : 130;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    if (error instanceof TrqatError) {
+      console.error(`trqat: ${error.message}`);
+      process.exitCode = error.exitCode;
+    } else if (error instanceof Error && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS')) {
+      console.error(`trqat: ${error.message}\n${USAGE}`);
+      process.exitCode = 2;
+    } else {
+      console.error(error);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,51 @@
+import type { RunEvent } from '../run/train.js';
+
+/** Formats run events as the human-readable lines the CLI prints. */
+export function formatEvent(event: RunEvent, logEvery: number): string | null {
+  switch (event.type) {
+    case 'started':
+      return (
+        `run folder ${event.runDir}\n` +
+        `device ${event.device}, ${event.layers} quantized layers (${event.quantizedWeights.toLocaleString('en-US')} weights), ` +
+        `${event.plan.total_steps} steps (${event.plan.steps_per_epoch} per epoch)` +
+        (event.startStep > 0 ? `, resuming at step ${event.startStep}` : '')
+      );
+    case 'step': {
+      const { record, plan } = event;
+      const done = record.step + 1;
+      if (done % logEvery !== 0 && done !== plan.total_steps) return null;
+      const eta = record.steps_per_s > 0 ? (plan.total_steps - done) / record.steps_per_s : 0;
+      const fields = [
+        `step ${done}/${plan.total_steps}`,
+        `ep ${record.epoch.toFixed(2)}`,
+        `loss ${record.loss.toFixed(4)}`,
+        `acc ${record.acc.toFixed(1)}%`,
+        `k ${sci(record.k)}`,
+        `K ${sci(record.K)}`,
+        record.R === null ? `lr_q ${sci(record.lr_quant)}` : `R ${sci(record.R)}`,
+        record.U === null ? null : `U ${sci(record.U)}`,
+        `${record.steps_per_s.toFixed(1)} step/s`,
+        `ETA ${duration(eta)}`,
+      ];
+      return fields.filter((field) => field !== null).join('  ');
+    }
+    case 'eval':
+      return `eval after step ${event.record.step}: top-1 ${event.record.top1.toFixed(2)}%  loss ${event.record.loss.toFixed(4)}  (${event.record.seconds.toFixed(1)} s)`;
+    case 'checkpoint':
+      return `checkpoint ${event.checkpoint.path}`;
+    case 'warning':
+      return `warning: ${event.message}`;
+  }
+}
+
+export function sci(value: number | null): string {
+  if (value === null) return '-';
+  return value === 0 ? '0' : value.toExponential(2);
+}
+
+export function duration(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}

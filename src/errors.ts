@@ -1,0 +1,7 @@
+/** An error the user can act on: the CLI prints its message alone (no stack) and exits non-zero. */
+export class TrqatError extends Error {
+  constructor(message: string, readonly exitCode = 1) {
+    super(message);
+    this.name = new.target.name;
+  }
+}

@@ -1,0 +1,34 @@
+import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { TrqatError } from '../errors.js';
+
+/** Writes a file so that readers see the old content or the new one, never a torn one. */
+export function writeFileAtomic(path: string, content: string): void {
+  const temporary = `${path}.tmp-${process.pid}`;
+  const fd = openSync(temporary, 'w');
+  try {
+    writeSync(fd, content);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(temporary, path);
+}
+
+export function writeJsonAtomic(path: string, value: unknown): void {
+  writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+export function readJson<T>(path: string, what: string): T {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new TrqatError(`cannot read ${what} ${path}: ${(error as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (error) {
+    throw new TrqatError(`${what} ${path} is not valid JSON (${(error as Error).message}); the file is damaged`);
+  }
+}

@@ -1,0 +1,82 @@
+import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
+import type { StepDecision } from '../schedules/controller.js';
+import { writeFileAtomic } from './files.js';
+
+/** One line of metrics.jsonl per training step. */
+export interface StepRecord extends StepDecision {
+  type: 'step';
+  epoch: number;
+  /** Per-layer transition counts, in the order of the run's `layers`. */
+  counts: number[] | null;
+  loss: number;
+  /** Training top-1 of this step's batch, percent. */
+  acc: number;
+  samples: number;
+  /** Steps per second over the recent steps. */
+  steps_per_s: number;
+  time: number;
+}
+
+/** One line per evaluation. */
+export interface EvalRecord {
+  type: 'eval';
+  step: number;
+  epoch: number;
+  top1: number;
+  loss: number;
+  samples: number;
+  seconds: number;
+  time: number;
+}
+
+export type MetricsRecord = StepRecord | EvalRecord;
+
+/** Lines are buffered and written in batches so a fast run does not pay a syscall per step. */
+const FLUSH_EVERY_LINES = 200;
+
+/** The run's JSON-lines metrics log. */
+export class MetricsLog {
+  private readonly fd: number;
+  private pending: string[] = [];
+
+  constructor(readonly path: string) {
+    this.fd = openSync(path, 'a');
+  }
+
+  write(record: MetricsRecord): void {
+    this.pending.push(JSON.stringify(record));
+    if (this.pending.length >= FLUSH_EVERY_LINES) this.flush();
+  }
+
+  flush(): void {
+    if (this.pending.length === 0) return;
+    writeSync(this.fd, `${this.pending.join('\n')}\n`);
+    this.pending = [];
+  }
+
+  close(): void {
+    this.flush();
+    closeSync(this.fd);
+  }
+
+  /** Every record of a log file; a torn last line (a crash mid-write) is skipped. */
+  static read(path: string): MetricsRecord[] {
+    if (!existsSync(path)) return [];
+    const records: MetricsRecord[] = [];
+    for (const line of readFileSync(path, 'utf8').split('\n')) {
+      if (line.trim() === '') continue;
+      try {
+        records.push(JSON.parse(line) as MetricsRecord);
+      } catch {
+        // Only the last line can be torn; anything after it would be unreadable anyway.
+      }
+    }
+    return records;
+  }
+
+  /** Drops records from steps at or after `step` (they are replayed by the resumed run). */
+  static truncate(path: string, step: number): void {
+    const kept = MetricsLog.read(path).filter((record) => (record.type === 'step' ? record.step < step : record.step <= step));
+    writeFileAtomic(path, kept.map((record) => `${JSON.stringify(record)}\n`).join(''));
+  }
+}

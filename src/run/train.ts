@@ -1,0 +1,331 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { ResolvedConfig } from '../config/resolve.js';
+import { totalSteps } from '../config/resolve.js';
+import { TrqatError } from '../errors.js';
+import type { WorkerBody } from '../bridge/protocol.js';
+import { WorkerLink } from '../bridge/worker-link.js';
+import { TrController, type StepDecision } from '../schedules/controller.js';
+import { Checkpoints, CHECKPOINT_FORMAT, type CheckpointRef } from './checkpoints.js';
+import { readJson, writeJsonAtomic } from './files.js';
+import { MetricsLog, type EvalRecord, type StepRecord } from './metrics.js';
+
+/** When to evaluate and checkpoint, fixed once the worker has said how long an epoch is. */
+export interface RunPlan {
+  total_steps: number;
+  steps_per_epoch: number;
+  eval_every: number;
+  checkpoint_every: number;
+}
+
+export type RunStatus = 'running' | 'completed' | 'interrupted' | 'failed';
+
+/** run.json: the run's state at a glance, rewritten atomically as it changes. */
+export interface RunInfo {
+  status: RunStatus;
+  /** Step of the latest checkpoint (where a resume continues). */
+  checkpoint_step: number;
+  plan: RunPlan | null;
+  started: string;
+  updated: string;
+  error?: string;
+  worker?: WorkerBody<'hello'>;
+  device?: string;
+  layers?: WorkerBody<'ready'>['layers'];
+}
+
+export interface RunSummary {
+  run_dir: string;
+  status: 'completed' | 'interrupted';
+  step: number;
+  total_steps: number;
+  final_top1: number | null;
+  best_top1: number | null;
+  final_loss: number | null;
+  elapsed_s: number;
+}
+
+export type RunEvent =
+  | { type: 'started'; runDir: string; endpoint: string; plan: RunPlan; startStep: number; device: string; layers: number; quantizedWeights: number }
+  | { type: 'step'; record: StepRecord; plan: RunPlan }
+  | { type: 'eval'; record: EvalRecord }
+  | { type: 'checkpoint'; checkpoint: CheckpointRef }
+  | { type: 'warning'; message: string };
+
+export interface RunOptions {
+  onEvent?: (event: RunEvent) => void;
+  /** Aborting stops the run at the next step, writes a checkpoint and resolves with status "interrupted". */
+  signal?: AbortSignal;
+}
+
+const CONFIG_FILE = 'config.json';
+const RUN_FILE = 'run.json';
+const METRICS_FILE = 'metrics.jsonl';
+
+/** Creates a new run folder under `config.out_dir` and trains it to the end. */
+export async function train(config: ResolvedConfig, options: RunOptions = {}): Promise<RunSummary> {
+  const runDir = createRunDir(config);
+  writeJsonAtomic(join(runDir, CONFIG_FILE), config);
+  return new Run(runDir, config, null, options).execute();
+}
+
+/** Continues a run from its latest checkpoint, with the schedules exactly where they stopped. */
+export async function resume(runDir: string, options: RunOptions & { overrides?: (config: ResolvedConfig) => ResolvedConfig } = {}): Promise<RunSummary> {
+  const dir = resolve(runDir);
+  if (!existsSync(join(dir, CONFIG_FILE))) throw new TrqatError(`${dir} is not a trqat run folder: ${CONFIG_FILE} is missing`);
+  const saved = readJson<ResolvedConfig>(join(dir, CONFIG_FILE), 'run config');
+  const config = options.overrides ? options.overrides(saved) : saved;
+  const checkpoint = new Checkpoints(dir, config.train.keep_checkpoints).latest();
+  if (!checkpoint) throw new TrqatError(`${dir} has no checkpoint to resume from; start the run again with "trqat train"`);
+  const info = readJson<RunInfo>(join(dir, RUN_FILE), 'run status');
+  if (info.status === 'completed') throw new TrqatError(`${dir} has already completed (${info.checkpoint_step} of ${info.plan?.total_steps} steps)`);
+  if (config !== saved) writeJsonAtomic(join(dir, CONFIG_FILE), config);
+  return new Run(dir, config, checkpoint, options).execute();
+}
+
+function createRunDir(config: ResolvedConfig): string {
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  const base = resolve(config.out_dir, `${config.name}-${stamp}`);
+  let dir = base;
+  for (let n = 2; existsSync(dir); n++) dir = `${base}-${n}`;
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/** A pending step: decided and sent, waiting for the worker to report its loss. */
+interface PendingStep {
+  decision: StepDecision;
+  counts: number[] | null;
+}
+
+/** One training session over a run folder: the plan loop of train chunks, evaluations and checkpoints. */
+class Run {
+  private readonly metrics: MetricsLog;
+  private readonly checkpoints: Checkpoints;
+  private info: RunInfo;
+  private link: WorkerLink | null = null;
+  private controller: TrController | null = null;
+  private plan: RunPlan | null = null;
+  private step = 0;
+  private bestTop1: number | null = null;
+  private lastEval: EvalRecord | null = null;
+  private elapsedBefore = 0;
+  private readonly startedAt = Date.now();
+  private lastStepAt = Date.now();
+  private stepsPerSecond = 0;
+
+  constructor(
+    private readonly runDir: string,
+    private readonly config: ResolvedConfig,
+    private readonly checkpoint: CheckpointRef | null,
+    private readonly options: RunOptions,
+  ) {
+    const now = new Date().toISOString();
+    this.info = checkpoint
+      ? { ...readJson<RunInfo>(join(runDir, RUN_FILE), 'run status'), status: 'running', updated: now }
+      : { status: 'running', checkpoint_step: 0, plan: null, started: now, updated: now };
+    delete this.info.error;
+    if (checkpoint) MetricsLog.truncate(join(runDir, METRICS_FILE), checkpoint.step);
+    this.metrics = new MetricsLog(join(runDir, METRICS_FILE));
+    this.checkpoints = new Checkpoints(runDir, config.train.keep_checkpoints);
+  }
+
+  async execute(): Promise<RunSummary> {
+    this.saveInfo();
+    try {
+      await this.connect();
+      const interrupted = await this.loop();
+      await this.link!.shutdown();
+      this.setStatus(interrupted ? 'interrupted' : 'completed');
+      return this.summary(interrupted ? 'interrupted' : 'completed');
+    } catch (error) {
+      this.setStatus('failed', (error as Error).message);
+      if (this.link) await this.link.close();
+      throw error;
+    } finally {
+      this.metrics.close();
+    }
+  }
+
+  private emit(event: RunEvent): void {
+    this.options.onEvent?.(event);
+  }
+
+  private async connect(): Promise<void> {
+    const link = await WorkerLink.start({
+      config: this.config,
+      resume: this.checkpoint?.path ?? null,
+      logPath: join(this.runDir, 'worker.log'),
+      warn: (message) => this.emit({ type: 'warning', message }),
+    });
+    this.link = link;
+    const ready = link.ready!;
+    const total = totalSteps(this.config, ready.steps_per_epoch);
+    const evalEvery = this.config.train.eval_every ?? ready.steps_per_epoch;
+    this.plan = {
+      total_steps: total,
+      steps_per_epoch: ready.steps_per_epoch,
+      eval_every: evalEvery,
+      checkpoint_every: this.config.train.checkpoint_every ?? evalEvery,
+    };
+    this.controller = new TrController(this.config, total, ready.layers.map((layer) => layer.numel));
+    this.step = ready.start_step;
+    if (this.checkpoint) this.restore(ready.start_step);
+    this.info = { ...this.info, plan: this.plan, worker: link.hello!, device: ready.device, layers: ready.layers };
+    this.saveInfo();
+    this.emit({
+      type: 'started',
+      runDir: this.runDir,
+      endpoint: link.endpoint,
+      plan: this.plan,
+      startStep: this.step,
+      device: ready.device,
+      layers: ready.layers.length,
+      quantizedWeights: this.controller.quantizedWeights,
+    });
+  }
+
+  private restore(workerStep: number): void {
+    const saved = Checkpoints.readController(this.checkpoint!);
+    if (saved.step !== workerStep) {
+      throw new TrqatError(`checkpoint ${this.checkpoint!.path} is inconsistent: controller.json is at step ${saved.step}, worker.pt at step ${workerStep}`);
+    }
+    if (saved.total_steps !== this.plan!.total_steps) {
+      throw new TrqatError(`checkpoint ${this.checkpoint!.path} belongs to a ${saved.total_steps}-step plan, but the config now gives ${this.plan!.total_steps} steps`);
+    }
+    this.controller!.loadStateDict(saved.controller);
+    this.bestTop1 = saved.best_top1;
+    this.elapsedBefore = saved.elapsed_s;
+  }
+
+  /** Trains to the end of the plan; returns true when stopped early by the abort signal. */
+  private async loop(): Promise<boolean> {
+    const plan = this.plan!;
+    const isBoundary = (step: number, every: number) => step === plan.total_steps || (every > 0 && step % every === 0);
+    while (this.step < plan.total_steps) {
+      const end = Math.min(plan.total_steps, nextMultiple(this.step, plan.eval_every), nextMultiple(this.step, plan.checkpoint_every));
+      await this.trainChunk(this.step, end);
+      if (this.options.signal?.aborted) {
+        await this.saveCheckpoint();
+        return true;
+      }
+      if (isBoundary(this.step, plan.eval_every)) await this.evaluate();
+      if (isBoundary(this.step, plan.checkpoint_every)) await this.saveCheckpoint();
+    }
+    return false;
+  }
+
+  private async trainChunk(start: number, end: number): Promise<void> {
+    const link = this.link!;
+    const timeout = this.config.worker.command_timeout_ms;
+    await link.begin('train', { start, end }, `training steps ${start}..${end - 1}`);
+    let pending: PendingStep | null = null;
+    let last = end;
+    for (let t = start; t < last; t++) {
+      link.describe(`training step ${t}`);
+      const report = (await link.next('step', timeout)).body;
+      if (report.step !== t) throw new TrqatError(`protocol violation: the worker reported step ${report.step}, expected ${t}`);
+      if (pending) this.record(pending, report);
+      const decision = this.controller!.step(t, report.counts);
+      const stop = this.options.signal?.aborted === true && t + 1 < end;
+      await link.send('lr', { step: t, lr_quant: decision.lr_quant, lr_other: decision.lr_other, stop });
+      pending = { decision, counts: report.counts };
+      if (stop) last = t + 1;
+    }
+    const done = (await link.next('trained', timeout)).body;
+    link.finish();
+    if (done.end !== last) throw new TrqatError(`protocol violation: the worker stopped at step ${done.end}, expected ${last}`);
+    if (pending) this.record(pending, done);
+    this.step = last;
+  }
+
+  private record(pending: PendingStep, stats: { loss: number | null; correct: number | null; samples: number | null }): void {
+    const now = Date.now();
+    const seconds = Math.max(1e-6, (now - this.lastStepAt) / 1000);
+    this.lastStepAt = now;
+    // Smoothed over ~20 steps so the display and ETA do not jump around.
+    this.stepsPerSecond = this.stepsPerSecond === 0 ? 1 / seconds : 0.95 * this.stepsPerSecond + 0.05 / seconds;
+    const samples = stats.samples ?? 0;
+    const record: StepRecord = {
+      type: 'step',
+      ...pending.decision,
+      epoch: (pending.decision.step + 1) / this.plan!.steps_per_epoch,
+      counts: pending.counts,
+      loss: stats.loss ?? Number.NaN,
+      acc: samples > 0 ? (100 * (stats.correct ?? 0)) / samples : 0,
+      samples,
+      steps_per_s: this.stepsPerSecond,
+      time: now / 1000,
+    };
+    this.metrics.write(record);
+    this.emit({ type: 'step', record, plan: this.plan! });
+  }
+
+  private async evaluate(): Promise<void> {
+    const result = await this.link!.command('eval', {}, 'evaluated', `evaluating after step ${this.step}`);
+    const record: EvalRecord = {
+      type: 'eval',
+      step: this.step,
+      epoch: this.step / this.plan!.steps_per_epoch,
+      ...result,
+      time: Date.now() / 1000,
+    };
+    this.lastEval = record;
+    this.bestTop1 = Math.max(this.bestTop1 ?? -Infinity, record.top1);
+    this.metrics.write(record);
+    this.metrics.flush();
+    this.emit({ type: 'eval', record });
+  }
+
+  private async saveCheckpoint(): Promise<void> {
+    const { staging, commit } = this.checkpoints.begin(this.step);
+    await this.link!.command('save', { path: staging }, 'saved', `saving the checkpoint of step ${this.step}`);
+    // Metrics first: a checkpoint never points past what the log holds.
+    this.metrics.flush();
+    const checkpoint = commit({
+      format: CHECKPOINT_FORMAT,
+      step: this.step,
+      total_steps: this.plan!.total_steps,
+      controller: this.controller!.stateDict(),
+      best_top1: this.bestTop1,
+      elapsed_s: this.elapsed(),
+    });
+    this.info.checkpoint_step = this.step;
+    this.saveInfo();
+    this.emit({ type: 'checkpoint', checkpoint });
+  }
+
+  private elapsed(): number {
+    return this.elapsedBefore + (Date.now() - this.startedAt) / 1000;
+  }
+
+  private setStatus(status: RunStatus, error?: string): void {
+    this.info = { ...this.info, status, ...(error ? { error } : {}) };
+    this.saveInfo();
+  }
+
+  private saveInfo(): void {
+    this.info.updated = new Date().toISOString();
+    writeJsonAtomic(join(this.runDir, RUN_FILE), this.info);
+  }
+
+  private summary(status: RunSummary['status']): RunSummary {
+    const summary: RunSummary = {
+      run_dir: this.runDir,
+      status,
+      step: this.step,
+      total_steps: this.plan!.total_steps,
+      final_top1: this.lastEval?.top1 ?? null,
+      best_top1: this.bestTop1,
+      final_loss: this.lastEval?.loss ?? null,
+      elapsed_s: this.elapsed(),
+    };
+    writeJsonAtomic(join(this.runDir, 'summary.json'), summary);
+    return summary;
+  }
+}
+
+/** The next multiple of `every` after `step`; Infinity when `every` is 0 (only at the end). */
+function nextMultiple(step: number, every: number): number {
+  return every > 0 ? (Math.floor(step / every) + 1) * every : Infinity;
+}

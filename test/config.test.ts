@@ -1,0 +1,70 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { applyOverrides, ConfigError, loadConfig, parseConfig } from '../src/config/load.js';
+
+function configFile(text: string, ext = 'yaml'): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'trqat-config-')), `config.${ext}`);
+  writeFileSync(path, text);
+  return path;
+}
+
+function errorOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as Error).message;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('config', () => {
+  it('fills every default and derives R(0), U(0), eta and the model shape', () => {
+    const config = loadConfig(null);
+    expect(config.mode).toBe('tr');
+    expect(config.optimizer.lr).toBe(0.1);
+    expect(config.tr.r0).toBeCloseTo(1e-3 * Math.SQRT2, 15);
+    expect(config.tr.talr.u0).toBe(0.1);
+    expect(config.tr.talr.eta).toBe(0.1);
+    expect(config.model).toMatchObject({ in_channels: 1, num_classes: 10 });
+    const adam = loadConfig(null, ['optimizer.name=adam', 'quant.weight_bits=4']);
+    expect(adam.optimizer.lr).toBe(1e-3);
+    expect(adam.optimizer.weight_decay).toBe(0);
+    expect(adam.tr.r0).toBeCloseTo(2e-3, 15);
+    const synthetic = loadConfig(null, ['data.name=synthetic', 'data.synthetic.channels=3', 'data.synthetic.num_classes=5']);
+    expect(synthetic.model).toMatchObject({ in_channels: 3, num_classes: 5 });
+  });
+
+  it('reads YAML and JSON files, and --set overrides win', () => {
+    const yaml = loadConfig(configFile('optimizer:\n  name: adamw\ntrain:\n  steps: 50\n'), ['train.steps=70', 'data.augment=false']);
+    expect(yaml.optimizer.name).toBe('adamw');
+    expect(yaml.train.steps).toBe(70);
+    expect(yaml.data.augment).toBe(false);
+    const json = loadConfig(configFile('{"quant": {"weight_bits": 1, "act_bits": 1}}', 'json'));
+    expect(json.quant).toMatchObject({ weight_bits: 1, act_bits: 1 });
+  });
+
+  it('names the field, the bad value and what is allowed', () => {
+    const message = errorOf(() => loadConfig(null, ['optimizer.lr=-1', 'optimizer.name=rmsprop', 'quant.weight_bits=9']));
+    expect(message).toMatch(/optimizer\.lr: .*>0.*got -1/);
+    expect(message).toMatch(/optimizer\.name: .*"sgd".*"adam".*"adamw".*got "rmsprop"/);
+    expect(message).toMatch(/quant\.weight_bits: .*<=8.*got 9/);
+  });
+
+  it('lists the allowed keys when a key is unknown (typos do not pass silently)', () => {
+    const message = errorOf(() => parseConfig({ optimzer: { lr: 0.1 }, tr: { lamda: 0.1 } }));
+    expect(message).toMatch(/optimzer: unknown setting \(allowed here: .*optimizer/);
+    expect(message).toMatch(/tr\.lamda: unknown setting \(allowed here: lambda, r0, schedule, momentum, talr\)/);
+  });
+
+  it('explains malformed files and overrides', () => {
+    expect(errorOf(() => loadConfig(configFile('optimizer: [1, 2')))).toMatch(/not valid YAML\/JSON/);
+    expect(errorOf(() => loadConfig(configFile('- a\n- b\n')))).toMatch(/must hold a mapping of settings, got a list/);
+    expect(errorOf(() => loadConfig('/nonexistent/config.yaml'))).toMatch(/cannot read config file \/nonexistent\/config.yaml/);
+    expect(errorOf(() => applyOverrides({}, ['optimizer.lr']))).toMatch(/expected path=value/);
+    expect(errorOf(() => applyOverrides({ seed: 1 }, ['seed.x=2']))).toMatch(/"seed" is not a section/);
+    expect(errorOf(() => loadConfig(null, ['tr.momentum=1']))).toMatch(/tr\.momentum: .*got 1/);
+  });
+});

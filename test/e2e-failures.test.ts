@@ -1,0 +1,145 @@
+// End to end: what happens when things go wrong, with the real worker over real ZeroMQ.
+import { chmodSync, existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { Packr, Unpackr } from 'msgpackr';
+import { describe, expect, it } from 'vitest';
+import { Dealer } from 'zeromq';
+import { WorkerFailure } from '../src/bridge/worker-link.js';
+import { resolvePython } from '../src/bridge/worker-process.js';
+import { PACKAGE_ROOT } from '../src/paths.js';
+import { train, type RunEvent } from '../src/run/train.js';
+import { readRun, tinyConfig } from './helpers.js';
+
+const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
+
+/** Starts a run and applies `act` to the worker's pid once step `atStep` is logged; returns the error. */
+async function failingRun(overrides: string[], atStep: number, act: (pid: number) => void): Promise<{ error: Error; runDir: string; took: number }> {
+  const config = tinyConfig(['train.steps=400', 'train.eval_every=0', 'train.checkpoint_every=4', ...overrides]);
+  let runDir = '';
+  let actedAt = 0;
+  const onEvent = (event: RunEvent) => {
+    if (event.type === 'started') runDir = event.runDir;
+    if (event.type === 'step' && event.record.step === atStep) {
+      actedAt = Date.now();
+      act(readRun(runDir).info.worker!.pid);
+    }
+  };
+  const error = await train(config, { onEvent }).then(
+    () => new Error('the run should have failed'),
+    (e: Error) => e,
+  );
+  return { error, runDir, took: Date.now() - actedAt };
+}
+
+describe('failures', () => {
+  it('a killed worker stops the run with the stderr tail, leaving the folder and last checkpoint intact', async () => {
+    const { error, runDir, took } = await failingRun([], 6, (pid) => process.kill(pid, 'SIGKILL'));
+    expect(error).toBeInstanceOf(WorkerFailure);
+    expect(error.message).toMatch(/the worker was killed by SIGKILL while training step \d+/);
+    expect(error.message).toMatch(/last lines of the worker's stderr/);
+    expect(took).toBeLessThan(5000);
+    const { info, steps } = readRun(runDir);
+    expect(info.status).toBe('failed');
+    expect(info.error).toMatch(/SIGKILL/);
+    expect(info.checkpoint_step).toBe(4);
+    expect(steps.length).toBeGreaterThanOrEqual(6);
+    expect(readdirSync(join(runDir, 'checkpoints')).filter((name) => name.endsWith('.partial'))).toEqual([]);
+    expect(existsSync(join(runDir, 'checkpoints', 'step-0000004', 'worker.pt'))).toBe(true);
+  });
+
+  it('a hung worker is noticed within the heartbeat timeout', async () => {
+    const { error, runDir, took } = await failingRun(['worker.heartbeat_timeout_ms=1500'], 5, (pid) => process.kill(pid, 'SIGSTOP'));
+    expect(error.message).toMatch(/the worker stopped answering \(no message or heartbeat for 1\.\d s\)/);
+    expect(took).toBeLessThan(4000);
+    expect(readRun(runDir).info.status).toBe('failed');
+  });
+
+  it('a worker that speaks another protocol version is refused at the handshake, naming both versions', async () => {
+    // The real worker, with its protocol version patched to 2 before it starts.
+    const dir = mkdtempSync(join(tmpdir(), 'trqat-oldworker-'));
+    const wrapper = join(dir, 'python');
+    writeFileSync(
+      wrapper,
+      `#!/bin/sh\nexec "${resolvePython(null)}" -c "import trqat.protocol as p; p.PROTOCOL_VERSION = 2; from trqat.worker import main; raise SystemExit(main([]))"\n`,
+    );
+    chmodSync(wrapper, 0o755);
+    const error = await train(tinyConfig([`worker.python=${wrapper}`])).then(
+      () => new Error('the run should have failed'),
+      (e: Error) => e,
+    );
+    expect(error.message).toMatch(/refused at the handshake: protocol version mismatch: the worker speaks version 2, this controller speaks version 1/);
+  });
+
+  it('garbage on the socket is answered with an error and does not disturb the run', async () => {
+    const packr = new Packr({ useRecords: false });
+    const replies: Record<string, unknown>[] = [];
+    let stray: Promise<void> = Promise.resolve();
+    const summary = await train(tinyConfig(['train.steps=8']), {
+      onEvent: (event) => {
+        if (event.type !== 'started') return;
+        stray = (async () => {
+          const socket = new Dealer({ linger: 0, receiveTimeout: 5000 });
+          socket.connect(event.endpoint);
+          for (const frame of [Buffer.from('not msgpack at all'), packr.pack({ v: 1, type: 'step', sid: 'intruder', seq: 0, body: { step: 'x' } })]) {
+            await socket.send(frame);
+            const [reply] = await socket.receive();
+            replies.push(new Unpackr({ mapsAsObjects: true }).unpack(reply!) as Record<string, unknown>);
+          }
+          socket.close();
+        })();
+      },
+    });
+    await stray;
+    expect(summary.status).toBe('completed');
+    expect(replies.map((r) => r['type'])).toEqual(['error', 'error']);
+    expect((replies[1]!['body'] as { message: string }).message).toMatch(/bad "step" message: step/);
+  });
+});
+
+describe('the CLI', () => {
+  it('refuses a bad config with a clear message, exit code 2 and no run folder', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trqat-badconfig-'));
+    const path = join(dir, 'bad.yaml');
+    writeFileSync(path, `out_dir: ${join(dir, 'runs')}\noptimizer:\n  lr: fast\ntrian:\n  steps: 3\n`);
+    const result = await execa('node', [CLI, 'train', path], { reject: false });
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toMatch(/invalid .*bad\.yaml/);
+    expect(result.stderr).toMatch(/optimizer\.lr: .*expected number.*got "fast"/);
+    expect(result.stderr).toMatch(/trian: unknown setting \(allowed here: .*train/);
+    expect(existsSync(join(dir, 'runs'))).toBe(false);
+  });
+
+  it('Ctrl-C stops with a checkpoint; trqat resume finishes the run', async () => {
+    const config = tinyConfig(['train.steps=200', 'train.eval_every=0', 'train.checkpoint_every=0']);
+    const sets = ['out_dir', 'data.name', 'data.synthetic.train_size', 'data.batch_size', 'train.steps', 'train.eval_every', 'train.checkpoint_every', 'worker.device', 'worker.threads'].map((key) => {
+      const value = key.split('.').reduce<unknown>((node, part) => (node as Record<string, unknown>)[part], config);
+      return ['--set', `${key}=${String(value)}`];
+    });
+    const child = execa('node', [CLI, 'train', ...sets.flat(), '--set', 'train.log_every=1'], { reject: false });
+    let output = '';
+    let interrupted = false;
+    child.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      if (!interrupted && /step 5\/200/.test(output)) {
+        interrupted = true;
+        child.kill('SIGINT');
+      }
+    });
+    const result = await child;
+    expect(result.exitCode).toBe(130);
+    expect(result.stderr).toMatch(/stopping after this step/);
+    const runDir = /run folder: (.+)/.exec(result.stdout)![1]!.trim();
+    expect(result.stdout).toMatch(/to continue: trqat resume/);
+    const stoppedAt = readRun(runDir).info.checkpoint_step;
+    expect(stoppedAt).toBeGreaterThanOrEqual(5);
+    expect(stoppedAt).toBeLessThan(200);
+
+    const resumed = await execa('node', [CLI, 'resume', runDir], { reject: false });
+    expect(resumed.exitCode).toBe(0);
+    expect(resumed.stdout).toMatch(new RegExp(`resuming at step ${stoppedAt}`));
+    expect(resumed.stdout).toMatch(/done: step 200\/200, final top-1 \d+\.\d\d%/);
+    expect(readRun(runDir).steps.map((s) => s.step)).toEqual(Array.from({ length: 200 }, (_, t) => t));
+  });
+});

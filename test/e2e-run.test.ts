@@ -1,0 +1,91 @@
+// End to end: the real Python worker over real ZeroMQ, on the CPU with the synthetic dataset.
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { resume, train, type RunEvent } from '../src/run/train.js';
+import { readRun, tinyConfig } from './helpers.js';
+
+describe('a short TR-scheduled run', () => {
+  it('logs k, K, R, U exactly as the equations give them from the logged counts', async () => {
+    const config = tinyConfig();
+    const events: RunEvent[] = [];
+    const summary = await train(config, { onEvent: (event) => events.push(event) });
+    expect(summary.status).toBe('completed');
+    const { steps, evals, info } = readRun(summary.run_dir);
+    expect(info.status).toBe('completed');
+    expect(steps.map((s) => s.step)).toEqual(Array.from({ length: 24 }, (_, t) => t));
+    expect(evals.map((e) => e.step)).toEqual([8, 16, 24]);
+    expect(summary.final_top1).toBe(evals[2]!.top1);
+
+    const sizes = info.layers!.map((layer) => layer.numel);
+    const N = sizes.reduce((a, b) => a + b, 0);
+    const { momentum: m, r0: R0, talr } = config.tr;
+    let K = 0;
+    let U = talr.u0;
+    for (const s of steps) {
+      const R = R0 * 0.5 * (1 + Math.cos((Math.PI * s.step) / 24));
+      expect(s.R).toBeCloseTo(R, 14);
+      if (s.step === 0) {
+        expect(s.counts).toBeNull();
+      } else {
+        expect(s.counts).toHaveLength(sizes.length);
+        s.counts!.forEach((count, i) => expect(count).toBeLessThanOrEqual(sizes[i]!));
+        const k = s.counts!.reduce((a, b) => a + b, 0) / N;
+        expect(s.k).toBeCloseTo(k, 14);
+        K = m * K + (1 - m) * k;
+        U = Math.max(0, U + talr.eta * (R - K));
+      }
+      expect(s.K).toBeCloseTo(K, 14);
+      expect(s.U).toBeCloseTo(U, 14);
+      expect(s.lr_quant).toBe(s.U);
+      expect(Number.isFinite(s.loss)).toBe(true);
+      expect(s.samples).toBe(32);
+    }
+    // The weights did move: transitions happened, and training made progress.
+    expect(steps.some((s) => (s.k ?? 0) > 0)).toBe(true);
+    expect(steps.slice(-4).reduce((a, s) => a + s.loss, 0)).toBeLessThan(steps.slice(0, 4).reduce((a, s) => a + s.loss, 0));
+    expect(events.filter((e) => e.type === 'checkpoint')).toHaveLength(3);
+    expect(readdirSync(join(summary.run_dir, 'checkpoints')).sort()).toEqual(['latest.json', 'step-0000008', 'step-0000016', 'step-0000024']);
+  });
+
+  it('resumes exactly where it stopped: same schedules, same numbers as a run that never stopped', async () => {
+    const straight = await train(tinyConfig());
+    const config = tinyConfig();
+    const stop = new AbortController();
+    const interrupted = await train(config, {
+      signal: stop.signal,
+      onEvent: (event) => {
+        if (event.type === 'step' && event.record.step === 11) stop.abort();
+      },
+    });
+    expect(interrupted.status).toBe('interrupted');
+    // Stopped mid-epoch at the next step, with a checkpoint there.
+    expect(interrupted.step).toBe(13);
+    expect(readRun(interrupted.run_dir).info).toMatchObject({ status: 'interrupted', checkpoint_step: 13 });
+
+    const resumed = await resume(interrupted.run_dir);
+    expect(resumed.status).toBe('completed');
+    const a = readRun(straight.run_dir);
+    const b = readRun(resumed.run_dir);
+    expect(b.steps.map((s) => s.step)).toEqual(a.steps.map((s) => s.step));
+    const numbers = (s: (typeof a.steps)[number]) => [s.k, s.K, s.R, s.U, s.lr_other, s.counts, s.loss];
+    expect(b.steps.map(numbers)).toEqual(a.steps.map(numbers));
+    expect(b.evals.map((e) => [e.step, e.top1, e.loss])).toEqual(a.evals.map((e) => [e.step, e.top1, e.loss]));
+
+    await expect(resume(resumed.run_dir)).rejects.toThrow(/already completed/);
+  });
+
+  it('baseline mode: the quantized weights follow the ordinary LR and the TR is still measured', async () => {
+    const summary = await train(tinyConfig(['mode=baseline', 'train.steps=8', 'train.checkpoint_every=0']));
+    const { steps } = readRun(summary.run_dir);
+    expect(steps).toHaveLength(8);
+    for (const s of steps) {
+      expect(s.lr_quant).toBe(s.lr_other);
+      expect(s.lr_other).toBeCloseTo(0.1 * 0.5 * (1 + Math.cos((Math.PI * s.step) / 8)), 14);
+      expect(s.R).toBeNull();
+      expect(s.U).toBeNull();
+    }
+    expect(steps.slice(1).every((s) => s.k !== null)).toBe(true);
+    expect(existsSync(join(summary.run_dir, 'checkpoints', 'step-0000008', 'worker.pt'))).toBe(true);
+  });
+});
