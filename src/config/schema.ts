@@ -44,6 +44,8 @@ export const configSchema = z.strictObject({
       /** 1..8, or 32 to leave activations in full precision. */
       act_bits: z.union([bits, z.literal(32)]).default(2),
       first_last_fp: z.boolean().default(true),
+      /** One weight scale per output channel instead of one per layer. */
+      per_channel: z.boolean().default(false),
     })
     .prefault({}),
   data: z
@@ -51,7 +53,7 @@ export const configSchema = z.strictObject({
       name: z.enum(['fashion-mnist', 'synthetic']).default('fashion-mnist'),
       root: z.string().min(1).default('/usr/share/datasets/fashion-mnist'),
       batch_size: z.number().int().positive().default(128),
-      eval_batch_size: z.number().int().positive().default(1000),
+      eval_batch_size: z.number().int().positive().default(250),
       augment: z.boolean().default(true),
       train_subset: z.number().int().positive().nullable().default(null),
       test_subset: z.number().int().positive().nullable().default(null),
