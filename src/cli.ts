@@ -7,7 +7,7 @@ import { applyOverrides, loadConfig, parseConfig } from './config/load.js';
 import { resolveConfig, type ResolvedConfig } from './config/resolve.js';
 import { TrqatError } from './errors.js';
 import { PACKAGE_ROOT } from './paths.js';
-import { formatEvent, duration } from './cli/progress.js';
+import { formatEvent, formatSummary } from './cli/progress.js';
 import { resume, train, type RunOptions, type RunSummary } from './run/train.js';
 
 const USAGE = `usage:
@@ -92,13 +92,7 @@ async function withSignals(logEvery: number, run: (options: RunOptions) => Promi
 }
 
 function report(summary: RunSummary): number {
-  const top1 = summary.final_top1 === null ? 'not evaluated' : `${summary.final_top1.toFixed(2)}%`;
-  console.log(
-    `\n${summary.status === 'completed' ? 'done' : 'interrupted'}: step ${summary.step}/${summary.total_steps}, ` +
-      `final top-1 ${top1}, best ${summary.best_top1 === null ? '-' : `${summary.best_top1.toFixed(2)}%`}, ${duration(summary.elapsed_s)}\n` +
-      `run folder: ${summary.run_dir}` +
-      (summary.status === 'interrupted' ? `\nto continue: trqat resume ${summary.run_dir}` : ''),
-  );
+  console.log(formatSummary(summary));
   return summary.status === 'completed' ? 0 : 130;
 }
 

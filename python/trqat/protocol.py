@@ -17,7 +17,8 @@ EVAL, EVALUATED, SAVE, SAVED = "eval", "evaluated", "save", "saved"
 SHUTDOWN, BYE, ERROR = "shutdown", "bye", "error"
 HEARTBEAT, HEARTBEAT_ACK = "heartbeat", "heartbeat_ack"
 
-# Required body fields per type. Specs: int, number (int or float), bool, str, map, list;
+# Required body fields per type. Specs: int, number (int or float), numbers (a number or a list of
+# numbers), bool, str, map, list;
 # a leading "?" also allows null. Extra body fields are ignored.
 SCHEMAS: Dict[str, Dict[str, str]] = {
     HELLO: {"protocol": "int", "rank": "int", "world_size": "int", "pid": "int", "hostname": "str",
@@ -29,7 +30,7 @@ SCHEMAS: Dict[str, Dict[str, str]] = {
             "test_size": "int", "steps_per_epoch": "int", "start_step": "int"},
     TRAIN: {"start": "int", "end": "int"},
     STEP: {"step": "int", "counts": "?list", "loss": "?number", "correct": "?int", "samples": "?int"},
-    LR: {"step": "int", "lr_quant": "number", "lr_other": "number", "stop": "bool"},
+    LR: {"step": "int", "lr_quant": "numbers", "lr_other": "number", "stop": "bool"},
     TRAINED: {"end": "int", "loss": "?number", "correct": "?int", "samples": "?int", "seconds": "number"},
     EVAL: {},
     EVALUATED: {"top1": "number", "loss": "number", "samples": "int", "seconds": "number"},
@@ -62,6 +63,9 @@ def _matches(value: Any, spec: str) -> bool:
         return base == "bool" and isinstance(value, bool)
     if base == "number":
         return isinstance(value, (int, float))
+    if base == "numbers":
+        items = value if isinstance(value, list) else [value]
+        return all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in items)
     return isinstance(value, {"int": int, "str": str, "map": dict, "list": list}[base])
 
 
@@ -70,7 +74,8 @@ def _check_fields(obj: Dict[str, Any], schema: Dict[str, str], prefix: str) -> N
         if key not in obj:
             raise ProtocolError(f"message field '{prefix}{key}' is missing")
         if not _matches(obj[key], spec):
-            want = spec.lstrip("?") + (" or null" if spec.startswith("?") else "")
+            want = {"numbers": "number or list of numbers"}.get(spec.lstrip("?"), spec.lstrip("?"))
+            want += " or null" if spec.startswith("?") else ""
             raise ProtocolError(f"message field '{prefix}{key}' must be {want}, got {_type_name(obj[key])}")
 
 

@@ -79,7 +79,8 @@ export interface ControllerBodies {
   welcome: { config: unknown; resume: string | null };
   reject: { reason: string };
   train: { start: number; end: number };
-  lr: { step: number; lr_quant: number; lr_other: number; stop: boolean };
+  /** `lr_quant` is one LR for every quantized layer, or one per layer (per-layer TR scope) in `layers` order. */
+  lr: { step: number; lr_quant: number | number[]; lr_other: number; stop: boolean };
   eval: Record<string, never>;
   save: { path: string };
   shutdown: Record<string, never>;

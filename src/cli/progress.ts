@@ -1,4 +1,4 @@
-import type { RunEvent } from '../run/train.js';
+import type { RunEvent, RunSummary } from '../run/train.js';
 
 /** Formats run events as the human-readable lines the CLI prints. */
 export function formatEvent(event: RunEvent, logEvery: number): string | null {
@@ -48,4 +48,16 @@ export function duration(seconds: number): string {
   if (s < 60) return `${s}s`;
   if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/** The closing lines of a run: where it ended, how well it did, where its folder is. */
+export function formatSummary(summary: RunSummary): string {
+  const percent = (value: number | null) => (value === null ? '-' : `${value.toFixed(2)}%`);
+  const lines = [
+    `\n${summary.status === 'completed' ? 'done' : 'interrupted'}: step ${summary.step}/${summary.total_steps}, ` +
+      `final top-1 ${summary.final_top1 === null ? 'not evaluated' : percent(summary.final_top1)}, best ${percent(summary.best_top1)}, ${duration(summary.elapsed_s)}`,
+    `run folder: ${summary.run_dir}`,
+  ];
+  if (summary.status === 'interrupted') lines.push(`to continue: trqat resume ${summary.run_dir}`);
+  return lines.join('\n');
 }
