@@ -5,3 +5,10 @@ export class TrqatError extends Error {
     this.name = new.target.name;
   }
 }
+
+/** A config that cannot be used: exit code 2, like any usage error. */
+export class ConfigError extends TrqatError {
+  constructor(message: string) {
+    super(message, 2);
+  }
+}

@@ -47,16 +47,16 @@ describe('config', () => {
   });
 
   it('names the field, the bad value and what is allowed', () => {
-    const message = errorOf(() => loadConfig(null, ['optimizer.lr=-1', 'optimizer.name=rmsprop', 'quant.weight_bits=9']));
+    const message = errorOf(() => loadConfig(null, ['optimizer.lr=-1', 'mode=fast', 'quant.weight_bits=9']));
     expect(message).toMatch(/optimizer\.lr: .*>0.*got -1/);
-    expect(message).toMatch(/optimizer\.name: .*"sgd".*"adam".*"adamw".*got "rmsprop"/);
+    expect(message).toMatch(/mode: .*"tr".*"baseline".*got "fast"/);
     expect(message).toMatch(/quant\.weight_bits: .*<=8.*got 9/);
   });
 
   it('lists the allowed keys when a key is unknown (typos do not pass silently)', () => {
     const message = errorOf(() => parseConfig({ optimzer: { lr: 0.1 }, tr: { lamda: 0.1 } }));
     expect(message).toMatch(/optimzer: unknown setting \(allowed here: .*optimizer/);
-    expect(message).toMatch(/tr\.lamda: unknown setting \(allowed here: lambda, r0, schedule, momentum, talr\)/);
+    expect(message).toMatch(/tr\.lamda: unknown setting \(allowed here: lambda, r0, schedule, momentum, scope, auto, talr, settle_fraction, warn_tracking_error\)/);
   });
 
   it('explains malformed files and overrides', () => {
@@ -66,5 +66,27 @@ describe('config', () => {
     expect(errorOf(() => applyOverrides({}, ['optimizer.lr']))).toMatch(/expected path=value/);
     expect(errorOf(() => applyOverrides({ seed: 1 }, ['seed.x=2']))).toMatch(/"seed" is not a section/);
     expect(errorOf(() => loadConfig(null, ['tr.momentum=1']))).toMatch(/tr\.momentum: .*got 1/);
+  });
+});
+
+describe('config for the full method', () => {
+  it('derives shapes and defaults per dataset and optimizer', () => {
+    const cifar = loadConfig(null, ['data.name=cifar100', 'data.root=/data/cifar', 'optimizer.name=NAdam']);
+    expect(cifar.model).toMatchObject({ in_channels: 3, num_classes: 100, image_size: 32 });
+    expect(cifar.optimizer).toMatchObject({ name: 'nadam', lr: 1e-3, weight_decay: 0, quantized_weight_decay: 0 });
+    const imagenet = loadConfig(null, ['data.name=imagenet', 'data.root=/data/imagenet', 'data.image_size=160', 'model.name=resnet18']);
+    expect(imagenet.model).toMatchObject({ in_channels: 3, num_classes: 1000, image_size: 160 });
+    expect(imagenet.train.distill.teacher_model).toBe('resnet18');
+    const fp = loadConfig(null, ['quant.weight_bits=32', 'quant.act_bits=32', 'mode=baseline']);
+    expect(fp.quant.weight_bits).toBe(32);
+    expect(loadConfig(null, ['optimizer.weight_decay=0.01', 'optimizer.quantized_weight_decay=0']).optimizer.quantized_weight_decay).toBe(0);
+  });
+
+  it('refuses combinations that cannot run, saying how to fix them', () => {
+    expect(errorOf(() => loadConfig(null, ['quant.weight_bits=32']))).toMatch(/no quantized weights to schedule: use mode=baseline/);
+    expect(errorOf(() => loadConfig(null, ['data.name=cifar10']))).toMatch(/data\.root is required for cifar10: .*cifar-10-python\.tar\.gz/);
+    expect(errorOf(() => loadConfig(null, ['model.name=vgg16']))).toMatch(/model\.name: .*"resnet20".*"deit_small".*got "vgg16"/);
+    expect(errorOf(() => loadConfig(null, ['tr.talr.rule=pid']))).toMatch(/tr\.talr\.rule: .*"additive".*got "pid"/);
+    expect(errorOf(() => loadConfig(null, ['optimizer.name=my optimizer']))).toMatch(/optimizer\.name: use an optimizer name/);
   });
 });

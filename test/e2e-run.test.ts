@@ -19,7 +19,9 @@ describe('a short TR-scheduled run', () => {
 
     const sizes = info.layers!.map((layer) => layer.numel);
     const N = sizes.reduce((a, b) => a + b, 0);
-    const { momentum: m, r0: R0, talr } = config.tr;
+    const { r0: R0, talr } = config.tr;
+    const m = config.tr.momentum!;
+    const eta = talr.eta!;
     let K = 0;
     let U = talr.u0;
     for (const s of steps) {
@@ -33,7 +35,7 @@ describe('a short TR-scheduled run', () => {
         const k = s.counts!.reduce((a, b) => a + b, 0) / N;
         expect(s.k).toBeCloseTo(k, 14);
         K = m * K + (1 - m) * k;
-        U = Math.max(0, U + talr.eta * (R - K));
+        U = Math.max(0, U + eta * (R - K));
       }
       expect(s.K).toBeCloseTo(K, 14);
       expect(s.U).toBeCloseTo(U, 14);

@@ -79,3 +79,39 @@ describe('AdditiveTalr', () => {
     expect(talr.update(0.01, 0)).toBeCloseTo(0.1, 15);
   });
 });
+
+describe('multiplicative TALR rules', () => {
+  it('multiplicative: U = U * R / K, with R/K clamped and K = 0 counted as the largest raise', async () => {
+    const { MultiplicativeTalr } = await import('../src/schedules/talr.js');
+    const talr = new MultiplicativeTalr(2, 0.1);
+    expect(talr.update(0.2, 0.25)).toBeCloseTo(0.08, 15);
+    expect(talr.update(0.3, 0.3)).toBeCloseTo(0.08, 15);
+    expect(talr.update(1, 0.1)).toBeCloseTo(0.16, 15); // ratio 10 clamped to 2
+    expect(talr.update(0.1, 0)).toBeCloseTo(0.32, 15);
+    expect(talr.update(0, 0)).toBeCloseTo(0.32, 15);
+  });
+
+  it("momentum-multiplicative: U = m' U + (1 - m') U R / K", async () => {
+    const { MomentumMultiplicativeTalr } = await import('../src/schedules/talr.js');
+    const talr = new MomentumMultiplicativeTalr(0.9, 4, 1);
+    let U = 1;
+    for (const [R, K] of [[0.2, 0.1], [0.1, 0.3], [0.05, 0.05]] as const) {
+      U = 0.9 * U + 0.1 * U * (R / K);
+      expect(talr.update(R, K)).toBeCloseTo(U, 15);
+    }
+  });
+});
+
+describe('TrackingError', () => {
+  it('is mean |K - R| / R(0) after the settling window', async () => {
+    const { TrackingError } = await import('../src/schedules/tracking.js');
+    const tracking = new TrackingError(0.5, 2);
+    expect(tracking.value).toBeNull();
+    tracking.add(0, 0.5, 0);
+    tracking.add(1, 0.5, 0);
+    expect(tracking.value).toBeNull();
+    tracking.add(2, 0.4, 0.3);
+    tracking.add(3, 0.3, 0.5);
+    expect(tracking.value).toBeCloseTo((0.1 / 0.5 + 0.2 / 0.5) / 2, 15);
+  });
+});

@@ -22,7 +22,7 @@ export function formatEvent(event: RunEvent, logEvery: number): string | null {
         `acc ${record.acc.toFixed(1)}%`,
         `k ${sci(record.k)}`,
         `K ${sci(record.K)}`,
-        record.R === null ? `lr_q ${sci(record.lr_quant)}` : `R ${sci(record.R)}`,
+        record.R === null ? `lr_q ${sci(record.lr_other)}` : `R ${sci(record.R)}`,
         record.U === null ? null : `U ${sci(record.U)}`,
         `${record.steps_per_s.toFixed(1)} step/s`,
         `ETA ${duration(eta)}`,
@@ -30,7 +30,11 @@ export function formatEvent(event: RunEvent, logEvery: number): string | null {
       return fields.filter((field) => field !== null).join('  ');
     }
     case 'eval':
-      return `eval after step ${event.record.step}: top-1 ${event.record.top1.toFixed(2)}%  loss ${event.record.loss.toFixed(4)}  (${event.record.seconds.toFixed(1)} s)`;
+      return (
+        `eval after step ${event.record.step}: top-1 ${event.record.top1.toFixed(2)}%  loss ${event.record.loss.toFixed(4)}` +
+        (event.record.tracking_error === null ? '' : `  tracking error ${event.record.tracking_error.toFixed(3)}`) +
+        `  (${event.record.seconds.toFixed(1)} s)`
+      );
     case 'checkpoint':
       return `checkpoint ${event.checkpoint.path}`;
     case 'warning':
@@ -58,6 +62,7 @@ export function formatSummary(summary: RunSummary): string {
       `final top-1 ${summary.final_top1 === null ? 'not evaluated' : percent(summary.final_top1)}, best ${percent(summary.best_top1)}, ${duration(summary.elapsed_s)}`,
     `run folder: ${summary.run_dir}`,
   ];
+  if (summary.tracking_error !== null) lines.splice(1, 0, `tracking error mean|K - R|/R(0): ${summary.tracking_error.toFixed(3)}`);
   if (summary.status === 'interrupted') lines.push(`to continue: trqat resume ${summary.run_dir}`);
   return lines.join('\n');
 }

@@ -3,13 +3,9 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { configSchema, type ParsedConfig } from './schema.js';
 import { resolveConfig, type ResolvedConfig } from './resolve.js';
-import { TrqatError } from '../errors.js';
+import { ConfigError } from '../errors.js';
 
-export class ConfigError extends TrqatError {
-  constructor(message: string) {
-    super(message, 2);
-  }
-}
+export { ConfigError };
 
 /** Reads a YAML or JSON config file (YAML is a superset of JSON, one parser serves both). */
 export function readConfigFile(path: string): Record<string, unknown> {

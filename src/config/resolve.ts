@@ -1,41 +1,82 @@
+import { ConfigError } from '../errors.js';
 import type { ParsedConfig } from './schema.js';
 
 /** The config with every derived default filled in: what the run folder records and the worker gets. */
 export type ResolvedConfig = ParsedConfig & {
-  model: { in_channels: number; num_classes: number };
-  optimizer: { lr: number; weight_decay: number };
-  tr: { r0: number; talr: { u0: number; eta: number } };
+  model: { in_channels: number; num_classes: number; image_size: number };
+  data: { root: string };
+  optimizer: { lr: number; weight_decay: number; quantized_weight_decay: number };
+  tr: { r0: number; talr: { u0: number } };
 };
 
-const DEFAULT_LR = { sgd: 0.1, adam: 1e-3, adamw: 3e-4 } as const;
-const DEFAULT_WEIGHT_DECAY = { sgd: 5e-4, adam: 0, adamw: 0.05 } as const;
-const DATASET_SHAPE = { 'fashion-mnist': { channels: 1, classes: 10 } } as const;
+const DEFAULT_LR: Record<string, number> = { sgd: 0.1, adam: 1e-3, adamw: 3e-4 };
+const OTHER_OPTIMIZER_LR = 1e-3;
+const DEFAULT_WEIGHT_DECAY: Record<string, number> = { sgd: 5e-4, adamw: 0.05 };
+const FASHION_MNIST_ROOT = '/usr/share/datasets/fashion-mnist';
+/** What `data.root` must hold, for the error when it is missing. */
+const ROOT_HINT: Record<string, string> = {
+  cifar10: 'cifar-10-python.tar.gz or its extracted folder cifar-10-batches-py',
+  cifar100: 'cifar-100-python.tar.gz or its extracted folder cifar-100-python',
+  imagenet: 'train/ and val/ with one sub-folder per class',
+};
 
-/** Fills the defaults that depend on other fields (method.md: R(0) = lambda * sqrt(b_w), U(0) = LR, eta = U(0)). */
+function datasetShape(data: ParsedConfig['data']): { channels: number; classes: number; size: number } {
+  switch (data.name) {
+    case 'fashion-mnist':
+      return { channels: 1, classes: 10, size: 28 };
+    case 'cifar10':
+      return { channels: 3, classes: 10, size: 32 };
+    case 'cifar100':
+      return { channels: 3, classes: 100, size: 32 };
+    case 'imagenet':
+      return { channels: 3, classes: 1000, size: data.image_size };
+    case 'synthetic':
+      return { channels: data.synthetic.channels, classes: data.synthetic.num_classes, size: data.synthetic.image_size };
+  }
+}
+
+/**
+ * Fills the defaults that depend on other fields (method.md: R(0) = lambda * sqrt(b_w), U(0) = LR,
+ * eta = U(0)). `tr.momentum` and `tr.talr.eta` stay null under `tr.auto`: they need the run length,
+ * which `controllerSettings` knows.
+ */
 export function resolveConfig(parsed: ParsedConfig): ResolvedConfig {
-  const data = parsed.data;
-  const shape =
-    data.name === 'synthetic'
-      ? { channels: data.synthetic.channels, classes: data.synthetic.num_classes }
-      : DATASET_SHAPE[data.name];
-  const lr = parsed.optimizer.lr ?? DEFAULT_LR[parsed.optimizer.name];
-  const u0 = parsed.tr.talr.u0 ?? lr;
+  const { data, quant, optimizer, tr } = parsed;
+  if (quant.weight_bits === 32 && parsed.mode === 'tr') {
+    throw new ConfigError('quant.weight_bits=32 (full precision) leaves no quantized weights to schedule: use mode=baseline, or weight_bits 1..8');
+  }
+  if (data.root === null && data.name !== 'fashion-mnist' && data.name !== 'synthetic') {
+    throw new ConfigError(`data.root is required for ${data.name}: the folder that holds ${ROOT_HINT[data.name]}`);
+  }
+  const shape = datasetShape(data);
+  const lr = optimizer.lr ?? DEFAULT_LR[optimizer.name] ?? OTHER_OPTIMIZER_LR;
+  const weightDecay = optimizer.weight_decay ?? DEFAULT_WEIGHT_DECAY[optimizer.name] ?? 0;
+  const u0 = tr.talr.u0 ?? lr;
+  const bits = quant.weight_bits === 32 ? 1 : quant.weight_bits;
   return {
     ...parsed,
     model: {
       ...parsed.model,
       in_channels: parsed.model.in_channels ?? shape.channels,
       num_classes: parsed.model.num_classes ?? shape.classes,
+      image_size: parsed.model.image_size ?? shape.size,
     },
+    data: { ...data, root: data.root ?? FASHION_MNIST_ROOT },
     optimizer: {
-      ...parsed.optimizer,
+      ...optimizer,
       lr,
-      weight_decay: parsed.optimizer.weight_decay ?? DEFAULT_WEIGHT_DECAY[parsed.optimizer.name],
+      weight_decay: weightDecay,
+      quantized_weight_decay: optimizer.quantized_weight_decay ?? weightDecay,
+    },
+    train: {
+      ...parsed.train,
+      distill: { ...parsed.train.distill, teacher_model: parsed.train.distill.teacher_model ?? parsed.model.name },
     },
     tr: {
-      ...parsed.tr,
-      r0: parsed.tr.r0 ?? parsed.tr.lambda * Math.sqrt(parsed.quant.weight_bits),
-      talr: { ...parsed.tr.talr, u0, eta: parsed.tr.talr.eta ?? (u0 > 0 ? u0 : lr) },
+      ...tr,
+      r0: tr.r0 ?? tr.lambda * Math.sqrt(bits),
+      momentum: tr.momentum ?? (tr.auto ? null : 0.99),
+      talr: { ...tr.talr, u0, eta: tr.talr.eta ?? (tr.auto ? null : u0 > 0 ? u0 : lr) },
     },
   };
 }
@@ -43,4 +84,34 @@ export function resolveConfig(parsed: ParsedConfig): ResolvedConfig {
 /** Number of steps of the whole run, once the worker has told how many steps an epoch has. */
 export function totalSteps(config: ParsedConfig, stepsPerEpoch: number): number {
   return config.train.steps ?? Math.max(1, Math.round(config.train.epochs * stepsPerEpoch));
+}
+
+/**
+ * R(0) * T: roughly twice the expected number of transitions per weight over a run. The paper's
+ * defaults (eta = U(0), m = 0.99) were set for runs of 80K+ steps, where it is ~100; `tr.auto`
+ * scales eta to keep U as responsive in shorter runs.
+ */
+export const AUTO_REFERENCE_TRANSITIONS = 100;
+/** Bounds of the running TR's time constant 1/(1-m) under `tr.auto`, in steps. */
+const AUTO_MIN_TIME_CONSTANT = 10;
+const AUTO_MAX_TIME_CONSTANT = 100;
+
+export interface ControllerSettings {
+  momentum: number;
+  eta: number;
+}
+
+/**
+ * The running-TR momentum and TALR step size for a run of `total` steps. Explicit values win;
+ * otherwise `tr.auto` derives them (time constant of K = 1% of the run, clamped to 10..100 steps,
+ * which gives the paper's m = 0.99 for long runs; eta = U(0) * max(1, 100 / (R(0) T))).
+ */
+export function controllerSettings(config: ResolvedConfig, total: number): ControllerSettings {
+  const { tr } = config;
+  const timeConstant = Math.min(AUTO_MAX_TIME_CONSTANT, Math.max(AUTO_MIN_TIME_CONSTANT, total / 100));
+  const u0 = tr.talr.u0 > 0 ? tr.talr.u0 : config.optimizer.lr;
+  return {
+    momentum: tr.momentum ?? 1 - 1 / timeConstant,
+    eta: tr.talr.eta ?? u0 * Math.max(1, AUTO_REFERENCE_TRANSITIONS / (tr.r0 * total)),
+  };
 }

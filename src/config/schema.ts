@@ -24,6 +24,8 @@ const syntheticSchema = z.strictObject({
 
 const bits = z.number().int().min(1).max(8);
 
+export const MODEL_NAMES = ['resnet20', 'resnet18', 'resnet34', 'resnet50', 'mobilenetv2', 'reactnet18', 'deit_tiny', 'deit_small'] as const;
+
 export const configSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, ".", "_" or "-"').default('run'),
   out_dir: z.string().min(1).default('runs'),
@@ -32,29 +34,42 @@ export const configSchema = z.strictObject({
   mode: z.enum(['tr', 'baseline']).default('tr'),
   model: z
     .strictObject({
-      name: z.enum(['resnet20']).default('resnet20'),
+      name: z.enum(MODEL_NAMES).default('resnet20'),
       /** Resolved from the dataset when left out. */
       in_channels: z.number().int().positive().nullable().default(null),
       num_classes: z.number().int().min(2).nullable().default(null),
+      image_size: z.number().int().min(8).nullable().default(null),
+      /** A full-precision state dict (or a trqat worker.pt) loaded before quantization; never downloaded. */
+      init_checkpoint: z.string().min(1).nullable().default(null),
     })
     .prefault({}),
   quant: z
     .strictObject({
-      weight_bits: bits.default(2),
+      /** 1..8 (1 = binary), or 32 for a full-precision model (baseline mode only). */
+      weight_bits: z.union([bits, z.literal(32)]).default(2),
       /** 1..8, or 32 to leave activations in full precision. */
       act_bits: z.union([bits, z.literal(32)]).default(2),
       first_last_fp: z.boolean().default(true),
+      /** More layers kept in full precision: fnmatch patterns of module names, e.g. "*.downsample.*". */
+      full_precision: z.array(z.string().min(1)).default([]),
       /** One weight scale per output channel instead of one per layer. */
       per_channel: z.boolean().default(false),
+      /** Learnable output scale: "auto" where no normalization follows (the model decides), "on", "off". */
+      output_scale: z.enum(['auto', 'on', 'off']).default('auto'),
     })
     .prefault({}),
   data: z
     .strictObject({
-      name: z.enum(['fashion-mnist', 'synthetic']).default('fashion-mnist'),
-      root: z.string().min(1).default('/usr/share/datasets/fashion-mnist'),
+      name: z.enum(['fashion-mnist', 'cifar10', 'cifar100', 'imagenet', 'synthetic']).default('fashion-mnist'),
+      /** Dataset folder (or CIFAR archive); default only for Fashion-MNIST (Debian's package). */
+      root: z.string().min(1).nullable().default(null),
       batch_size: z.number().int().positive().default(128),
       eval_batch_size: z.number().int().positive().default(250),
       augment: z.boolean().default(true),
+      /** ImageNet crop size. */
+      image_size: z.number().int().min(8).default(224),
+      /** ImageNet loader processes. */
+      num_workers: z.number().int().min(0).default(4),
       train_subset: z.number().int().positive().nullable().default(null),
       test_subset: z.number().int().positive().nullable().default(null),
       synthetic: syntheticSchema.prefault({}),
@@ -62,15 +77,24 @@ export const configSchema = z.strictObject({
     .prefault({}),
   optimizer: z
     .strictObject({
-      name: z.enum(['sgd', 'adam', 'adamw']).default('sgd'),
-      /** Base LR of the ordinary schedule; default by optimizer: sgd 0.1, adam 1e-3, adamw 3e-4. */
+      /** sgd, adam, adamw, or any other torch.optim class by name (nadam, rmsprop, adamax, adagrad, ...). */
+      name: z
+        .string()
+        .regex(/^[A-Za-z][A-Za-z0-9_]*$/, 'use an optimizer name such as "sgd", "adam", "adamw", "nadam", "rmsprop"')
+        .transform((name) => name.toLowerCase())
+        .default('sgd'),
+      /** Base LR of the ordinary schedule; default by optimizer: sgd 0.1, adam 1e-3, adamw 3e-4, others 1e-3. */
       lr: z.number().positive().nullable().default(null),
       momentum: z.number().min(0).max(1).default(0.9),
       nesterov: z.boolean().default(false),
-      /** Default by optimizer: sgd 5e-4, adam 0, adamw 0.05. */
+      /** Default by optimizer: sgd 5e-4, adamw 0.05, others 0. */
       weight_decay: z.number().min(0).nullable().default(null),
+      /** Weight decay of the quantized latent weights; default: weight_decay. */
+      quantized_weight_decay: z.number().min(0).nullable().default(null),
       betas: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]).default([0.9, 0.999]),
       eps: z.number().positive().default(1e-8),
+      /** Extra keyword arguments for the optimizer class. */
+      kwargs: z.record(z.string(), z.unknown()).default({}),
     })
     .prefault({}),
   train: z
@@ -85,6 +109,20 @@ export const configSchema = z.strictObject({
       keep_checkpoints: z.number().int().positive().default(3),
       /** Progress line every N steps (the metrics log gets every step). */
       log_every: z.number().int().positive().default(20),
+      /** Clip the global gradient norm to this value; null = off. */
+      grad_clip: z.number().positive().nullable().default(null),
+      label_smoothing: z.number().min(0).lt(1).default(0),
+      distill: z
+        .strictObject({
+          /** Full-precision teacher weights; null = no distillation. */
+          teacher_checkpoint: z.string().min(1).nullable().default(null),
+          /** Teacher architecture; default: model.name. */
+          teacher_model: z.enum(MODEL_NAMES).nullable().default(null),
+          temperature: z.number().positive().default(1),
+          /** loss = (1 - alpha) CE + alpha T^2 KL(teacher || student). */
+          alpha: z.number().min(0).max(1).default(1),
+        })
+        .prefault({}),
     })
     .prefault({}),
   lr_schedule: scheduleSchema.prefault({}),
@@ -94,17 +132,29 @@ export const configSchema = z.strictObject({
       lambda: z.number().positive().default(1e-3),
       r0: z.number().positive().max(1).nullable().default(null),
       schedule: scheduleSchema.prefault({}),
-      /** Momentum m of the running TR K(t). */
-      momentum: z.number().min(0).max(1).lt(1, 'must be below 1').default(0.99),
+      /** Momentum m of the running TR K(t); default 0.99 (or from the run length with auto). */
+      momentum: z.number().min(0).lt(1, 'must be below 1').nullable().default(null),
+      /** "network": one k, K, U over all quantized weights (the paper); "layer": each layer its own K and U. */
+      scope: z.enum(['network', 'layer']).default('network'),
+      /** Set eta and m from the run length instead of the paper's defaults (beyond the paper; see README). */
+      auto: z.boolean().default(false),
       talr: z
         .strictObject({
-          rule: z.enum(['additive']).default('additive'),
+          rule: z.enum(['additive', 'multiplicative', 'momentum_multiplicative']).default('additive'),
           /** U(0); default: the optimizer's LR. */
           u0: z.number().min(0).nullable().default(null),
-          /** Step size of the additive rule; default: U(0). */
+          /** Step size of the additive rule; default: U(0) (or from the run length with auto). */
           eta: z.number().positive().nullable().default(null),
+          /** m' of the momentum-multiplicative rule. */
+          momentum: z.number().min(0).lt(1, 'must be below 1').default(0.9),
+          /** Multiplicative rules: R/K is clamped to [1/max_ratio, max_ratio] (K = 0 would make it infinite). */
+          max_ratio: z.number().gt(1).default(2),
         })
         .prefault({}),
+      /** Tracking error mean|K - R|/R(0) skips this fraction of the run at its start (K settling). */
+      settle_fraction: z.number().min(0).lt(1).default(0.05),
+      /** Warn at evaluations when the tracking error exceeds this. */
+      warn_tracking_error: z.number().positive().default(0.5),
     })
     .prefault({}),
   worker: z

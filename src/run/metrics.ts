@@ -26,6 +26,8 @@ export interface EvalRecord {
   loss: number;
   samples: number;
   seconds: number;
+  /** Mean |K - R| / R(0) so far (after the settling window); null in baseline mode. */
+  tracking_error: number | null;
   time: number;
 }
 

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ResolvedConfig } from '../config/resolve.js';
-import { totalSteps } from '../config/resolve.js';
+import { controllerSettings, totalSteps, type ControllerSettings } from '../config/resolve.js';
 import { TrqatError } from '../errors.js';
 import type { WorkerBody } from '../bridge/protocol.js';
 import { WorkerLink } from '../bridge/worker-link.js';
@@ -16,6 +16,8 @@ export interface RunPlan {
   steps_per_epoch: number;
   eval_every: number;
   checkpoint_every: number;
+  /** The running-TR momentum and TALR step size in force (explicit, the paper's defaults, or tr.auto). */
+  controller: ControllerSettings;
 }
 
 export type RunStatus = 'running' | 'completed' | 'interrupted' | 'failed';
@@ -42,6 +44,8 @@ export interface RunSummary {
   final_top1: number | null;
   best_top1: number | null;
   final_loss: number | null;
+  /** Mean |K - R| / R(0) after the settling window; null in baseline mode. */
+  tracking_error: number | null;
   elapsed_s: number;
 }
 
@@ -167,6 +171,7 @@ class Run {
       steps_per_epoch: ready.steps_per_epoch,
       eval_every: evalEvery,
       checkpoint_every: this.config.train.checkpoint_every ?? evalEvery,
+      controller: controllerSettings(this.config, total),
     };
     this.controller = new TrController(this.config, total, ready.layers.map((layer) => layer.numel));
     this.step = ready.start_step;
@@ -268,6 +273,7 @@ class Run {
       step: this.step,
       epoch: this.step / this.plan!.steps_per_epoch,
       ...result,
+      tracking_error: this.config.mode === 'tr' ? this.controller!.trackingError : null,
       time: Date.now() / 1000,
     };
     this.lastEval = record;
@@ -275,6 +281,15 @@ class Run {
     this.metrics.write(record);
     this.metrics.flush();
     this.emit({ type: 'eval', record });
+    const limit = this.config.tr.warn_tracking_error;
+    if (record.tracking_error !== null && record.tracking_error > limit) {
+      this.emit({
+        type: 'warning',
+        message:
+          `K is far from its target R (tracking error ${record.tracking_error.toFixed(2)} > ${limit}): U reacts too slowly for this run length; ` +
+          'raise tr.talr.eta, lower tr.momentum, or set tr.auto=true',
+      });
+    }
   }
 
   private async saveCheckpoint(): Promise<void> {
@@ -318,6 +333,7 @@ class Run {
       final_top1: this.lastEval?.top1 ?? null,
       best_top1: this.bestTop1,
       final_loss: this.lastEval?.loss ?? null,
+      tracking_error: this.config.mode === 'tr' ? this.controller!.trackingError : null,
       elapsed_s: this.elapsed(),
     };
     writeJsonAtomic(join(this.runDir, 'summary.json'), summary);

@@ -1,21 +1,24 @@
+import type { ParsedConfig } from '../config/schema.js';
+
 /**
- * Transition-adaptive learning rate, additive rule (method.md):
- * U(t) = max(0, U(t-1) + eta * (R(t) - K(t))). Raises U when transitions lag the target, lowers it when they exceed it.
+ * A transition-adaptive learning rate U(t): raises U when the running TR K lags the target R,
+ * lowers it when K exceeds R, holds it when they are equal (method.md, "Other TALR rules").
  */
-export class AdditiveTalr {
-  constructor(
-    readonly eta: number,
-    private current: number,
-  ) {}
+export interface Talr {
+  readonly value: number;
+  update(target: number, running: number): number;
+  stateDict(): { U: number };
+  loadStateDict(state: { U: number }): void;
+}
+
+abstract class TalrBase implements Talr {
+  constructor(protected current: number) {}
 
   get value(): number {
     return this.current;
   }
 
-  update(target: number, running: number): number {
-    this.current = Math.max(0, this.current + this.eta * (target - running));
-    return this.current;
-  }
+  abstract update(target: number, running: number): number;
 
   stateDict(): { U: number } {
     return { U: this.current };
@@ -23,5 +26,69 @@ export class AdditiveTalr {
 
   loadStateDict(state: { U: number }): void {
     this.current = state.U;
+  }
+}
+
+/** The paper's default: U(t) = max(0, U(t-1) + eta * (R(t) - K(t))). */
+export class AdditiveTalr extends TalrBase {
+  constructor(
+    readonly eta: number,
+    u0: number,
+  ) {
+    super(u0);
+  }
+
+  update(target: number, running: number): number {
+    this.current = Math.max(0, this.current + this.eta * (target - running));
+    return this.current;
+  }
+}
+
+/** R/K clamped to [1/maxRatio, maxRatio]; K = 0 with R > 0 counts as the largest raise. */
+function clampedRatio(target: number, running: number, maxRatio: number): number {
+  if (running <= 0) return target > 0 ? maxRatio : 1;
+  return Math.min(maxRatio, Math.max(1 / maxRatio, target / running));
+}
+
+/** U(t) = U(t-1) * R(t) / K(t): fast, sensitive to outliers of K. */
+export class MultiplicativeTalr extends TalrBase {
+  constructor(
+    readonly maxRatio: number,
+    u0: number,
+  ) {
+    super(u0);
+  }
+
+  update(target: number, running: number): number {
+    this.current *= clampedRatio(target, running, this.maxRatio);
+    return this.current;
+  }
+}
+
+/** U(t) = m' U(t-1) + (1 - m') U(t-1) R(t) / K(t): the multiplicative rule, smoothed. */
+export class MomentumMultiplicativeTalr extends TalrBase {
+  constructor(
+    readonly momentum: number,
+    readonly maxRatio: number,
+    u0: number,
+  ) {
+    super(u0);
+  }
+
+  update(target: number, running: number): number {
+    const ratio = clampedRatio(target, running, this.maxRatio);
+    this.current = this.momentum * this.current + (1 - this.momentum) * this.current * ratio;
+    return this.current;
+  }
+}
+
+export function makeTalr(talr: ParsedConfig['tr']['talr'], eta: number, u0: number): Talr {
+  switch (talr.rule) {
+    case 'additive':
+      return new AdditiveTalr(eta, u0);
+    case 'multiplicative':
+      return new MultiplicativeTalr(talr.max_ratio, u0);
+    case 'momentum_multiplicative':
+      return new MomentumMultiplicativeTalr(talr.momentum, talr.max_ratio, u0);
   }
 }
