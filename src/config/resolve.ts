@@ -45,8 +45,11 @@ export function resolveConfig(parsed: ParsedConfig): ResolvedConfig {
   if (quant.weight_bits === 32 && parsed.mode === 'tr') {
     throw new ConfigError('quant.weight_bits=32 (full precision) leaves no quantized weights to schedule: use mode=baseline, or weight_bits 1..8');
   }
-  if (data.root === null && data.name !== 'fashion-mnist' && data.name !== 'synthetic') {
+  if (data.root === null && data.factory === null && data.name !== 'fashion-mnist' && data.name !== 'synthetic') {
     throw new ConfigError(`data.root is required for ${data.name}: the folder that holds ${ROOT_HINT[data.name]}`);
+  }
+  if (data.factory !== null && parsed.model.factory === null && (parsed.model.in_channels === null || parsed.model.num_classes === null)) {
+    throw new ConfigError('data.factory: trqat cannot tell the input channels and classes of your data; set model.in_channels and model.num_classes (or use model.factory)');
   }
   const shape = datasetShape(data);
   const lr = optimizer.lr ?? DEFAULT_LR[optimizer.name] ?? OTHER_OPTIMIZER_LR;

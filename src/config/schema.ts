@@ -24,6 +24,9 @@ const syntheticSchema = z.strictObject({
 
 const bits = z.number().int().min(1).max(8);
 
+/** A Python callable by import path, e.g. "mypkg.models:build". */
+const factoryRef = z.string().regex(/^[A-Za-z_][\w.]*:[A-Za-z_]\w*$/, 'use "package.module:function"');
+
 export const MODEL_NAMES = ['resnet20', 'resnet18', 'resnet34', 'resnet50', 'mobilenetv2', 'reactnet18', 'deit_tiny', 'deit_small'] as const;
 
 export const configSchema = z.strictObject({
@@ -41,6 +44,9 @@ export const configSchema = z.strictObject({
       image_size: z.number().int().min(8).nullable().default(null),
       /** A full-precision state dict (or a trqat worker.pt) loaded before quantization; never downloaded. */
       init_checkpoint: z.string().min(1).nullable().default(null),
+      /** Your own model instead of `name`: "package.module:function", called with `kwargs`, returning an nn.Module. */
+      factory: factoryRef.nullable().default(null),
+      kwargs: z.record(z.string(), z.unknown()).default({}),
     })
     .prefault({}),
   quant: z
@@ -73,6 +79,9 @@ export const configSchema = z.strictObject({
       train_subset: z.number().int().positive().nullable().default(null),
       test_subset: z.number().int().positive().nullable().default(null),
       synthetic: syntheticSchema.prefault({}),
+      /** Your own data instead of `name`: "package.module:function" returning (train_dataset, test_dataset). */
+      factory: factoryRef.nullable().default(null),
+      kwargs: z.record(z.string(), z.unknown()).default({}),
     })
     .prefault({}),
   optimizer: z
