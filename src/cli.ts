@@ -9,21 +9,34 @@ import { TrqatError } from './errors.js';
 import { PACKAGE_ROOT } from './paths.js';
 import { formatEvent, formatSummary } from './cli/progress.js';
 import { resume, train, type RunOptions, type RunSummary } from './run/train.js';
+import { runCommand, serveCommand } from './cli/client-run.js';
 
 const USAGE = `usage:
   trqat train [config.yaml] [--set path=value ...]   start a run (no config: the built-in default,
                                                      TR-scheduled W2A2 ResNet-20 on Fashion-MNIST)
   trqat resume <run-dir> [--set worker.key=value ...] continue a run from its latest checkpoint
   trqat config [config.yaml] [--set path=value ...]  print the resolved config and exit
+  trqat run [--config tr.yaml] [--set path=value ...] -- <command ...>
+                                                     run your own training script (or torchrun ...)
+                                                     with TR scheduling: serves the schedule to it
+                                                     (TRQAT_ENDPOINT), records the run, exits with
+                                                     the script's exit status
+  trqat serve [--config tr.yaml] [--set path=value ...]
+                                                     the same for a script started some other way:
+                                                     prints the endpoint to set as TRQAT_ENDPOINT
   trqat --version | --help
 
-Ctrl-C stops at the next step and writes a checkpoint (press twice to stop at once).
-Config reference: README.md, "Config reference".`;
+Ctrl-C stops at the next step and writes a checkpoint (press twice to stop at once); under
+trqat run it reaches the script, and trqat exits when the script does.
+Config reference: README.md, "Config reference". Your own scripts: docs/plugin.md.`;
 
 /** Settings a resume may change: where and how the worker runs, never the schedule. */
 const RESUMABLE_PREFIXES = ['worker.', 'train.log_every', 'train.keep_checkpoints', 'bridge.'];
 
 async function main(argv: string[]): Promise<number> {
+  // run/serve parse their own arguments: everything after "--" belongs to the user's command.
+  if (argv[0] === 'run') return runCommand(argv.slice(1), USAGE);
+  if (argv[0] === 'serve') return serveCommand(argv.slice(1), USAGE);
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,

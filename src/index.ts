@@ -10,3 +10,18 @@ export { MetricsLog, type MetricsRecord, type StepRecord, type EvalRecord } from
 export { PROTOCOL_VERSION } from './bridge/protocol.js';
 export { WorkerFailure } from './bridge/worker-link.js';
 export { TrqatError } from './errors.js';
+export {
+  serve,
+  runScript,
+  ClientRunFailure,
+  type ServeOptions,
+  type ServeHandle,
+  type ServeSummary,
+  type ServeEvent,
+  type ClientRunInfo,
+  type ClientRunStatus,
+  type ClientInfo,
+  type ScriptExit,
+  type RunScriptOptions,
+  type RunScriptResult,
+} from './run/serve.js';

@@ -90,4 +90,28 @@ describe('a short TR-scheduled run', () => {
     expect(steps.slice(1).every((s) => s.k !== null)).toBe(true);
     expect(existsSync(join(summary.run_dir, 'checkpoints', 'step-0000008', 'worker.pt'))).toBe(true);
   });
+
+  it('per-layer scope: every layer follows the target with its own K and U, sent as one LR per layer', async () => {
+    const config = tinyConfig(['tr.scope=layer', 'train.steps=10', 'train.checkpoint_every=0', 'train.eval_every=0']);
+    const summary = await train(config);
+    const { steps, info } = readRun(summary.run_dir);
+    const sizes = info.layers!.map((layer) => layer.numel);
+    const m = config.tr.momentum!;
+    const K = sizes.map(() => 0);
+    const U = sizes.map(() => config.tr.talr.u0);
+    for (const s of steps) {
+      if (s.counts) {
+        s.counts.forEach((count, i) => {
+          K[i] = m * K[i]! + (1 - m) * (count / sizes[i]!);
+          U[i] = Math.max(0, U[i]! + config.tr.talr.eta! * (s.R! - K[i]!));
+        });
+      }
+      expect(s.lr_quant).toHaveLength(sizes.length);
+      (s.lr_quant as number[]).forEach((u, i) => expect(u).toBeCloseTo(U[i]!, 14));
+      s.K_layers!.forEach((k, i) => expect(k).toBeCloseTo(K[i]!, 14));
+    }
+    // Layers move at different rates, so their LRs part ways.
+    const last = steps[steps.length - 1]!.lr_quant as number[];
+    expect(new Set(last.map((u) => u.toFixed(12))).size).toBeGreaterThan(1);
+  });
 });

@@ -41,7 +41,7 @@ def test_extra_body_fields_are_ignored():
     (pack(envelope(body=[])), "message field 'body' must be map, got list"),
     (pack(envelope(body={"step": "7", "lr_quant": 0.1, "lr_other": 0.1, "stop": False})), "message field 'body.step' must be int, got str"),
     (pack(envelope(body={"step": 7, "lr_other": 0.1})), "message field 'body.lr_quant' is missing"),
-    (pack(envelope(body={"step": 7, "lr_quant": None, "lr_other": 0.1})), "message field 'body.lr_quant' must be number, got null"),
+    (pack(envelope(body={"step": 7, "lr_quant": None, "lr_other": 0.1})), "message field 'body.lr_quant' must be number or list of numbers, got null"),
     (pack(envelope(type="welcome", body={"config": {}, "resume": 3})), "message field 'body.resume' must be str or null, got int"),
     (pack(envelope(type="error", body={"message": "x", "traceback": 1})), "message field 'body.traceback' must be str, got int"),
     (pack({1: 2}), "frame is not valid MessagePack"),

@@ -183,3 +183,50 @@ def test_inference_path_equals_ste_path(bits, signed):
     with torch.no_grad():
         fast = quantize(x, s, bits, signed, 0.1)
     assert torch.equal(fast, quantize(x, s, bits, signed, 0.1).detach())
+
+
+@pytest.mark.parametrize("bits", BITS)
+def test_signed_activation_quantizer_levels(bits):
+    torch.manual_seed(bits)
+    lin = QLinear(6, 3, weight_bits=2, act_bits=bits, act_signed=True)
+    x = torch.randn(64, 6) * 2  # negative inputs, as after a LayerNorm
+    lin(x)  # training forward: initialises the scale with the signed range
+    alpha, beta, gamma = ref_range(bits, True)
+    sa = lin.act_scale.item()
+    np.testing.assert_allclose(sa, gamma * 2 * x.abs().mean().item() / math.sqrt(beta), rtol=1e-6)
+    grid = torch.linspace(-3 * sa, 3 * sa, 5001)
+    levels = (lin.quantized_input(grid) * gamma).detach().numpy()
+    np.testing.assert_array_equal(levels, ref_levels(grid.numpy(), sa, bits, True))
+    assert levels.min() == alpha and levels.max() == beta  # negative levels exist
+    unsigned = QLinear(6, 3, weight_bits=2, act_bits=bits)
+    unsigned(x)
+    assert (unsigned.quantized_input(-grid.abs()) == 0).all()  # the unsigned quantizer clips them
+
+
+def test_binary_signed_activations_are_signs():
+    conv = QConv2d(2, 2, 1, bias=False, weight_bits=1, act_bits=1, act_signed=True)
+    x = torch.tensor([-0.3, 0.0, 2.0, -5.0]).view(1, 2, 2, 1)
+    conv(x)
+    assert conv.quantized_input(x).flatten().tolist() == [-1, 1, 1, -1]
+
+
+def test_output_scale_restores_the_fp_range():
+    torch.manual_seed(4)
+    fp = nn.Linear(64, 32)
+    x = torch.randn(256, 64)
+    ref = fp(x)
+    q = QLinear.from_float(fp, 4, 32, output_scale=True)
+    w, wq = fp.weight.detach(), q.quantized_weight().detach()
+    torch.testing.assert_close(q.output_scale.detach(), w.abs().mean() / wq.abs().mean())
+    out = q(x)
+    assert 0.8 < out.std().item() / ref.std().item() < 1.25
+    assert F.cosine_similarity(out.flatten(), ref.flatten(), dim=0) > 0.95
+    no_scale = QLinear.from_float(fp, 4, 32)
+    assert not 0.5 < no_scale(x).std().item() / ref.std().item() < 2  # fixed point: the range is lost
+    qa = QLinear.from_float(fp, 4, 4, act_signed=True, output_scale=True)
+    qa(x)  # the activation scale's factor comes with its initialisation
+    torch.testing.assert_close(qa.output_scale.detach(), w.abs().mean() / wq.abs().mean() * qa.act_scale.detach())
+    assert F.cosine_similarity(qa(x).flatten(), ref.flatten(), dim=0) > 0.9
+    conv = QConv2d(3, 4, 3, bias=True, weight_bits=2, act_bits=32, output_scale=True)
+    y = conv(torch.randn(2, 3, 5, 5))
+    assert y.shape == (2, 4, 3, 3)

@@ -10,12 +10,13 @@ CPU = torch.device("cpu")
 
 
 def run_steps(trainer, start, end, lr=0.05):
-    """The protocol's step order; returns the counts of every step."""
+    """The protocol's step order; returns the counts of every step. The LRs change every step, as
+    the controller's do (a resumed trainer must apply them, not the LRs stored in its checkpoint)."""
     counts = []
     for t in range(start, end):
         counts.append(trainer.count_transitions())
         trainer.forward_backward(t)
-        trainer.set_lrs(lr, lr)
+        trainer.set_lrs(lr * (1 + 0.2 * t), lr * (1 - 0.05 * t))
         trainer.optimizer_step()
     return counts
 
@@ -40,9 +41,10 @@ def test_training_lowers_the_loss(config):
 def test_parameter_groups_and_frozen_scales_under_tr(config):
     trainer = Trainer(config, CPU)
     groups = trainer.optimizer.param_groups
-    assert [g["name"] for g in groups] == ["quantized", "other", "no_decay"]
-    layer_weights = {id(m.weight) for _, m in trainer.layers}
-    assert {id(p) for p in groups[0]["params"]} == layer_weights
+    n = len(trainer.layers)
+    assert [g["name"] for g in groups] == [f"quantized:{name}" for name, _ in trainer.layers] + ["other", "no_decay"]
+    assert [g["params"] for g in groups[:n]] == [[m.weight] for _, m in trainer.layers]
+    groups = [{"params": [p for g in groups[:n] for p in g["params"]], "weight_decay": groups[0]["weight_decay"]}] + groups[n:]
     assert {id(p) for p in groups[1]["params"]} == {id(trainer.model.conv1.weight), id(trainer.model.fc.weight)}
     assert groups[0]["weight_decay"] == groups[1]["weight_decay"] == 5e-4 and groups[2]["weight_decay"] == 0
     scales = [m.weight_scale for _, m in trainer.layers]
@@ -59,7 +61,7 @@ def test_parameter_groups_and_frozen_scales_under_tr(config):
 def test_weight_scales_train_under_baseline():
     trainer = Trainer(make_config(mode="baseline"), CPU)
     scales = [m.weight_scale for _, m in trainer.layers]
-    assert {id(s) for s in scales} <= {id(p) for p in trainer.optimizer.param_groups[2]["params"]}
+    assert {id(s) for s in scales} <= {id(p) for p in trainer.optimizer.param_groups[-1]["params"]}
     before = [s.detach().clone() for s in scales]
     run_steps(trainer, 0, 2)
     assert any(not torch.equal(a, b) for a, b in zip(before, scales))
@@ -68,7 +70,15 @@ def test_weight_scales_train_under_baseline():
 def test_set_lrs_targets_the_groups(config):
     trainer = Trainer(config, CPU)
     trainer.set_lrs(0.3, 0.02)
-    assert [g["lr"] for g in trainer.optimizer.param_groups] == [0.3, 0.02, 0.02]
+    n = len(trainer.layers)
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [0.3] * n + [0.02, 0.02]
+    per_layer = [0.01 * (i + 1) for i in range(n)]
+    trainer.set_lrs(per_layer, 0.5)
+    lrs = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
+    assert [lrs[f"quantized:{name}"] for name, _ in trainer.layers] == per_layer
+    assert lrs["other"] == lrs["no_decay"] == 0.5
+    with pytest.raises(ValueError, match=f"lr_quant has 3 entries but the model has {n} quantized layers"):
+        trainer.set_lrs([0.1, 0.2, 0.3], 0.5)
 
 
 @pytest.mark.parametrize("opt", ["adam", "adamw"])

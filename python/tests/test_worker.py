@@ -223,3 +223,30 @@ def test_sigint_is_ignored_and_sigterm_exits(controller):
     controller.proc.terminate()
     code, _ = controller.wait(timeout=10)
     assert code == -15
+
+
+def test_per_layer_lr_lists_and_their_length_check(controller):
+    _, ready = handshake(controller, make_config(**{"tr.scope": "layer"}))
+    n = len(ready["body"]["layers"])
+    controller.send(P.TRAIN, {"start": 0, "end": 2})
+    assert controller.recv(P.STEP)["body"]["step"] == 0
+    controller.send(P.LR, {"step": 0, "lr_quant": [0.01 * i for i in range(n)], "lr_other": 0.05, "stop": False})
+    assert controller.recv(P.STEP)["body"]["step"] == 1
+    controller.send(P.LR, {"step": 1, "lr_quant": [0.1, 0.2], "lr_other": 0.05, "stop": False})
+    message = controller.recv(P.ERROR)["body"]["message"]
+    assert f"'body.lr_quant' is a list of 2 LRs but the model has {n} quantized layers" in message
+    assert controller.wait()[0] == 4
+
+
+def test_full_precision_model_reports_no_layers(controller):
+    _, ready = handshake(controller, make_config(**{"mode": "baseline", "quant.weight_bits": 32, "quant.act_bits": 32}))
+    assert ready["body"]["layers"] == [] and ready["body"]["params"]["quantized"] == 0
+    controller.send(P.TRAIN, {"start": 0, "end": 2})
+    counts = []
+    for t in range(2):
+        counts.append(controller.recv(P.STEP)["body"]["counts"])
+        controller.send(P.LR, {"step": t, "lr_quant": [] if t else 0.1, "lr_other": 0.05, "stop": False})
+    assert counts == [None, []] and controller.recv(P.TRAINED)["body"]["end"] == 2
+    controller.send(P.SHUTDOWN)
+    controller.recv(P.BYE)
+    assert controller.wait()[0] == 0

@@ -1,20 +1,37 @@
-"""In-memory datasets (Fashion-MNIST IDX files, or a synthetic set) and step-indexed batches.
+"""Datasets and step-indexed batches.
 
-The batch of global step t depends on (seed, t) only, so a resumed run sees exactly the batches
-an uninterrupted run would.
+- In memory (uint8 tensors): Fashion-MNIST (IDX files), CIFAR-10/100 (the python-version archive or
+  its extracted folder), a synthetic set. Augmentation: random crop with zero padding (2 px for
+  Fashion-MNIST/synthetic, 4 px for CIFAR) + horizontal flip, drawn from a generator seeded by
+  (seed, step). The batch of global step t depends on (seed, t) only, so a resumed run sees
+  exactly, bit for bit, the batches an uninterrupted run would.
+- ImageNet (ImageFolder layout, decoded from disk by a torch DataLoader): the sample order of
+  epoch e is a permutation seeded by (seed, e), so the images of step t are determined by
+  (seed, t), also after a resume. The random augmentation of each sample (RandomResizedCrop,
+  flip) is seeded by (seed, step, position in the batch) inside whichever process decodes it
+  (fork_rng in the main process), so it does not depend on num_workers, on which worker got the
+  batch, or on a resume. Worker processes are also seeded by worker_init_fn from
+  (seed, epoch, worker id) for any other randomness. Not bit-reproducible across machines or
+  library versions: JPEG decoding and resizing (PIL/libjpeg versions, SIMD paths).
 """
 import gzip
 import os
+import pickle
+import random
+import tarfile
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST pixel statistics (also used for synthetic data)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # ubyte images (3 dims), ubyte labels (1 dim)
-_PERM, _AUG = 0, 1  # stream tags for seed_for
+_PERM, _AUG, _WORKER = 0, 1, 3  # stream tags for seed_for (2: synthetic data)
 
 
 @dataclass
@@ -105,20 +122,99 @@ def augment(images: torch.Tensor, g: torch.Generator, pad: int = 2) -> torch.Ten
                   rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    return (images.float() / 255 - MEAN) / STD
+def normalize(images: torch.Tensor, mean: Sequence[float] = (MEAN,), std: Sequence[float] = (STD,)) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> float, (x/255 - mean) / std per channel (one value: every channel)."""
+    x = images.float() / 255
+    if len(mean) == 1:
+        return (x - mean[0]) / std[0]
+    m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - m) / s
 
 
+# --- CIFAR -------------------------------------------------------------------------------------
+_CIFAR = {  # name: (label, archive, folder, train members, test members, label key, mean, std, classes)
+    "cifar10": ("CIFAR-10", "cifar-10-python.tar.gz", "cifar-10-batches-py",
+                [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels",
+                CIFAR10_MEAN, CIFAR10_STD, 10),
+    "cifar100": ("CIFAR-100", "cifar-100-python.tar.gz", "cifar-100-python", ["train"], ["test"],
+                 b"fine_labels", CIFAR100_MEAN, CIFAR100_STD, 100),
+}
+
+
+def _cifar_split(label: str, where: str, blobs: List[Tuple[str, bytes]], label_key: bytes) -> Split:
+    images, labels = [], []
+    for name, raw in blobs:
+        try:
+            d = pickle.loads(raw, encoding="bytes")
+        except Exception as e:
+            raise ValueError(f"{label}: {name} in {where} is not a CIFAR python pickle: {e}") from e
+        if not isinstance(d, dict) or b"data" not in d or label_key not in d:
+            keys = sorted(d) if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"{label}: {name} in {where} lacks the keys b'data' and {label_key!r} (has {keys})")
+        data = np.asarray(d[b"data"], dtype=np.uint8)
+        lab = np.asarray(d[label_key], dtype=np.int64)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(lab) != len(data):
+            raise ValueError(f"{label}: {name} in {where} holds data of shape {data.shape} and "
+                             f"{len(lab)} labels (expected [N, 3072] and N labels)")
+        images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))
+        labels.append(torch.from_numpy(lab.copy()))
+    return Split(torch.cat(images), torch.cat(labels))
+
+
+def load_cifar(name: str, root: str) -> Tuple[Split, Split]:
+    """CIFAR-10/100 train and test splits as uint8 [N, 3, 32, 32] and int64 labels (fine labels for
+    CIFAR-100). `root` is the archive itself, a folder holding the archive or the extracted
+    folder, or the extracted folder itself."""
+    label, archive, folder, train_members, test_members, key = _CIFAR[name][:6]
+    members = train_members + test_members
+    candidates = [root] if os.path.isfile(root) else [os.path.join(root, archive)]
+    folders = [os.path.join(root, folder), root]
+    tar_path = next((c for c in candidates if os.path.isfile(c)), None)
+    dir_path = next((d for d in folders if os.path.isdir(d) and all(
+        os.path.isfile(os.path.join(d, m)) for m in members)), None)
+    blobs: Dict[str, bytes] = {}
+    if dir_path is not None:
+        where = dir_path
+        for m in members:
+            with open(os.path.join(dir_path, m), "rb") as f:
+                blobs[m] = f.read()
+    elif tar_path is not None:
+        where = tar_path
+        try:
+            with tarfile.open(tar_path, "r:*") as tar:
+                for m in members:
+                    try:
+                        f = tar.extractfile(f"{folder}/{m}")
+                    except KeyError:
+                        f = None
+                    if f is None:
+                        raise ValueError(f"{label}: {tar_path} has no member {folder}/{m}")
+                    blobs[m] = f.read()
+        except tarfile.TarError as e:
+            raise ValueError(f"{label}: {tar_path} is not a readable tar archive: {e}") from e
+    else:
+        raise FileNotFoundError(f"{label}: expected {archive} or a folder {folder} in {root} (set data.root)")
+    train = _cifar_split(label, where, [(m, blobs[m]) for m in train_members], key)
+    test = _cifar_split(label, where, [(m, blobs[m]) for m in test_members], key)
+    return train, test
+
+
+# --- in-memory data ----------------------------------------------------------------------------
 class Data:
-    """Training batches indexed by global step, and the test set in eval batches."""
+    """Training batches indexed by global step, and the test set in eval batches (in memory)."""
 
     def __init__(self, train: Split, test: Split, batch_size: int, eval_batch_size: int,
-                 seed: int, augment: bool, device: torch.device):
+                 seed: int, augment: bool, device: torch.device, pad: int = 2,
+                 mean: Sequence[float] = (MEAN,), std: Sequence[float] = (STD,),
+                 num_classes: Optional[int] = None):
         if len(train) < batch_size:
             raise ValueError(f"training set has {len(train)} samples, fewer than one batch ({batch_size})")
         self.train, self.test = train, test
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.augment, self.device = seed, augment, device
+        self.pad, self.mean, self.std = pad, tuple(mean), tuple(std)
+        self.num_classes = num_classes
         self.steps_per_epoch = len(train) // batch_size  # drop_last
         self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
 
@@ -136,26 +232,194 @@ class Data:
         idx = self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
         images = self.train.images[idx]
         if self.augment:
-            images = augment(images, _generator(self.seed, _AUG, step))
-        return self._to_device(normalize(images), self.train.labels[idx])
+            images = augment(images, _generator(self.seed, _AUG, step), self.pad)
+        return self._to_device(normalize(images, self.mean, self.std), self.train.labels[idx])
 
     def test_batches(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         for i in range(0, len(self.test), self.eval_batch_size):
             sl = slice(i, i + self.eval_batch_size)
-            yield self._to_device(normalize(self.test.images[sl]), self.test.labels[sl])
+            yield self._to_device(normalize(self.test.images[sl], self.mean, self.std), self.test.labels[sl])
 
 
-def build_data(cfg: Dict[str, Any], seed: int, device: torch.device) -> Data:
-    """Data from the config's `data` section (fashion-mnist or synthetic, optional subsets)."""
-    if cfg["name"] == "fashion-mnist":
+# --- ImageNet ----------------------------------------------------------------------------------
+class _SeededSamples(torch.utils.data.Dataset):
+    """Wraps a dataset of (PIL image, label); item (index, seed) applies `transform` with the torch
+    and Python RNGs seeded by `seed` (seed None: no reseeding, for deterministic transforms)."""
+
+    def __init__(self, dataset: Any, transform: Any):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: Any) -> Tuple[torch.Tensor, int]:
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        image, label = self.dataset[index]
+        if seed is None:
+            return self.transform(image), label
+        in_worker = torch.utils.data.get_worker_info() is not None
+        if in_worker:
+            torch.manual_seed(seed)
+            random.seed(seed)
+            return self.transform(image), label
+        with torch.random.fork_rng(devices=[]):  # keep the main process's RNG streams untouched
+            state = random.getstate()
+            torch.manual_seed(seed)
+            random.seed(seed)
+            try:
+                return self.transform(image), label
+            finally:
+                random.setstate(state)
+
+
+class _StepBatches(torch.utils.data.Sampler):
+    """Batches of one epoch from position `start` on: lists of (sample index, augmentation seed)."""
+
+    def __init__(self, perm: torch.Tensor, batch_size: int, start: int, steps: int, seed: int,
+                 first_step: int, seeded: bool):
+        self.perm, self.batch_size, self.start, self.steps = perm, batch_size, start, steps
+        self.seed, self.first_step, self.seeded = seed, first_step, seeded
+
+    def __len__(self) -> int:
+        return self.steps - self.start
+
+    def __iter__(self) -> Iterator[List[Any]]:
+        for pos in range(self.start, self.steps):
+            idx = self.perm[pos * self.batch_size:(pos + 1) * self.batch_size].tolist()
+            step = self.first_step + pos
+            if self.seeded:
+                base = seed_for(self.seed, _AUG, step)
+                yield [(i, (base + j) % 2**63) for j, i in enumerate(idx)]
+            else:
+                yield [(i, None) for i in idx]
+
+
+class _WorkerInit:
+    """worker_init_fn (a class, so that it pickles under the spawn start method): seeds torch,
+    random and numpy of a loader process from (seed, epoch, worker id)."""
+
+    def __init__(self, seed: int, epoch: int):
+        self.seed, self.epoch = seed, epoch
+
+    def __call__(self, worker_id: int) -> None:
+        s = seed_for(self.seed, _WORKER, self.epoch + 1, worker_id)  # epoch -1: the test loader
+        torch.manual_seed(s)
+        random.seed(s)
+        np.random.seed(s % 2**32)
+
+
+class LoaderData:
+    """ImageNet-style data decoded by a torch DataLoader; same interface as Data."""
+
+    def __init__(self, train: Any, test: Any, train_transform: Any, test_transform: Any, batch_size: int,
+                 eval_batch_size: int, seed: int, augment: bool, device: torch.device, num_workers: int,
+                 num_classes: Optional[int] = None):
+        if len(train) < batch_size:
+            raise ValueError(f"training set has {len(train)} samples, fewer than one batch ({batch_size})")
+        self.train, self.test = train, test
+        self._train = _SeededSamples(train, train_transform)
+        self._test = _SeededSamples(test, test_transform)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.seed, self.augment, self.device, self.num_workers = seed, augment, device, num_workers
+        self.num_classes = num_classes
+        self.steps_per_epoch = len(train) // batch_size  # drop_last
+        self._iter: Optional[Iterator[Any]] = None
+        self._next_step = -1
+
+    def _loader(self, dataset: Any, batch_sampler: Any, epoch: int) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=self.num_workers,
+                                           pin_memory=self.device.type == "cuda",
+                                           worker_init_fn=_WorkerInit(self.seed, epoch) if self.num_workers > 0 else None)
+
+    def train_batch(self, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        if self._iter is None or step != self._next_step:  # a new epoch, or random access/resume
+            perm = torch.randperm(len(self.train), generator=_generator(self.seed, _PERM, epoch))
+            sampler = _StepBatches(perm, self.batch_size, pos, self.steps_per_epoch, self.seed,
+                                   epoch * self.steps_per_epoch, self.augment)
+            self._iter = iter(self._loader(self._train, sampler, epoch))
+        x, y = next(self._iter)
+        self._next_step = step + 1
+        if self._next_step % self.steps_per_epoch == 0:
+            self._iter = None  # the epoch is over; the next one gets a new permutation
+        return self._to_device(x, y)
+
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        nb = self.device.type == "cuda"
+        return x.to(self.device, non_blocking=nb), y.to(self.device, non_blocking=nb)
+
+    def test_batches(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.test)
+        batches = [list(range(i, min(i + self.eval_batch_size, n))) for i in range(0, n, self.eval_batch_size)]
+        for x, y in self._loader(self._test, batches, -1):
+            yield self._to_device(x, y)
+
+
+def _class_folders(label: str, path: str, root: str) -> List[str]:
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{label}: expected class folders in {path} (set data.root to the folder "
+                                f"holding train/ and val/; got {root})")
+    classes = sorted(e.name for e in os.scandir(path) if e.is_dir())
+    if not classes:
+        raise FileNotFoundError(f"{label}: expected class folders in {path}, found none (set data.root)")
+    return classes
+
+
+def build_imagenet(cfg: Dict[str, Any], seed: int, device: torch.device) -> LoaderData:
+    """ImageFolder train/ and val/ under data.root with torchvision transforms."""
+    from torchvision import datasets, transforms as T
+
+    root, size = cfg["root"], int(cfg.get("image_size", 224))
+    label = "ImageNet"
+    train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
+    classes = _class_folders(label, train_dir, root)
+    val_classes = _class_folders(label, val_dir, root)
+    if val_classes != classes:
+        only = sorted(set(classes) ^ set(val_classes))[:5]
+        raise ValueError(f"{label}: the class folders of {train_dir} ({len(classes)}) and {val_dir} "
+                         f"({len(val_classes)}) differ, e.g. {', '.join(only)}")
+    try:
+        train = datasets.ImageFolder(train_dir)
+        test = datasets.ImageFolder(val_dir)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise FileNotFoundError(f"{label}: {e} (expected image files in the class folders of {root})") from e
+    norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    evaluate = T.Compose([T.Resize(int(size * 256 / 224)), T.CenterCrop(size)] + norm)
+    augment = bool(cfg.get("augment", True))
+    train_tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip()] + norm) if augment else evaluate
+    if cfg.get("train_subset") is not None:
+        train = torch.utils.data.Subset(train, range(min(cfg["train_subset"], len(train))))
+    if cfg.get("test_subset") is not None:
+        test = torch.utils.data.Subset(test, range(min(cfg["test_subset"], len(test))))
+    return LoaderData(train, test, train_tf, evaluate, cfg["batch_size"], cfg["eval_batch_size"], seed,
+                      augment, device, int(cfg.get("num_workers", 0)), num_classes=len(classes))
+
+
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagenet", "synthetic")
+
+
+def build_data(cfg: Dict[str, Any], seed: int, device: torch.device) -> Any:
+    """Data from the config's `data` section (Data, or LoaderData for imagenet; optional subsets)."""
+    name = cfg["name"]
+    if name not in DATASETS:
+        raise ValueError(f"unknown data.name {name!r}; available: {', '.join(DATASETS)}")
+    if cfg.get("root") is None and name not in ("synthetic",):
+        raise ValueError(f"data.root is required for data.name {name!r}")
+    if name == "imagenet":
+        return build_imagenet(cfg, seed, device)
+    pad, mean, std = 2, (MEAN,), (STD,)
+    if name == "fashion-mnist":
         train, test = load_fashion_mnist(cfg["root"])
-    elif cfg["name"] == "synthetic":
+        classes = 10
+    elif name == "synthetic":
         train, test = make_synthetic(seed, **cfg["synthetic"])
+        classes = cfg["synthetic"].get("num_classes", 10)
     else:
-        raise ValueError(f"unknown data.name {cfg['name']!r}; available: fashion-mnist, synthetic")
+        train, test = load_cifar(name, cfg["root"])
+        pad, mean, std, classes = 4, _CIFAR[name][6], _CIFAR[name][7], _CIFAR[name][8]
     if cfg.get("train_subset") is not None:
         train = train.head(cfg["train_subset"])
     if cfg.get("test_subset") is not None:
         test = test.head(cfg["test_subset"])
     return Data(train, test, cfg["batch_size"], cfg["eval_batch_size"], seed,
-                cfg.get("augment", True), device)
+                cfg.get("augment", True), device, pad=pad, mean=mean, std=std, num_classes=classes)

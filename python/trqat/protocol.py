@@ -16,6 +16,9 @@ TRAIN, STEP, LR, TRAINED = "train", "step", "lr", "trained"
 EVAL, EVALUATED, SAVE, SAVED = "eval", "evaluated", "save", "saved"
 SHUTDOWN, BYE, ERROR = "shutdown", "bye", "error"
 HEARTBEAT, HEARTBEAT_ACK = "heartbeat", "heartbeat_ack"
+PLAN = "plan"  # controller -> client: the answer to a client's ready (docs/protocol.md, "Client sessions")
+
+ROLE_WORKER, ROLE_CLIENT = "worker", "client"  # hello.role: a managed worker, or a user's own script
 
 # Required body fields per type. Specs: int, number (int or float), numbers (a number or a list of
 # numbers), bool, str, map, list;
@@ -41,7 +44,16 @@ SCHEMAS: Dict[str, Dict[str, str]] = {
     ERROR: {"message": "str"},  # `traceback` (str) is optional
     HEARTBEAT: {},
     HEARTBEAT_ACK: {},
+    PLAN: {"total_steps": "int", "steps_per_epoch": "int", "start_step": "int"},
 }
+# Optional body fields (client sessions): checked when present, same specs as SCHEMAS.
+OPTIONAL: Dict[str, Dict[str, str]] = {
+    HELLO: {"role": "str"},
+    READY: {"total_steps": "?int", "controller_state": "?map"},
+    LR: {"state": "?map"},
+    BYE: {"loss": "?number", "correct": "?int", "samples": "?int", "error": "?str"},
+}
+CONTROLLER_STATE = {"K": "number", "U": "number", "last_step": "int"}
 ENVELOPE = {"v": "int", "type": "str", "sid": "str", "seq": "int", "body": "map"}
 
 
@@ -91,9 +103,17 @@ def validate(msg: Any, check_version: bool = True) -> Dict[str, Any]:
         raise ProtocolError(f"unknown message type {msg['type']!r}")
     if msg["seq"] < 0:
         raise ProtocolError(f"message field 'seq' must be >= 0, got {msg['seq']}")
-    _check_fields(msg["body"], SCHEMAS[msg["type"]], "body.")
-    if msg["type"] == ERROR and not _matches(msg["body"].get("traceback", ""), "?str"):
-        raise ProtocolError(f"message field 'body.traceback' must be str, got {_type_name(msg['body']['traceback'])}")
+    body = msg["body"]
+    _check_fields(body, SCHEMAS[msg["type"]], "body.")
+    optional = OPTIONAL.get(msg["type"], {})
+    _check_fields(body, {k: v for k, v in optional.items() if k in body}, "body.")
+    if msg["type"] == HELLO and body.get("role", ROLE_WORKER) not in (ROLE_WORKER, ROLE_CLIENT):
+        raise ProtocolError(f"message field 'body.role' must be {ROLE_WORKER!r} or {ROLE_CLIENT!r}, got {body['role']!r}")
+    if msg["type"] == ERROR and not _matches(body.get("traceback", ""), "?str"):
+        raise ProtocolError(f"message field 'body.traceback' must be str, got {_type_name(body['traceback'])}")
+    for key in ("controller_state", "state"):
+        if key in optional and isinstance(body.get(key), dict):
+            _check_fields(body[key], CONTROLLER_STATE, f"body.{key}.")
     return msg
 
 

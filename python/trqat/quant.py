@@ -6,16 +6,33 @@ For an input x and a learnable positive scale s:
     x_q   = x_int / gamma                               # what the layer computes with
 
 There is no multiplication by s after rounding, so the output is fixed-point whatever the range;
-the normalization layer that follows restores the range.
+the normalization layer that follows restores the range. Where none follows (DeiT's Linear layers,
+whose outputs go straight into a residual sum), an optional learnable scalar output scale `o`
+multiplies the layer's output (before the bias): y = o * (x_q (*) w_q) + bias. It is initialised so
+that the output range matches the full-precision layer at initialisation:
+
+    o = mean|w| / mean|w_q|  *  s_a        (s_a: the activation scale; 1 when activations are FP)
+
+(x_q ~ x / s_a and w_q ~ w * mean|w_q| / mean|w|, so o * x_q (*) w_q ~ x (*) w.) The weight factor is
+set when the layer is built from its float weights; the s_a factor is applied once, when the
+activation scale is initialised from the first training batch. Output scales are ordinary trained
+parameters (no weight decay), also under TR scheduling.
+
+Activation quantizers are unsigned (levels 0..2^b-1, method.md's table) unless the model says that a
+layer's input can be negative (LayerNorm or attention outputs, MobileNetV2's linear bottlenecks,
+ReActNet's binary activations): then they use the weights' signed range (-2^(b-1)..2^(b-1)-1,
+gamma = 2^(b-1); b = 1: sign, levels {-1, +1}).
 """
+import fnmatch
 import math
-from typing import List, Tuple
+import warnings
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-FP_BITS = 32  # act_bits value meaning "activations not quantized"
+FP_BITS = 32  # weight_bits/act_bits value meaning "not quantized" (full precision)
 
 
 def qrange(bits: int, signed: bool) -> Tuple[int, int, int]:
@@ -57,11 +74,14 @@ def scale_gradient(s: torch.Tensor, g: float) -> torch.Tensor:
     return s.detach() + (sg - sg.detach())
 
 
+MIN_SCALE = 1e-8  # a learnable scale pushed to <= 0 by a large step would make every level NaN or flip sign
+
+
 def clipped(x: torch.Tensor, s: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
-    """clip(gamma * x / s, alpha, beta): the real-valued level before rounding."""
+    """clip(gamma * x / s, alpha, beta): the real-valued level before rounding (s floored at MIN_SCALE)."""
     alpha, beta, gamma = qrange(bits, signed)
     # x / (s/gamma) is bit-identical to x / s * gamma (gamma is a power of 2) with one pass less
-    return torch.clamp(x / (s / gamma), alpha, beta)
+    return torch.clamp(x / (s.clamp_min(MIN_SCALE) / gamma), alpha, beta)
 
 
 def to_levels(v: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
@@ -90,30 +110,52 @@ def quantize(x: torch.Tensor, s: torch.Tensor, bits: int, signed: bool, g: float
 class QuantLayer(nn.Module):
     """Mixin for QConv2d/QLinear: weight and input-activation quantizers.
 
-    Parameters: `weight_scale` (scalar, or [out_channels, 1, ...] when per_channel) and
-    `act_scale` (scalar; absent when act_bits == 32). Buffer `act_initialized` records whether
-    the activation scale was initialised from data (lazily, on the first training forward).
+    Parameters: `weight_scale` (scalar, or [out_channels, 1, ...] when per_channel),
+    `act_scale` (scalar; absent when act_bits == 32) and `output_scale` (scalar; only with
+    output_scale=True). Buffer `act_initialized` records whether the activation scale was
+    initialised from data (lazily, on the first training forward). `act_signed` selects the
+    signed activation range (inputs that can be negative).
     """
 
     weight: nn.Parameter
 
-    def _setup_quant(self, weight_bits: int, act_bits: int, per_channel: bool) -> None:
+    def _setup_quant(self, weight_bits: int, act_bits: int, per_channel: bool,
+                     act_signed: bool = False, output_scale: bool = False) -> None:
         qrange(weight_bits, True)  # validates the bit width
         if act_bits != FP_BITS:
-            qrange(act_bits, False)
+            qrange(act_bits, act_signed)
         self.weight_bits, self.act_bits, self.per_channel = weight_bits, act_bits, per_channel
+        self.act_signed, self.has_output_scale = bool(act_signed), bool(output_scale)
         dim = 0 if per_channel else -1
         self.weight_scale = nn.Parameter(lsq_init_scale(self.weight, weight_bits, True, dim))
         if act_bits != FP_BITS:
             self.act_scale = nn.Parameter(torch.ones(()))
             self.register_buffer("act_initialized", torch.zeros((), dtype=torch.bool))
+        if output_scale:
+            self.output_scale = nn.Parameter(torch.ones(()))
+            self._init_output_scale()
         self._act_ready = False  # Python-side cache of act_initialized, avoids a sync per step
 
     def init_weight_scale(self) -> None:
-        """Reset the weight scale from the current weights (LSQ rule, see lsq_init_scale)."""
+        """Reset the weight scale from the current weights (LSQ rule, see lsq_init_scale), and the
+        output scale (if any) from the weights and the activation scale (module docstring)."""
         with torch.no_grad():
             dim = 0 if self.per_channel else -1
             self.weight_scale.copy_(lsq_init_scale(self.weight, self.weight_bits, True, dim))
+        if self.has_output_scale:
+            self._init_output_scale()
+
+    def _init_output_scale(self) -> None:
+        with torch.no_grad():
+            w = self.weight.detach().float()
+            wq = self.quantized_weight().detach().float()
+            o = w.abs().mean() / wq.abs().mean().clamp_min(1e-12)
+            if self.act_bits != FP_BITS and bool(self.act_initialized):
+                o = o * self.act_scale.detach().float()
+            self.output_scale.copy_(o.clamp_min(1e-8))
+
+    def _scale_output(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.output_scale if self.has_output_scale else y
 
     def freeze_weight_scale(self, frozen: bool = True) -> None:
         """Frozen weight scales (TR mode) mean levels change only when the weights move."""
@@ -139,14 +181,16 @@ class QuantLayer(nn.Module):
         if self.training and not self._act_ready:
             self._init_act_scale(x)
         per_sample = x.numel() // max(x.shape[0], 1)
-        g = 1.0 / math.sqrt(per_sample * qrange(self.act_bits, False)[1])
-        return quantize(x, self.act_scale, self.act_bits, False, g)
+        g = 1.0 / math.sqrt(per_sample * qrange(self.act_bits, self.act_signed)[1])
+        return quantize(x, self.act_scale, self.act_bits, self.act_signed, g)
 
     def _init_act_scale(self, x: torch.Tensor) -> None:
         with torch.no_grad():
             if not bool(self.act_initialized):
-                self.act_scale.copy_(lsq_init_scale(x.float(), self.act_bits, False))
+                self.act_scale.copy_(lsq_init_scale(x.float(), self.act_bits, self.act_signed))
                 self.act_initialized.fill_(True)
+                if self.has_output_scale:
+                    self._init_output_scale()
         self._act_ready = True
 
     def _load_from_state_dict(self, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -154,9 +198,10 @@ class QuantLayer(nn.Module):
         self._act_ready = False  # re-read the loaded act_initialized flag on the next forward
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, weight_bits={self.weight_bits}, act_bits={self.act_bits}" + (
-            ", per_channel=True" if self.per_channel else ""
-        )
+        return (f"{super().extra_repr()}, weight_bits={self.weight_bits}, act_bits={self.act_bits}"
+                + (", act_signed=True" if self.act_signed else "")
+                + (", per_channel=True" if self.per_channel else "")
+                + (", output_scale=True" if self.has_output_scale else ""))
 
 
 class QConv2d(QuantLayer, nn.Conv2d):
@@ -164,21 +209,27 @@ class QConv2d(QuantLayer, nn.Conv2d):
 
     kind = "conv"
 
-    def __init__(self, *args, weight_bits: int = 2, act_bits: int = 2, per_channel: bool = False, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self, *args, weight_bits: int = 2, act_bits: int = 2, per_channel: bool = False,  # type: ignore[no-untyped-def]
+                 act_signed: bool = False, output_scale: bool = False, **kwargs):
         nn.Conv2d.__init__(self, *args, **kwargs)
-        self._setup_quant(weight_bits, act_bits, per_channel)
+        self._setup_quant(weight_bits, act_bits, per_channel, act_signed, output_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(self.quantized_input(x), self.quantized_weight(), self.bias,
-                        self.stride, self.padding, self.dilation, self.groups)
+        if not self.has_output_scale:
+            return F.conv2d(self.quantized_input(x), self.quantized_weight(), self.bias,
+                            self.stride, self.padding, self.dilation, self.groups)
+        y = self._scale_output(F.conv2d(self.quantized_input(x), self.quantized_weight(), None,
+                                        self.stride, self.padding, self.dilation, self.groups))
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
     @classmethod
-    def from_float(cls, m: nn.Conv2d, weight_bits: int, act_bits: int, per_channel: bool = False) -> "QConv2d":
+    def from_float(cls, m: nn.Conv2d, weight_bits: int, act_bits: int, per_channel: bool = False,
+                   act_signed: bool = False, output_scale: bool = False) -> "QConv2d":
         if m.padding_mode != "zeros":
             raise ValueError("QConv2d supports padding_mode='zeros' only")
         q = cls(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
                 m.groups, m.bias is not None, weight_bits=weight_bits, act_bits=act_bits,
-                per_channel=per_channel)
+                per_channel=per_channel, act_signed=act_signed, output_scale=output_scale)
         return _copy_float(q, m)
 
 
@@ -188,17 +239,23 @@ class QLinear(QuantLayer, nn.Linear):
     kind = "linear"
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 weight_bits: int = 2, act_bits: int = 2, per_channel: bool = False):
+                 weight_bits: int = 2, act_bits: int = 2, per_channel: bool = False,
+                 act_signed: bool = False, output_scale: bool = False):
         nn.Linear.__init__(self, in_features, out_features, bias)
-        self._setup_quant(weight_bits, act_bits, per_channel)
+        self._setup_quant(weight_bits, act_bits, per_channel, act_signed, output_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)
+        if not self.has_output_scale:
+            return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)
+        y = self._scale_output(F.linear(self.quantized_input(x), self.quantized_weight()))
+        return y if self.bias is None else y + self.bias
 
     @classmethod
-    def from_float(cls, m: nn.Linear, weight_bits: int, act_bits: int, per_channel: bool = False) -> "QLinear":
+    def from_float(cls, m: nn.Linear, weight_bits: int, act_bits: int, per_channel: bool = False,
+                   act_signed: bool = False, output_scale: bool = False) -> "QLinear":
         q = cls(m.in_features, m.out_features, m.bias is not None, weight_bits=weight_bits,
-                act_bits=act_bits, per_channel=per_channel)
+                act_bits=act_bits, per_channel=per_channel, act_signed=act_signed,
+                output_scale=output_scale)
         return _copy_float(q, m)
 
 
@@ -211,22 +268,67 @@ def _copy_float(q: QuantLayer, m: nn.Module) -> QuantLayer:
     return q.to(m.weight.device, m.weight.dtype)
 
 
+OUTPUT_SCALE_MODES = ("auto", "on", "off")
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    """fnmatch `name`, or any of its parent module names, against `patterns`."""
+    parts = name.split(".")
+    prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return any(fnmatch.fnmatchcase(p, pat) for pat in patterns for p in prefixes)
+
+
 def quantize_model(model: nn.Module, weight_bits: int, act_bits: int, first_last_fp: bool = True,
-                   per_channel: bool = False) -> nn.Module:
+                   per_channel: bool = False, full_precision: Sequence[str] = (),
+                   output_scale: str = "auto") -> nn.Module:
     """Replace nn.Conv2d/nn.Linear modules of `model` in place by QConv2d/QLinear.
 
-    With first_last_fp, the first and last conv/linear layers (module registration order) stay
-    full precision. Returns the model.
+    - weight_bits == 32: nothing is quantized (a full-precision model, zero quantized layers;
+      activations stay full precision too).
+    - first_last_fp: the first and last conv/linear layers (module registration order) stay full
+      precision.
+    - full_precision: fnmatch patterns of module names that stay full precision, in addition to the
+      model's own (`model.quant_hints["full_precision"]`, e.g. ReActNet's real-valued shortcuts).
+      A pattern also covers the children of a module it names ("layer1" keeps layer1.* FP). A
+      pattern that matches no module at all is an error (a typo would silently quantize).
+    - output_scale: "auto" = on the layers the model names (`quant_hints["output_scale"]`
+      patterns, e.g. DeiT's Linear layers, which no normalization follows), "on" = every quantized
+      layer, "off" = none.
+    - Layers named by `quant_hints["signed_act"]` get a signed activation quantizer.
+    Returns the model.
     """
+    if output_scale not in OUTPUT_SCALE_MODES:
+        raise ValueError(f"quant.output_scale must be one of {', '.join(OUTPUT_SCALE_MODES)}, got {output_scale!r}")
+    if weight_bits != FP_BITS:
+        qrange(weight_bits, True)
+    if act_bits != FP_BITS:
+        qrange(act_bits, False)
+    hints: Dict[str, List[str]] = getattr(model, "quant_hints", {}) or {}
+    names = [n for n, _ in model.named_modules() if n]
+    for pat in full_precision:
+        if not any(_matches(n, [pat]) for n in names):
+            raise ValueError(f"quant.full_precision pattern {pat!r} matches no module of the model "
+                             f"(module names look like {', '.join(names[:3])}, ...)")
+    if weight_bits == FP_BITS:
+        if act_bits != FP_BITS:
+            warnings.warn("quant.weight_bits is 32: the model stays full precision and act_bits "
+                          f"{act_bits} is ignored (activations are quantized only in quantized layers)")
+        return model
     targets = [(n, m) for n, m in model.named_modules()
                if type(m) in (nn.Conv2d, nn.Linear)]  # exact types: never re-quantize a Q layer
     if first_last_fp:
         targets = targets[1:-1]
+    fp_patterns = list(full_precision) + list(hints.get("full_precision", []))
+    targets = [(n, m) for n, m in targets if not _matches(n, fp_patterns)]
+    out_patterns = {"on": ["*"], "off": [], "auto": list(hints.get("output_scale", []))}[output_scale]
+    signed_patterns = list(hints.get("signed_act", []))
     for name, m in targets:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         qcls = QConv2d if isinstance(m, nn.Conv2d) else QLinear
-        setattr(parent, attr, qcls.from_float(m, weight_bits, act_bits, per_channel))
+        setattr(parent, attr, qcls.from_float(m, weight_bits, act_bits, per_channel,
+                                              act_signed=_matches(name, signed_patterns),
+                                              output_scale=_matches(name, out_patterns)))
     return model
 
 

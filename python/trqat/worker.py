@@ -236,6 +236,19 @@ class Worker:
             path = self.trainer.save(body["path"])
             self.send(P.SAVED, {"path": body["path"], "bytes": os.path.getsize(path)})
 
+    def check_lrs(self, lr: Dict[str, Any]) -> None:
+        """lr_other: a finite number >= 0; lr_quant: the same, or a list of them with one entry per
+        quantized layer (the order of ready.layers)."""
+        for key in ("lr_quant", "lr_other"):
+            values = lr[key] if isinstance(lr[key], list) else [lr[key]]
+            for v in values:
+                if not (math.isfinite(v) and v >= 0):
+                    raise BadMessage(f"message field 'body.{key}' must hold finite numbers >= 0, got {v}")
+        n = len(self.trainer.layers)
+        if isinstance(lr["lr_quant"], list) and len(lr["lr_quant"]) != n:
+            raise BadMessage(f"message field 'body.lr_quant' is a list of {len(lr['lr_quant'])} LRs but the "
+                             f"model has {n} quantized layers (one LR per layer in ready.layers order)")
+
     def train(self, start: int, end: int, started: float) -> None:
         t = self.trainer
         if start != t.step or end < start:
@@ -249,9 +262,7 @@ class Worker:
             lr = self.recv((P.LR,))["body"]
             if lr["step"] != step:
                 raise BadMessage(f"lr for step {lr['step']} while step {step} is waiting")
-            for key in ("lr_quant", "lr_other"):
-                if not (math.isfinite(lr[key]) and lr[key] >= 0):
-                    raise BadMessage(f"message field 'body.{key}' must be a finite number >= 0, got {lr[key]}")
+            self.check_lrs(lr)
             t.set_lrs(lr["lr_quant"], lr["lr_other"])
             t.optimizer_step()
             # read one step late: the next count_transitions has synchronised with the device anyway

@@ -1,5 +1,6 @@
 import { Packr, Unpackr } from 'msgpackr';
 import { z } from 'zod';
+import type { ControllerState } from '../schedules/controller.js';
 
 /** Version of docs/protocol.md this controller speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -27,10 +28,23 @@ export const layerSchema = z.object({
 });
 export type LayerInfo = z.infer<typeof layerSchema>;
 
-/** Bodies of the messages a worker may send, by type. */
+/** The controller's schedule state ({K, U, last_step}): a client keeps it in its own checkpoints. */
+export const controllerStateSchema = z.looseObject({
+  K: z.number().min(0).max(1),
+  U: z.number().min(0),
+  last_step: z.number().int().min(-1),
+});
+
+/** hello.role: a managed worker (started by `trqat train`) or a client (a user's own training script). */
+export const peerRoles = ['worker', 'client'] as const;
+export type PeerRole = (typeof peerRoles)[number];
+
+/** Bodies of the messages a worker (or a client) may send, by type. */
 export const workerBodies = {
   hello: z.object({
     protocol: z.number().int(),
+    /** Optional, default "worker"; "client" for a user's script (docs/protocol.md, "Client sessions"). */
+    role: z.enum(peerRoles).optional(),
     rank: z.number().int().min(0),
     world_size: z.number().int().positive(),
     pid: z.number().int(),
@@ -49,6 +63,10 @@ export const workerBodies = {
     test_size: count,
     steps_per_epoch: z.number().int().positive(),
     start_step: count,
+    /** Clients: the run length when the config's train.steps is null. */
+    total_steps: z.number().int().positive().nullable().optional(),
+    /** Clients: the controller state to continue from (a run resumed from the user's checkpoint). */
+    controller_state: controllerStateSchema.nullable().optional(),
   }),
   step: z.object({
     step: count,
@@ -60,7 +78,13 @@ export const workerBodies = {
   trained: z.object({ end: count, loss: nullableNumber, correct: count.nullable(), samples: count.nullable(), seconds: z.number() }),
   evaluated: z.object({ top1: z.number(), loss: z.number(), samples: count, seconds: z.number() }),
   saved: z.object({ path: z.string(), bytes: count }),
-  bye: z.object({}),
+  /** Clients may add the stats of their last step, and the error that ended their script. */
+  bye: z.object({
+    loss: nullableNumber.optional(),
+    correct: count.nullable().optional(),
+    samples: count.nullable().optional(),
+    error: z.string().nullable().optional(),
+  }),
   heartbeat: z.object({}),
   error: z.object({ message: z.string(), traceback: z.string().optional() }),
 } as const;
@@ -80,13 +104,18 @@ export interface ControllerBodies {
   reject: { reason: string };
   train: { start: number; end: number };
   /** `lr_quant` is one LR for every quantized layer, or one per layer (per-layer TR scope) in `layers` order. */
-  lr: { step: number; lr_quant: number | number[]; lr_other: number; stop: boolean };
+  lr: { step: number; lr_quant: number | number[]; lr_other: number; stop: boolean; state?: ControllerState };
+  /** The answer to a client's ready: the run's plan (client sessions only). */
+  plan: { total_steps: number; steps_per_epoch: number; start_step: number };
   eval: Record<string, never>;
   save: { path: string };
   shutdown: Record<string, never>;
   heartbeat_ack: Record<string, never>;
   error: { message: string };
+  /** The answer to a client's bye. */
+  bye: Record<string, never>;
 }
+export type ControllerStateBody = z.infer<typeof controllerStateSchema>;
 export type ControllerMessageType = keyof ControllerBodies;
 
 export class ProtocolError extends Error {
@@ -127,8 +156,9 @@ export function decodeWorkerMessage(frame: Buffer): WorkerMessage {
   const bodyVersion = type === 'hello' ? body['protocol'] : v;
   if (v !== PROTOCOL_VERSION || bodyVersion !== PROTOCOL_VERSION) {
     const theirs = v !== PROTOCOL_VERSION ? v : String(bodyVersion);
+    const peer = type === 'hello' && body['role'] === 'client' ? 'client' : 'worker';
     throw new VersionMismatchError(
-      `protocol version mismatch: the worker speaks version ${theirs}, this controller speaks version ${PROTOCOL_VERSION}; ` +
+      `protocol version mismatch: the ${peer} speaks version ${theirs}, this controller speaks version ${PROTOCOL_VERSION}; ` +
         'install matching versions of the trqat npm package and the trqat Python package',
       sid,
     );

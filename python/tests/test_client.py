@@ -1,0 +1,285 @@
+"""trqat.client against a fake controller (a ROUTER socket in a thread), and split_param_groups.
+
+The real TypeScript controller is exercised end to end by test/e2e-plugin.test.ts.
+"""
+import threading
+
+import msgpack
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import zmq
+
+from trqat import protocol as P
+from trqat.adapt import quantize
+from trqat.client import (Client, ClientError, ControllerGone, ControllerUnreachable, Rejected, RunOver,
+                          split_param_groups)
+from trqat.quant import quantized_layers
+
+CONFIG = {"mode": "tr", "optimizer": {"name": "sgd", "lr": 0.1}, "train": {"steps": None, "epochs": 2}}
+
+
+def make_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Conv2d(4, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(8 * 6 * 6, 3))
+    return quantize(model, 2, 2)
+
+
+class FakeController(threading.Thread):
+    """Answers like `trqat serve`: welcome, plan, lr per step (lr_quant from `lrs`), heartbeat acks."""
+
+    def __init__(self, config=None, reject=None, lrs=None, ack_heartbeats=True, version=1, freeze_after=None):
+        super().__init__(daemon=True)
+        self.ctx = zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoint = f"tcp://127.0.0.1:{port}"
+        self.config = config or CONFIG
+        self.reject, self.version = reject, version
+        self.lrs = lrs or (lambda t: 0.05)
+        self.ack_heartbeats = ack_heartbeats
+        self.freeze_after = freeze_after  # a hung controller: no heartbeat acks, no answers after this step
+        self.received = []
+        self.stopped = threading.Event()
+        self.seq = 0
+        self.start()
+
+    def reply(self, rid, sid, type, body):
+        frame = msgpack.packb({"v": self.version, "type": type, "sid": sid, "seq": self.seq, "body": body}, use_bin_type=True)
+        self.seq += 1
+        self.sock.send_multipart([rid, frame])
+
+    def run(self):
+        while not self.stopped.is_set():
+            if not self.sock.poll(50):
+                continue
+            rid, frame = self.sock.recv_multipart()
+            msg = P.decode(frame, check_version=False)
+            t, sid, body = msg["type"], msg["sid"], msg["body"]
+            frozen = self.freeze_after is not None and any(
+                m["type"] == P.STEP and m["body"]["step"] >= self.freeze_after for m in self.received)
+            if frozen:
+                continue
+            if t == P.HEARTBEAT:
+                if self.ack_heartbeats:
+                    self.reply(rid, sid, P.HEARTBEAT_ACK, {})
+                continue
+            self.received.append(msg)
+            if t == P.HELLO:
+                if self.reject:
+                    self.reply(rid, sid, P.REJECT, {"reason": self.reject})
+                else:
+                    self.reply(rid, sid, P.WELCOME, {"config": self.config, "resume": None})
+            elif t == P.READY:
+                self.reply(rid, sid, P.PLAN, {"total_steps": body["total_steps"], "steps_per_epoch": body["steps_per_epoch"],
+                                              "start_step": body["start_step"]})
+            elif t == P.STEP:
+                s = body["step"]
+                self.reply(rid, sid, P.LR, {"step": s, "lr_quant": self.lrs(s), "lr_other": 0.01, "stop": False,
+                                            "state": {"K": 0.001 * s, "U": 0.05, "last_step": s}})
+            elif t == P.BYE:
+                self.reply(rid, sid, P.BYE, {})
+
+    def close(self):
+        self.stopped.set()
+        self.join()
+        self.sock.close()
+
+    def of(self, type):
+        return [m["body"] for m in self.received if m["type"] == type]
+
+
+@pytest.fixture
+def controller():
+    made = []
+
+    def make(**kwargs):
+        made.append(FakeController(**kwargs))
+        return made[-1]
+    yield make
+    for c in made:
+        c.close()
+
+
+def train(client, model, optimizer, steps, split=False):
+    x, y = torch.randn(6, 1, 6, 6), torch.tensor([0, 1, 2, 0, 1, 2])
+    decided = []
+    for _ in range(steps):
+        if split:
+            client.step_begin()
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        optimizer.zero_grad()
+        loss.backward()
+        if split:
+            decided.append(client.step_end(loss, (out.argmax(1) == y).sum(), len(y)))
+        else:
+            decided.append(client.step(loss, correct=(out.argmax(1) == y).sum(), samples=len(y)))
+        optimizer.step()
+    return decided
+
+
+def test_a_training_loop_with_the_client(controller):
+    ctl = controller()
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    with Client(ctl.endpoint, model=model, optimizer=optimizer, total_steps=5) as client:
+        assert client.total_steps == 5 and client.steps_per_epoch == 5
+        assert all(not m.weight_scale.requires_grad for _, m in quantized_layers(model))  # TR: frozen
+        train(client, model, optimizer, 3)
+        train(client, model, optimizer, 2, split=True)
+        client.evaluated(50.0, 1.5, samples=10)
+        assert client.should_stop is False and client.current_step == 5
+        with pytest.raises(RunOver, match="step 5 is past the end of the run"):
+            client.step_begin()
+    hello = ctl.of(P.HELLO)[0]
+    assert hello["role"] == "client" and hello["rank"] == 0 and hello["world_size"] == 1
+    ready = ctl.of(P.READY)[0]
+    assert [layer["name"] for layer in ready["layers"]] == ["3", "6"]
+    assert ready["total_steps"] == 5 and ready["start_step"] == 0 and ready["controller_state"] is None
+    steps = ctl.of(P.STEP)
+    assert [s["step"] for s in steps] == [0, 1, 2, 3, 4]
+    assert steps[0]["counts"] is None and steps[0]["loss"] is None
+    assert all(len(s["counts"]) == 2 for s in steps[1:])
+    assert steps[1]["samples"] == 6 and isinstance(steps[1]["loss"], float) and 0 <= steps[1]["correct"] <= 6
+    assert ctl.of(P.EVALUATED) == [{"top1": 50.0, "loss": 1.5, "samples": 10, "seconds": 0.0}]
+    bye = ctl.of(P.BYE)[0]
+    assert bye["samples"] == 6 and "error" not in bye  # the last step's stats travel with the bye
+    # the LRs landed on the optimizer: quantized weights 0.05, everything else 0.01
+    quant = {id(m.weight) for _, m in quantized_layers(model)}
+    for g in optimizer.param_groups:
+        assert g["lr"] == (0.05 if id(g["params"][0]) in quant else 0.01)
+        assert g["momentum"] == 0.9
+    assert client.controller_state == {"K": 0.004, "U": 0.05, "last_step": 4}
+
+
+def test_per_layer_lrs_and_state_dict_round_trip(controller):
+    ctl = controller(lrs=lambda t: [0.1 * (t + 1), 0.2 * (t + 1)])
+    model = make_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    config = {**CONFIG, "optimizer": {"name": "adam", "lr": 1e-3}, "train": {"steps": 6, "epochs": 3}}
+    ctl.config = config
+    client = Client(ctl.endpoint, model=model, optimizer=optimizer)
+    assert client.total_steps == 6
+    train(client, model, optimizer, 3)
+    layers = quantized_layers(model)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert [lr_of[id(m.weight)] for _, m in layers] == pytest.approx([0.3, 0.6])
+    state = client.state_dict()
+    client.close()
+    assert state["step"] == 3 and state["controller"]["last_step"] == 2 and len(state["levels"]["prev"]) == 2
+
+    # a resumed script: same weights, the saved state -> continues at step 3 with counts (not null)
+    resumed = Client(ctl.endpoint, model=model, optimizer=optimizer, state=state)
+    train(resumed, model, optimizer, 1)
+    resumed.close()
+    ready = ctl.of(P.READY)[-1]
+    assert ready["start_step"] == 3 and ready["controller_state"]["last_step"] == 2
+    step = ctl.of(P.STEP)[-1]
+    assert step["step"] == 3 and step["counts"] is not None
+
+
+def test_run_length_from_epochs_and_steps_per_epoch(controller):
+    ctl = controller()
+    model = make_model()
+    client = Client(ctl.endpoint, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), steps_per_epoch=4)
+    assert (client.total_steps, client.steps_per_epoch) == (8, 4)  # train.epochs = 2
+    client.close()
+
+
+@pytest.mark.parametrize("kwargs, config, error, message", [
+    ({}, CONFIG, ClientError, r"run length is unknown: set train.steps .* or pass total_steps=N"),
+    ({"total_steps": 3, "optim": "adam"}, CONFIG, ClientError, r"your optimizer is torch.optim.adam.Adam but .*optimizer.name 'sgd'.*--set optimizer.name=adam"),
+])
+def test_configuration_errors(controller, kwargs, config, error, message):
+    ctl = controller(config=config)
+    model = make_model()
+    optim = kwargs.pop("optim", "sgd")
+    optimizer = (torch.optim.Adam if optim == "adam" else torch.optim.SGD)(model.parameters(), lr=0.1)
+    with pytest.raises(error, match=message):
+        Client(ctl.endpoint, model=model, optimizer=optimizer, **kwargs)
+
+
+def test_rejected_with_the_reason(controller):
+    reason = "protocol version mismatch: the client speaks version 2, this controller speaks version 1"
+    ctl = controller(reject=reason)
+    model = make_model()
+    with pytest.raises(Rejected, match="refused this client: protocol version mismatch") as e:
+        Client(ctl.endpoint, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), total_steps=2)
+    assert e.value.reason == reason
+
+
+def test_a_controller_of_another_version(controller):
+    ctl = controller(version=2)
+    model = make_model()
+    with pytest.raises(Rejected, match="the controller speaks version 2, this client speaks version 1"):
+        Client(ctl.endpoint, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), total_steps=2)
+
+
+def test_unreachable_and_missing_endpoint(monkeypatch):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ControllerUnreachable, match=r"no trqat controller answered at tcp://127.0.0.1:9 within 0.3 s"):
+        Client("tcp://127.0.0.1:9", model=model, optimizer=optimizer, total_steps=2, connect_timeout=0.3)
+    monkeypatch.delenv("TRQAT_ENDPOINT", raising=False)
+    with pytest.raises(ClientError, match=r"no trqat controller endpoint: run the script under the controller \(trqat run"):
+        Client(model=model, optimizer=optimizer)
+    with pytest.raises(ValueError, match="no quantized layers"):
+        Client("tcp://127.0.0.1:9", model=nn.Linear(2, 2), optimizer=optimizer)
+
+
+def test_a_silent_controller_raises_instead_of_hanging(controller, monkeypatch):
+    monkeypatch.setenv("TRQAT_HEARTBEAT_MS", "50")
+    monkeypatch.setenv("TRQAT_CONTROLLER_TIMEOUT_MS", "400")
+    ctl = controller(freeze_after=2)
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    client = Client(ctl.endpoint, model=model, optimizer=optimizer, total_steps=100)
+    with pytest.raises(ControllerGone, match="stopped answering for 0.4 s"):
+        train(client, model, optimizer, 100)
+    client.close()
+
+
+def test_split_param_groups_keeps_hyperparameters_and_state():
+    model = make_model()
+    bn = [p for n, p in model.named_parameters() if n.startswith("1.")]
+    optimizer = torch.optim.SGD([{"params": [p for n, p in model.named_parameters() if not n.startswith("1.")], "weight_decay": 1e-4},
+                                 {"params": bn, "weight_decay": 0.0, "lr": 0.5}], lr=0.1, momentum=0.9)
+    x = torch.randn(2, 1, 6, 6)
+    model(x).sum().backward()
+    optimizer.step()
+    state = {id(p): s["momentum_buffer"].clone() for p, s in optimizer.state.items()}
+    groups = split_param_groups(optimizer, model)
+    layers = quantized_layers(model)
+    quant = [g for g in groups if g["trqat_role"] == "quant"]
+    assert [g["trqat_layer"] for g in quant] == [0, 1]
+    assert [g["params"] for g in quant] == [[m.weight] for _, m in layers]
+    assert all(g["weight_decay"] == 1e-4 and g["momentum"] == 0.9 for g in quant)
+    others = [g for g in groups if g["trqat_role"] == "other"]
+    assert [g["weight_decay"] for g in others] == [1e-4, 0.0] and others[1]["lr"] == 0.5
+    held = [p for g in groups for p in g["params"]]
+    assert len(held) == len({id(p) for p in held}) == len(list(model.parameters()))
+    assert {id(p): s["momentum_buffer"] for p, s in optimizer.state.items()}.keys() == state.keys()
+    assert split_param_groups(optimizer, model) is groups and len(groups) == 4  # idempotent
+
+
+def test_split_adds_new_quantizer_scales_and_refuses_missing_weights():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)  # built before quantize
+    quantize(model)
+    groups = split_param_groups(optimizer, model)
+    q = model[1]
+    assert any(g["params"] == [q.weight] and g["trqat_role"] == "quant" for g in groups)
+    extra = groups[-1]
+    assert extra["trqat_role"] == "other" and extra["weight_decay"] == 0.0
+    assert {id(p) for p in extra["params"]} == {id(q.weight_scale), id(q.act_scale)}
+
+    model2 = quantize(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)))
+    with pytest.raises(ValueError, match=r"does not hold the latent weights of the quantized layer\(s\) 1: build the optimizer"):
+        split_param_groups(torch.optim.SGD(model2[2].parameters(), lr=0.1), model2)

@@ -1,0 +1,354 @@
+"""Quantize an existing PyTorch model, and count its weight transitions on its own.
+
+    from trqat.adapt import quantize, TransitionTracker
+
+    model = quantize(MyNet(), weight_bits=2, act_bits=2)     # in place; first/last layers stay FP
+    tracker = TransitionTracker(model)
+    ...
+    counts = tracker.update()   # {layer name: transitions since the last call}, None the first time
+
+`quantize` replaces nn.Conv1d / nn.Conv2d / nn.Linear modules (nested anywhere, grouped and
+depthwise convolutions, dilation, strides, with or without bias) by their quantized versions
+(QConv1d / QConv2d / QLinear, modified LSQ, shared/docs/method.md). It checks everything before it
+changes anything, and refuses with a ValueError what it cannot quantize.
+"""
+import copy
+import fnmatch
+import warnings
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .quant import FP_BITS, QConv2d, QLinear, QuantLayer, _copy_float, qrange, quantized_layers
+from .transitions import TransitionCounter
+
+Patterns = Union[None, str, Sequence[str]]
+
+__all__ = ["quantize", "QConv1d", "TransitionTracker", "count_transitions", "SUPPORTED_TYPES"]
+
+
+class QConv1d(QuantLayer, nn.Conv1d):
+    """nn.Conv1d computing with quantized input activations and quantized weights."""
+
+    kind = "conv1d"
+
+    def __init__(self, *args, weight_bits: int = 2, act_bits: int = 2, per_channel: bool = False,  # type: ignore[no-untyped-def]
+                 act_signed: bool = False, output_scale: bool = False, **kwargs):
+        nn.Conv1d.__init__(self, *args, **kwargs)
+        self._setup_quant(weight_bits, act_bits, per_channel, act_signed, output_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.has_output_scale:
+            return F.conv1d(self.quantized_input(x), self.quantized_weight(), self.bias,
+                            self.stride, self.padding, self.dilation, self.groups)
+        y = self._scale_output(F.conv1d(self.quantized_input(x), self.quantized_weight(), None,
+                                        self.stride, self.padding, self.dilation, self.groups))
+        return y if self.bias is None else y + self.bias.view(1, -1, 1)
+
+    @classmethod
+    def from_float(cls, m: nn.Conv1d, weight_bits: int, act_bits: int, per_channel: bool = False,
+                   act_signed: bool = False, output_scale: bool = False) -> "QConv1d":
+        if m.padding_mode != "zeros":
+            raise ValueError("QConv1d supports padding_mode='zeros' only")
+        q = cls(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
+                m.groups, m.bias is not None, weight_bits=weight_bits, act_bits=act_bits,
+                per_channel=per_channel, act_signed=act_signed, output_scale=output_scale)
+        return _copy_float(q, m)  # type: ignore[return-value]
+
+
+#: float layer type -> its quantized replacement
+SUPPORTED_TYPES: Dict[Type[nn.Module], Type[QuantLayer]] = {
+    nn.Conv1d: QConv1d, nn.Conv2d: QConv2d, nn.Linear: QLinear,
+}
+# Layers with weights that look quantizable but are not: named in the errors.
+_WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear, nn.Bilinear)
+
+
+def _patterns(value: Patterns, what: str) -> List[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    items = list(value)
+    for p in items:
+        if not isinstance(p, str):
+            raise TypeError(f"{what} must be fnmatch patterns (str), got {type(p).__name__} {p!r}")
+    return items
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    """fnmatch `name`, or one of its parent module names, against `patterns` ("layer1" covers layer1.*)."""
+    parts = name.split(".")
+    prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return any(fnmatch.fnmatchcase(p, pat) for pat in patterns for p in prefixes)
+
+
+def _why_not(m: nn.Module) -> Optional[str]:
+    """Why this weight layer cannot be quantized, or None when it can."""
+    t = type(m)
+    if isinstance(m, QuantLayer):
+        return "it is already quantized"
+    weight = getattr(m, "weight", None)
+    if isinstance(weight, nn.parameter.UninitializedParameter):
+        return "its parameters are not initialized yet (a lazy module): run one forward pass first"
+    if t not in SUPPORTED_TYPES:
+        base = next((b for b in SUPPORTED_TYPES if isinstance(m, b)), None)
+        if base is not None:
+            return (f"its type {t.__qualname__} is a subclass of nn.{base.__name__}: trqat replaces the layer and "
+                    f"its forward, which {t.__qualname__} may change (or, like MultiheadAttention's out_proj, "
+                    f"not use at all)")
+        return (f"trqat cannot quantize {t.__qualname__} layers (supported: "
+                f"{', '.join('nn.' + b.__name__ for b in SUPPORTED_TYPES)})")
+    if getattr(m, "padding_mode", "zeros") != "zeros":
+        return f"it uses padding_mode={m.padding_mode!r}; trqat quantizes zero-padded convolutions only"
+    if weight is None or not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
+        return "its weight is not a floating-point tensor"
+    return None
+
+
+def _check_bits(weight_bits: int, act_bits: int) -> None:
+    if not isinstance(weight_bits, int) or isinstance(weight_bits, bool) or not 1 <= weight_bits <= 8:
+        raise ValueError(f"weight_bits must be an int in 1..8, got {weight_bits!r}")
+    if not isinstance(act_bits, int) or isinstance(act_bits, bool) or not (1 <= act_bits <= 8 or act_bits == FP_BITS):
+        raise ValueError(f"act_bits must be an int in 1..8, or {FP_BITS} for full-precision activations, got {act_bits!r}")
+    qrange(weight_bits, True)
+
+
+def quantize(model: nn.Module, weight_bits: int = 2, act_bits: int = 2, *,
+             layer_types: Sequence[Type[nn.Module]] = (nn.Conv1d, nn.Conv2d, nn.Linear),
+             include: Patterns = None, exclude: Patterns = None, keep_first_last: bool = True,
+             per_channel: bool = False, signed_act: Patterns = None, output_scale: Patterns = None,
+             inplace: bool = True) -> nn.Module:
+    """Replace the model's Conv1d/Conv2d/Linear layers by quantized ones; return the model.
+
+    - weight_bits: 1..8 (1 = binary, sign). act_bits: 1..8, or 32 to keep input activations in full
+      precision.
+    - layer_types: which of nn.Conv1d, nn.Conv2d, nn.Linear to quantize (exact types: subclasses
+      are left alone with a warning, see below).
+    - include / exclude: fnmatch patterns on module names as in `model.named_modules()`
+      ("features.*", "*.conv2", "blocks.[0-3].*"). A pattern naming a module also covers its
+      children ("layer1" means everything inside layer1). None includes everything / excludes
+      nothing. A pattern that matches no module name is an error (a typo must not pass silently).
+    - keep_first_last: the model's first and last weight layers (conv or linear, in module
+      registration order, which is usually the forward order) stay full precision, as in the paper.
+    - per_channel: one weight scale per output channel instead of one per layer.
+    - signed_act: patterns of layers whose inputs can be negative (after a LayerNorm, a residual
+      sum, a layer without ReLU): their activation quantizer is signed. By default activations are
+      quantized unsigned (levels 0..2^b-1); a layer that sees negative inputs on its first training
+      forward warns once, naming it.
+    - output_scale: patterns of layers that get a learnable output scale, for layers that no
+      normalization follows (the quantized output is fixed-point, method.md); True for all.
+    - inplace: False quantizes a deep copy and leaves `model` untouched.
+
+    Quantize before you build the optimizer: the quantized layers are new modules (the latent
+    weights and biases keep their values, and with inplace=True the very same Parameter objects, so
+    an optimizer built before still holds them, but not the new quantizer scales).
+
+    Raises ValueError, without changing the model, for: a layer matched by `include` that cannot be
+    quantized (ConvTranspose, Conv3d, a lazy module, padding modes other than zeros, a subclass of a
+    supported type), a layer type outside the supported ones in `layer_types`, bad bit-widths,
+    patterns matching nothing, and a model in which no layer is left to quantize.
+    """
+    _check_bits(weight_bits, act_bits)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"quantize() needs a torch.nn.Module, got {type(model).__name__}")
+    types = tuple(layer_types)
+    for t in types:
+        if t not in SUPPORTED_TYPES:
+            raise ValueError(f"layer_types: trqat cannot quantize {getattr(t, '__qualname__', t)!r} layers; "
+                             f"supported: {', '.join('nn.' + b.__name__ for b in SUPPORTED_TYPES)}")
+    inc, exc = _patterns(include, "include"), _patterns(exclude, "exclude")
+    signed = ["*"] if signed_act is True else _patterns(signed_act, "signed_act")
+    outs = ["*"] if output_scale is True else _patterns(output_scale, "output_scale")
+    names = [n for n, _ in model.named_modules() if n]
+    for what, pats in (("include", inc), ("exclude", exc), ("signed_act", signed), ("output_scale", outs)):
+        for pat in pats:
+            if pat != "*" and not any(_matches(n, [pat]) for n in names):
+                sample = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+                raise ValueError(f"{what} pattern {pat!r} matches no module of the model "
+                                 f"(module names: {sample or 'none, the model has no submodules'})")
+    if not inplace:
+        model = copy.deepcopy(model)
+
+    weight_layers = [(n, m) for n, m in model.named_modules() if isinstance(m, _WEIGHT_LAYERS)]
+    first_last = set()
+    if keep_first_last and weight_layers:
+        first_last = {weight_layers[0][0], weight_layers[-1][0]}
+    targets: List[Tuple[str, nn.Module]] = []
+    problems: List[str] = []
+    skipped: List[str] = []
+    for name, m in weight_layers:
+        if name in first_last or (exc and _matches(name, exc)):
+            continue
+        explicit = bool(inc) and _matches(name, inc)
+        if inc and not explicit:
+            continue
+        why = _why_not(m) if name else "the model itself is a single layer: wrap it, e.g. nn.Sequential(model)"
+        if why is not None:
+            already = isinstance(m, QuantLayer)
+            subclass = type(m) not in SUPPORTED_TYPES and any(isinstance(m, b) for b in SUPPORTED_TYPES)
+            if (explicit or "lazy module" in why) and not already:
+                problems.append(f"'{name or '(the model itself)'}' ({type(m).__qualname__}): {why}")
+            elif subclass and not already and any(isinstance(m, t) for t in types):
+                skipped.append(f"'{name}' ({type(m).__qualname__})")
+            elif not already and type(m) in types:
+                problems.append(f"'{name}' ({type(m).__qualname__}): {why}")
+            continue
+        if type(m) in types:
+            targets.append((name, m))
+    if problems:
+        raise ValueError("trqat.quantize cannot quantize " + "; ".join(problems) +
+                         ". Leave these layers out with exclude=[...] (or adjust include).")
+    if skipped:
+        warnings.warn("trqat.quantize left these layers in full precision: " + ", ".join(skipped) +
+                      " (subclasses of supported layer types; name them in include=... to get an error "
+                      "explaining why)", stacklevel=2)
+    if not targets:
+        detail = []
+        if weight_layers:
+            detail.append(f"it has {len(weight_layers)} weight layer(s)")
+            done = sum(isinstance(m, QuantLayer) for _, m in weight_layers)
+            if done:
+                detail.append(f"{done} of them already quantized")
+            if keep_first_last and len(weight_layers) <= 2:
+                detail.append("keep_first_last=True keeps the first and the last in full precision")
+        else:
+            detail.append("it has no Conv1d, Conv2d or Linear layer")
+        if inc or exc:
+            detail.append(f"include={inc or None}, exclude={exc or None}")
+        detail.append(f"layer_types=({', '.join('nn.' + t.__name__ for t in types)})")
+        raise ValueError("trqat.quantize found no layer to quantize in the model: " + "; ".join(detail))
+
+    for name, m in targets:
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        qcls = SUPPORTED_TYPES[type(m)]
+        kwargs = {}
+        if _matches(name, signed):
+            kwargs["act_signed"] = True
+        if _matches(name, outs):
+            kwargs["output_scale"] = True
+        q = qcls.from_float(m, weight_bits, act_bits, per_channel, **kwargs)  # type: ignore[attr-defined]
+        # Keep the very Parameter objects: an optimizer built before quantize() still holds them.
+        q.weight = m.weight
+        if m.bias is not None:
+            q.bias = m.bias
+        q.train(m.training)
+        if act_bits != FP_BITS and not kwargs.get("act_signed"):
+            q.register_forward_pre_hook(_NegativeInputCheck(name))
+        setattr(parent, attr, q)
+    return model
+
+
+class _NegativeInputCheck:
+    """One-shot check on the first training forward: unsigned activation quantizers turn negative
+    inputs into 0, which is right after a ReLU and wrong elsewhere."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.done = False
+
+    def __call__(self, module: nn.Module, inputs: Tuple[torch.Tensor, ...]) -> None:
+        if self.done or not module.training:
+            return
+        self.done = True
+        x = inputs[0] if inputs else None
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and bool((x < 0).any()):
+            warnings.warn(f"trqat: layer '{self.name}' gets negative inputs, but its {module.act_bits}-bit activation "
+                          f"quantizer is unsigned (levels 0..{2 ** module.act_bits - 1}): negative inputs become 0. "
+                          f"Pass signed_act=['{self.name}'] to trqat.quantize if that is not intended.",
+                          stacklevel=2)
+
+    # torch keeps hooks in the module's state; make copies (deepcopy, pickling) harmless
+    def __deepcopy__(self, memo: dict) -> "_NegativeInputCheck":
+        clone = _NegativeInputCheck(self.name)
+        clone.done = self.done
+        return clone
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel / DataParallel, so layer names are the model's."""
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    while isinstance(model, wrappers):
+        model = model.module
+    return model
+
+
+class TransitionTracker:
+    """Counts weight transitions of a quantized model on its own (no controller needed).
+
+        tracker = TransitionTracker(model)
+        for x, y in loader:
+            counts = tracker.update()      # before the forward pass: transitions of the last update
+            ...
+        tracker.rate                       # k of the last update: total transitions / total weights
+
+    update() compares the integer levels of every quantized weight with those of the previous call
+    (stored as int8, 1 byte per weight, on the weights' device) and returns {layer name: count}
+    in the model's layer order, or None on the first call. The levels are exactly those the
+    forward pass uses.
+    """
+
+    def __init__(self, model: nn.Module):
+        layers = quantized_layers(_unwrap(model))
+        if not layers:
+            raise ValueError("the model has no quantized layers: quantize it first (trqat.quantize(model))")
+        self.names = [n for n, _ in layers]
+        self.layers = [m for _, m in layers]
+        self.numels = [m.weight.numel() for m in self.layers]
+        self.counter = TransitionCounter(self.layers)
+        self.counts: Optional[List[int]] = None
+
+    @property
+    def total_weights(self) -> int:
+        return sum(self.numels)
+
+    def update(self) -> Optional[Dict[str, int]]:
+        """Transitions per layer since the previous call; None on the first call."""
+        self.counts = self.counter.update()
+        return None if self.counts is None else dict(zip(self.names, self.counts))
+
+    @property
+    def total(self) -> Optional[int]:
+        """Total transitions of the last update() (None before two calls)."""
+        return None if self.counts is None else sum(self.counts)
+
+    @property
+    def rate(self) -> Optional[float]:
+        """k: the network-wide transition rate of the last update(), total over total weights."""
+        return None if self.counts is None else sum(self.counts) / max(1, self.total_weights)
+
+    def rates(self) -> Optional[Dict[str, float]]:
+        """Per-layer transition rates of the last update()."""
+        if self.counts is None:
+            return None
+        return {n: c / max(1, k) for n, c, k in zip(self.names, self.counts, self.numels)}
+
+    def state_dict(self) -> Dict[str, object]:
+        return self.counter.state_dict()
+
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        self.counter.load_state_dict(state)
+
+
+def count_transitions(model: nn.Module, previous: Optional[Sequence[torch.Tensor]] = None
+                      ) -> Tuple[Optional[Dict[str, int]], List[torch.Tensor]]:
+    """Stateless form: (per-layer counts against `previous` levels or None, the current levels).
+
+        counts, levels = count_transitions(model)            # counts is None
+        ... optimizer.step() ...
+        counts, levels = count_transitions(model, levels)    # {layer name: transitions}
+    """
+    layers = quantized_layers(_unwrap(model))
+    if not layers:
+        raise ValueError("the model has no quantized layers: quantize it first (trqat.quantize(model))")
+    current = [m.weight_levels() for _, m in layers]
+    if previous is None:
+        return None, current
+    if len(previous) != len(current):
+        raise ValueError(f"previous levels are for {len(previous)} layers, the model has {len(current)}")
+    with torch.no_grad():
+        counts = [int((c != p.to(c.device)).sum()) for c, p in zip(current, previous)]
+    return dict(zip([n for n, _ in layers], counts)), current

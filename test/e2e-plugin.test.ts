@@ -1,0 +1,225 @@
+// End to end: users' own training scripts under the controller (`trqat run`, `trqat serve`, the
+// serve() library API), with the real Python client over real ZeroMQ.
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config/load.js';
+import { resolvePython } from '../src/bridge/worker-process.js';
+import { PACKAGE_ROOT } from '../src/paths.js';
+import { serve, type ClientRunInfo, type ServeEvent } from '../src/run/serve.js';
+import type { StepRecord } from '../src/run/metrics.js';
+import { readRun } from './helpers.js';
+
+const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
+const PYTHON = resolvePython(null);
+const SCRIPT = join(PACKAGE_ROOT, 'test', 'fixtures', 'client_script.py');
+const EXAMPLE = join(PACKAGE_ROOT, 'examples', 'fashion_mnist_trqat.py');
+
+/** --set arguments for a fast controller in a fresh out_dir. */
+function sets(outDir: string, extra: string[] = []): string[] {
+  return [
+    `out_dir=${outDir}`,
+    'name=plugin',
+    'train.log_every=5',
+    'tr.lambda=0.02',
+    'tr.momentum=0.5',
+    'tr.talr.eta=0.1',
+    'worker.heartbeat_interval_ms=200',
+    'worker.heartbeat_timeout_ms=3000',
+    ...extra,
+  ].flatMap((s) => ['--set', s]);
+}
+
+function runDirOf(stderr: string): string {
+  const match = /run folder:? (\S+)/.exec(stderr);
+  if (!match) throw new Error(`no run folder in:\n${stderr}`);
+  return match[1]!;
+}
+
+/** k, K, R, U of every step recomputed from the logged counts (method.md), as for managed runs. */
+function checkEquations(steps: StepRecord[], info: ClientRunInfo, r0: number, u0: number): void {
+  const sizes = info.layers!.map((layer) => layer.numel);
+  const N = sizes.reduce((a, b) => a + b, 0);
+  const total = info.plan!.total_steps;
+  const { momentum: m, eta } = info.plan!.controller;
+  let K = 0;
+  let U = u0;
+  for (const s of steps) {
+    const R = r0 * 0.5 * (1 + Math.cos((Math.PI * s.step) / total));
+    expect(s.R).toBeCloseTo(R, 14);
+    if (s.step === 0) expect(s.counts).toBeNull();
+    else {
+      expect(s.counts).toHaveLength(sizes.length);
+      const k = s.counts!.reduce((a, b) => a + b, 0) / N;
+      expect(s.k).toBeCloseTo(k, 14);
+      K = m * K + (1 - m) * k;
+      U = Math.max(0, U + eta * (R - K));
+    }
+    expect(s.K).toBeCloseTo(K, 14);
+    expect(s.U).toBeCloseTo(U, 14);
+    expect(s.lr_quant).toBe(s.U);
+  }
+}
+
+describe('trqat run -- <your script>', () => {
+  it('runs the shipped example end to end: the same metrics log as a managed run, exit status 0', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'trqat-plugin-'));
+    const result = await execa(
+      'node',
+      [CLI, 'run', ...sets(out), '--', PYTHON, EXAMPLE, '--steps', '16', '--batch-size', '32', '--test-subset', '200'],
+      { reject: false },
+    );
+    expect(result.exitCode, result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/test top-1 \d+\.\d\d%/); // the script's own output, untouched
+    expect(result.stderr).toMatch(/\[trqat\] client rank 0\/1 connected/);
+    expect(result.stderr).toMatch(/\[trqat\] step 5\/16 .* k \S+ {2}K \S+ {2}R \S+ {2}U \S+/);
+    expect(result.stderr).toMatch(/\[trqat\] done: step 16\/16, final top-1 \d+\.\d\d%/);
+    const runDir = runDirOf(result.stderr);
+    const { steps, evals, config } = readRun(runDir);
+    const info = JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')) as ClientRunInfo;
+    expect(info).toMatchObject({ status: 'completed', mode: 'client', step: 16, exit: { code: 0, signal: null } });
+    expect(info.layers!.map((l) => [l.name, l.kind])).toEqual([
+      ['features.3', 'conv'],
+      ['features.6', 'conv'],
+      ['features.9', 'conv'],
+      ['features.12', 'conv'],
+    ]);
+    expect(steps.map((s) => s.step)).toEqual(Array.from({ length: 16 }, (_, t) => t));
+    checkEquations(steps, info, config.tr.r0, config.tr.talr.u0);
+    for (const s of steps) {
+      expect(s.samples).toBe(32);
+      expect(Number.isFinite(s.loss)).toBe(true);
+      expect(s.acc).toBeGreaterThanOrEqual(0);
+    }
+    expect(steps.some((s) => (s.k ?? 0) > 0)).toBe(true);
+    // The evaluation the script reported, logged after the last step as in managed runs.
+    const lines = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n');
+    expect(JSON.parse(lines.at(-1)!)).toMatchObject({ type: 'eval', step: 16, samples: 200 });
+    expect(evals).toHaveLength(1);
+    const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8'));
+    expect(summary).toMatchObject({ status: 'completed', step: 16, total_steps: 16, final_top1: evals[0]!.top1 });
+  });
+
+  it('a crashing script: the controller says how it ended, the run is failed, the exit status is the script’s', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'trqat-plugin-'));
+    const crashed = await execa('node', [CLI, 'run', ...sets(out), '--', PYTHON, SCRIPT, '--crash-at', '3'], { reject: false });
+    expect(crashed.exitCode).toBe(1);
+    expect(crashed.stderr).toMatch(/RuntimeError: boom at step 3/); // the script's own traceback
+    expect(crashed.stderr).toMatch(/trqat: the training script exited with code 1 at step 3 of 6 \(rank 0 reported: RuntimeError: boom at step 3\)/);
+    expect(crashed.stderr).toMatch(/trqat: the run is marked failed: /);
+    const runDir = /the run is marked failed: (\S+)/.exec(crashed.stderr)![1]!;
+    const { steps, info } = readRun(runDir);
+    expect(info.status).toBe('failed');
+    expect(info.error).toMatch(/exited with code 1/);
+    expect(steps.map((s) => s.step)).toEqual([0, 1, 2]);
+
+    // A script that completes and then exits with its own status: passed through as is.
+    const exited = await execa('node', [CLI, 'run', ...sets(out), '--', PYTHON, SCRIPT, '--exit-code', '7', '--no-close'], { reject: false });
+    expect(exited.exitCode).toBe(7);
+    expect(exited.stdout).toMatch(/script done after 6 steps/);
+    expect(exited.stderr).toMatch(/\[trqat\] done: step 6\/6/);
+    expect(exited.stderr).toMatch(/trqat: the training script exited with code 7 after the run ended \(completed\)/);
+
+    // Ctrl-C (SIGINT sent to trqat alone, not from a terminal) is forwarded: the script stops, the run is "stopped".
+    const child = execa('node', [CLI, 'run', ...sets(out), '--', PYTHON, SCRIPT, '--steps', '100000'], { reject: false });
+    let seen = '';
+    child.stderr!.on('data', (chunk: Buffer) => {
+      seen += chunk.toString();
+      if (/\[trqat\] step 10\//.test(seen) && !child.killed) child.kill('SIGINT');
+    });
+    const interrupted = await child;
+    expect(interrupted.exitCode).toBe(130);
+    expect(interrupted.stderr).toMatch(/KeyboardInterrupt/);
+    expect(interrupted.stderr).toMatch(/\[trqat\] stopped: step \d+\/100000/);
+    expect(readRun(runDirOf(interrupted.stderr)).info.status).toBe('stopped');
+
+    // A command that cannot start.
+    const missing = await execa('node', [CLI, 'run', ...sets(out), '--', join(out, 'no-such-program')], { reject: false });
+    expect(missing.exitCode).toBe(127);
+    expect(missing.stderr).toMatch(/cannot start .*no-such-program/);
+  });
+
+  it('a client that speaks another protocol version is refused with both versions named', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'trqat-plugin-'));
+    const result = await execa('node', [CLI, 'run', ...sets(out), '--', PYTHON, SCRIPT, '--protocol', '2'], { reject: false });
+    expect(result.exitCode).toBe(1);
+    const mismatch = 'protocol version mismatch: the client speaks version 2, this controller speaks version 1';
+    // The script raises trqat.client.Rejected with the reason; the controller logs the refusal too.
+    expect(result.stderr).toContain(`trqat.client.Rejected: the trqat controller at tcp://127.0.0.1:`);
+    expect(result.stderr).toContain(`refused this client: ${mismatch}`);
+    expect(result.stderr).toContain(`[trqat] warning: refused a client at the handshake: ${mismatch}`);
+    expect(result.stderr).toMatch(/the training script exited with code 1 before its first step/);
+  });
+});
+
+describe('trqat serve', () => {
+  it('prints the endpoint; a script started elsewhere connects to it; serve exits when it is done', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'trqat-plugin-'));
+    const server = execa('node', [CLI, 'serve', ...sets(out, ['train.steps=5'])], { reject: false });
+    let stdout = '';
+    const endpoint = await new Promise<string>((resolve, reject) => {
+      server.stdout!.on('data', (chunk: Buffer) => {
+        stdout += chunk.toString();
+        const match = /listening on (tcp:\/\/\S+)\n[^]*connect a training script with: /.exec(stdout);
+        if (match) resolve(match[1]!);
+      });
+      void server.then(() => reject(new Error(`serve exited early:\n${stdout}`)));
+    });
+    expect(stdout).toContain(`TRQAT_ENDPOINT=${endpoint} python`);
+    const script = await execa(PYTHON, [SCRIPT, '--steps', '9'], { env: { TRQAT_ENDPOINT: endpoint }, reject: false });
+    expect(script.exitCode, script.stderr).toBe(0);
+    expect(script.stderr).toMatch(/train.steps = 5; it wins over total_steps=9/);
+    expect(script.stdout).toMatch(/script done after 5 steps/); // stopped by client.should_stop
+    const result = await server;
+    expect(result.exitCode, result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/done: step 5\/5, final top-1 \d+\.\d\d%/);
+    expect(readRun(runDirOf(result.stdout)).steps.map((s) => s.step)).toEqual([0, 1, 2, 3, 4]);
+  });
+});
+
+describe('the serve() library API', () => {
+  it('serves several ranks: each step decided once, logged once, the same LRs for every rank', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'trqat-plugin-'));
+    const config = loadConfig(null, [`out_dir=${out}`, 'tr.lambda=0.02', 'tr.momentum=0.5', 'worker.heartbeat_interval_ms=200']);
+    const events: ServeEvent[] = [];
+    const handle = await serve(config, { onEvent: (event) => events.push(event) });
+    const ranks = [0, 1].map((rank) =>
+      execa(PYTHON, [SCRIPT, '--steps', '6'], {
+        env: { TRQAT_ENDPOINT: handle.endpoint, RANK: String(rank), WORLD_SIZE: '2', TRQAT_HEARTBEAT_MS: '200' },
+        reject: false,
+      }),
+    );
+    const done = await Promise.all(ranks);
+    for (const rank of done) expect(rank.exitCode, rank.stderr).toBe(0);
+    const lrs = done.map((rank) => /lr_quant (.+)/.exec(rank.stdout)![1]);
+    expect(lrs[0]).toBe(lrs[1]);
+    const summary = await handle.done;
+    expect(summary).toMatchObject({ status: 'completed', step: 6, total_steps: 6 });
+    const { steps, evals } = readRun(handle.runDir);
+    const info = JSON.parse(readFileSync(join(handle.runDir, 'run.json'), 'utf8')) as ClientRunInfo;
+    expect(info.clients.map((c) => c.rank).sort()).toEqual([0, 1]);
+    expect(steps.map((s) => s.step)).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(evals).toHaveLength(1); // both ranks reported it; logged once
+    checkEquations(steps, info, config.tr.r0, config.tr.talr.u0);
+    expect(events.filter((e) => e.type === 'step')).toHaveLength(6);
+    expect(events.filter((e) => e.type === 'client')).toHaveLength(2);
+  });
+
+  it('stop(): clients get stop with their next LRs; the run ends as stopped', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'trqat-plugin-'));
+    const config = loadConfig(null, [`out_dir=${out}`, 'train.steps=1000', 'worker.heartbeat_interval_ms=200']);
+    const handle = await serve(config, {
+      onEvent: (event) => {
+        if (event.type === 'step' && event.record.step === 3) handle.stop();
+      },
+    });
+    const script = await execa(PYTHON, [SCRIPT, '--steps', '1000'], { env: { TRQAT_ENDPOINT: handle.endpoint }, reject: false });
+    expect(script.exitCode, script.stderr).toBe(0);
+    expect(script.stdout).toMatch(/script done after 5 steps/);
+    const summary = await handle.done;
+    expect(summary).toMatchObject({ status: 'stopped', step: 5, total_steps: 1000 });
+    expect(readRun(handle.runDir).info.status).toBe('stopped');
+  });
+});
