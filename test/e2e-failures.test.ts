@@ -72,7 +72,27 @@ describe('failures', () => {
     expect(error.message).toMatch(/refused at the handshake: protocol version mismatch: the worker speaks version 2, this controller speaks version 1/);
   });
 
-  it('garbage on the socket is answered with an error and does not disturb the run', async () => {
+  it('a model factory that does not import fails the start with the reason', async () => {
+    const error = await train(tinyConfig(['model.factory=no_such_package.models:build'])).then(
+      () => new Error('the run should have failed'),
+      (e: Error) => e,
+    );
+    expect(error).toBeInstanceOf(WorkerFailure);
+    expect(error.message).toMatch(/the worker reported an error while building the model and loading data: FactoryError: model\.factory = 'no_such_package\.models:build': cannot import module 'no_such_package\.models' \(ModuleNotFoundError/);
+  });
+
+  it('a diverging run stops with a clear error instead of training on NaN', async () => {
+    const config = tinyConfig(['mode=baseline', 'optimizer.lr=1e30', 'train.steps=30', 'train.eval_every=0']);
+    let runDir = '';
+    const error = await train(config, { onEvent: (event) => void (event.type === 'started' && (runDir = event.runDir)) }).then(
+      () => new Error('the run should have failed'),
+      (e: Error) => e,
+    );
+    expect(error.message).toMatch(/training diverged: the loss of step \d+ is NaN; lower optimizer\.lr/);
+    expect(readRun(runDir).info.status).toBe('failed');
+  });
+
+  it('garbage and clients on a managed run\'s socket are answered and do not disturb the run', async () => {
     const packr = new Packr({ useRecords: false });
     const replies: Record<string, unknown>[] = [];
     let stray: Promise<void> = Promise.resolve();
@@ -82,7 +102,16 @@ describe('failures', () => {
         stray = (async () => {
           const socket = new Dealer({ linger: 0, receiveTimeout: 5000 });
           socket.connect(event.endpoint);
-          for (const frame of [Buffer.from('not msgpack at all'), packr.pack({ v: 1, type: 'step', sid: 'intruder', seq: 0, body: { step: 'x' } })]) {
+          const hello = {
+            protocol: 1, rank: 0, world_size: 1, pid: 1, hostname: 'h', device: 'cpu', device_name: 'cpu',
+            torch_version: '2', python_version: '3', trqat_version: '0.1.0', role: 'client',
+          };
+          const frames = [
+            Buffer.from('not msgpack at all'),
+            packr.pack({ v: 1, type: 'step', sid: 'intruder', seq: 0, body: { step: 'x' } }),
+            packr.pack({ v: 1, type: 'hello', sid: 'client1', seq: 0, body: hello }),
+          ];
+          for (const frame of frames) {
             await socket.send(frame);
             const [reply] = await socket.receive();
             replies.push(new Unpackr({ mapsAsObjects: true }).unpack(reply!) as Record<string, unknown>);
@@ -93,8 +122,9 @@ describe('failures', () => {
     });
     await stray;
     expect(summary.status).toBe('completed');
-    expect(replies.map((r) => r['type'])).toEqual(['error', 'error']);
+    expect(replies.map((r) => r['type'])).toEqual(['error', 'error', 'reject']);
     expect((replies[1]!['body'] as { message: string }).message).toMatch(/bad "step" message: step/);
+    expect((replies[2]!['body'] as { reason: string }).reason).toMatch(/managed training .* connect clients to "trqat run" or "trqat serve"/);
   });
 });
 

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .factories import FactoryError, call_factory
+
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST pixel statistics (also used for synthetic data)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
@@ -398,8 +400,33 @@ def build_imagenet(cfg: Dict[str, Any], seed: int, device: torch.device) -> Load
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagenet", "synthetic")
 
 
+def _unchanged(sample: Any) -> Any:
+    """The transform of factory datasets: they return tensors ready for the model."""
+    return sample
+
+
+def build_factory_data(cfg: Dict[str, Any], seed: int, device: torch.device) -> LoaderData:
+    """data.factory returns (train_dataset, test_dataset) of (image tensor, label) pairs. Random
+    transforms inside them are seeded per sample from (seed, step), like ImageNet's."""
+    ref = cfg["factory"]
+    result = call_factory(ref, cfg.get("kwargs") or {}, "data.factory")
+    if not (isinstance(result, (tuple, list)) and len(result) == 2
+            and all(hasattr(d, "__len__") and hasattr(d, "__getitem__") for d in result)):
+        raise FactoryError(f"data.factory = {ref!r} must return (train_dataset, test_dataset), "
+                           f"got {type(result).__name__}")
+    train, test = result
+    if cfg.get("train_subset") is not None:
+        train = torch.utils.data.Subset(train, range(min(cfg["train_subset"], len(train))))
+    if cfg.get("test_subset") is not None:
+        test = torch.utils.data.Subset(test, range(min(cfg["test_subset"], len(test))))
+    return LoaderData(train, test, _unchanged, _unchanged, cfg["batch_size"], cfg["eval_batch_size"], seed,
+                      bool(cfg.get("augment", True)), device, int(cfg.get("num_workers", 0)))
+
+
 def build_data(cfg: Dict[str, Any], seed: int, device: torch.device) -> Any:
-    """Data from the config's `data` section (Data, or LoaderData for imagenet; optional subsets)."""
+    """Data from the config's `data` section (Data, or LoaderData for imagenet and factories)."""
+    if cfg.get("factory"):
+        return build_factory_data(cfg, seed, device)
     name = cfg["name"]
     if name not in DATASETS:
         raise ValueError(f"unknown data.name {name!r}; available: {', '.join(DATASETS)}")

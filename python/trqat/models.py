@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .factories import FactoryError, call_factory
 from .quant import FP_BITS, quantize_model
 
 SMALL_IMAGE = 64  # image_size <= this: CIFAR-style stem
@@ -393,10 +394,15 @@ def model_image_size(cfg: Dict[str, Any]) -> int:
 
 
 def build_model(cfg: Dict[str, Any]) -> nn.Module:
-    """Build cfg["model"] by name, load model.init_checkpoint (before quantization, so that the
+    """Build cfg["model"] by name (or with model.factory), load model.init_checkpoint (before quantization, so that the
     weight scales are initialised from those weights), then quantize with cfg["quant"]."""
     mcfg, qcfg = cfg["model"], cfg["quant"]
-    model = build_fp_model(mcfg["name"], mcfg["in_channels"], mcfg["num_classes"], model_image_size(cfg))
+    if mcfg.get("factory"):
+        model = call_factory(mcfg["factory"], mcfg.get("kwargs") or {}, "model.factory")
+        if not isinstance(model, nn.Module):
+            raise FactoryError(f"model.factory = {mcfg['factory']!r} returned {type(model).__name__}, not an nn.Module")
+    else:
+        model = build_fp_model(mcfg["name"], mcfg["in_channels"], mcfg["num_classes"], model_image_size(cfg))
     if mcfg.get("init_checkpoint"):
         load_checkpoint_weights(model, mcfg["init_checkpoint"])
     return quantize_model(model, qcfg["weight_bits"], qcfg["act_bits"],

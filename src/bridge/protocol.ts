@@ -8,7 +8,8 @@ export const PROTOCOL_VERSION = 1;
 export const MAX_MESSAGE_BYTES = 1 << 20;
 
 const count = z.number().int().min(0);
-const nullableNumber = z.number().nullable();
+/** A loss may be NaN or infinite when training diverges: accepted here, reported by the run. */
+const lossValue = z.custom<number>((value) => typeof value === 'number', 'expected a number').nullable();
 
 export const envelopeSchema = z.strictObject({
   v: z.number().int(),
@@ -71,16 +72,16 @@ export const workerBodies = {
   step: z.object({
     step: count,
     counts: z.array(count).nullable(),
-    loss: nullableNumber,
+    loss: lossValue,
     correct: count.nullable(),
     samples: count.nullable(),
   }),
-  trained: z.object({ end: count, loss: nullableNumber, correct: count.nullable(), samples: count.nullable(), seconds: z.number() }),
-  evaluated: z.object({ top1: z.number(), loss: z.number(), samples: count, seconds: z.number() }),
+  trained: z.object({ end: count, loss: lossValue, correct: count.nullable(), samples: count.nullable(), seconds: z.number() }),
+  evaluated: z.object({ top1: z.number(), loss: lossValue.unwrap(), samples: count, seconds: z.number() }),
   saved: z.object({ path: z.string(), bytes: count }),
   /** Clients may add the stats of their last step, and the error that ended their script. */
   bye: z.object({
-    loss: nullableNumber.optional(),
+    loss: lossValue.optional(),
     correct: count.nullable().optional(),
     samples: count.nullable().optional(),
     error: z.string().nullable().optional(),

@@ -165,6 +165,7 @@ export class WorkerLink {
       try {
         await this.send('shutdown', {});
         await this.next('bye', SHUTDOWN_TIMEOUT_MS);
+        this.state = 'stopping';
       } catch {
         // The worker is going away either way; close() makes sure of it.
       }
@@ -172,11 +173,15 @@ export class WorkerLink {
     await this.close();
   }
 
-  /** Stops the worker (terminate, then kill after a grace period) and releases the socket. */
+  /**
+   * Releases the worker and the socket. After a `bye` the worker gets time to exit by itself;
+   * otherwise (a failed run) it is terminated at once, and killed if it ignores that.
+   */
   async close(): Promise<void> {
+    const saidBye = this.state === 'stopping';
     if (this.state !== 'failed') this.state = 'stopping';
     clearInterval(this.livenessTimer);
-    const exited = await Promise.race([this.process.exited, delay(SHUTDOWN_TIMEOUT_MS).then(() => null)]);
+    const exited = saidBye ? await Promise.race([this.process.exited, delay(SHUTDOWN_TIMEOUT_MS).then(() => null)]) : this.process.exit;
     if (!exited) {
       this.process.terminate();
       const terminated = await Promise.race([this.process.exited, delay(KILL_GRACE_MS).then(() => null)]);
@@ -187,16 +192,11 @@ export class WorkerLink {
     if (this.state !== 'failed') this.state = 'closed';
   }
 
-  /** Fails the link now (e.g. on Ctrl-C twice): kills the worker without waiting. */
-  abort(reason: string): void {
-    this.fail(reason);
-    this.process.kill();
-  }
-
   private accept<T extends WorkerMessageType>(message: WorkerMessage, type: T): Promise<WorkerMessage<T>> {
     if (message.type === 'error') {
       const body = message.body as WorkerBody<'error'>;
-      this.fail(`the worker reported an error while ${this.activity}: ${body.message}${body.traceback ? `\n${body.traceback.trimEnd()}` : ''}`);
+      // The traceback says what the stderr tail would, without the repetition.
+      this.fail(`the worker reported an error while ${this.activity}: ${body.message}${body.traceback ? `\n${body.traceback.trimEnd()}` : ''}`, !body.traceback);
       return Promise.reject(this.failure);
     }
     if (message.type !== type) {
@@ -207,6 +207,12 @@ export class WorkerLink {
   }
 
   private onMessage(message: WorkerMessage, routingId: Buffer): void {
+    if (message.type === 'hello' && (message.body as WorkerBody<'hello'>).role === 'client') {
+      const reason = 'this endpoint runs a managed training (trqat train), which has its own worker; connect clients to "trqat run" or "trqat serve"';
+      void this.server.send(routingId, 'reject', message.sid, { reason }).catch(() => undefined);
+      this.options.warn?.(`turned away a client (session ${message.sid}): ${reason}`);
+      return;
+    }
     if (this.sid === null && message.type === 'hello') {
       this.sid = message.sid;
       this.routingId = routingId;
@@ -247,11 +253,11 @@ export class WorkerLink {
     }
   }
 
-  private fail(reason: string): void {
+  private fail(reason: string, withStderr = true): void {
     if (this.failure) return;
     this.state = 'failed';
     clearInterval(this.livenessTimer);
-    const tail = this.process.stderrTail();
+    const tail = withStderr ? this.process.stderrTail() : '';
     const log = this.options.logPath ? ` (${this.options.logPath})` : '';
     this.failure = new WorkerFailure(tail ? `${reason}\n--- last lines of the worker's stderr${log} ---\n${tail}` : reason);
     const waiter = this.waiter;

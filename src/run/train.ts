@@ -245,6 +245,13 @@ class Run {
   }
 
   private record(pending: PendingStep, stats: { loss: number | null; correct: number | null; samples: number | null }): void {
+    if (stats.loss !== null && !Number.isFinite(stats.loss)) {
+      throw new TrqatError(
+        `training diverged: the loss of step ${pending.decision.step} is ${stats.loss}; lower optimizer.lr (or tr.talr.u0), ` +
+          'or set train.grad_clip' +
+          (this.info.checkpoint_step > 0 ? ` (the last checkpoint, step ${this.info.checkpoint_step}, is intact)` : ''),
+      );
+    }
     const now = Date.now();
     const seconds = Math.max(1e-6, (now - this.lastStepAt) / 1000);
     this.lastStepAt = now;
