@@ -184,7 +184,7 @@ def test_silent_controller_makes_the_worker_exit_3():
         code, err = ctrl.wait(timeout=20)
         assert code == 3, err
         assert time.monotonic() - started < 5
-        assert f"controller at {ctrl.endpoint} stopped answering for 0.8 s; exiting" in err
+        assert f"the trqat controller at {ctrl.endpoint} stopped answering for 0.8 s; exiting" in err
     finally:
         ctrl.close()
 

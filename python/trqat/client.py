@@ -22,7 +22,6 @@ and sets the learning rates it gets back on your own optimizer:
 Protocol: docs/protocol.md, "Client sessions". Guide: docs/plugin.md.
 """
 import atexit
-import itertools
 import math
 import os
 import platform
@@ -44,12 +43,12 @@ from . import protocol as P
 from .adapt import _unwrap
 from .quant import QuantLayer, quantized_layers
 from .transitions import TransitionCounter
+from .transport import POLL_MS, Heartbeat, Sender, dealer
 
 __all__ = ["Client", "LRs", "split_param_groups", "ClientError", "ControllerUnreachable", "Rejected",
            "ControllerGone", "RunOver"]
 
 STATE_FORMAT = 1
-POLL_MS = 100
 BYE_TIMEOUT_S = 10.0
 # torch.optim class name (lower case) -> config optimizer.name, for the names whose defaults differ
 _TORCH_OPTIMIZERS = {"sgd", "adam", "adamw"}
@@ -164,74 +163,6 @@ def split_param_groups(optimizer: torch.optim.Optimizer, model: nn.Module, *,
     return optimizer.param_groups
 
 
-class _Sender:
-    """Numbered frames of one session; `seq` is shared by the main and the heartbeat socket."""
-
-    def __init__(self, sid: str):
-        self.sid = sid
-        self._seq = itertools.count()
-        self._lock = threading.Lock()
-
-    def frame(self, type: str, body: Optional[Dict[str, Any]] = None) -> bytes:
-        with self._lock:
-            seq = next(self._seq)
-        return P.encode(type, self.sid, seq, body)
-
-
-def _dealer(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 1000)
-    sock.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES)
-    sock.connect(endpoint)
-    return sock
-
-
-class _Heartbeat(threading.Thread):
-    """Sends `heartbeat` every interval on its own socket. Unlike the managed worker's, it does not
-    end the process when the controller is gone: it sets `gone`, and the client raises
-    ControllerGone in the user's loop (where a checkpoint can still be saved)."""
-
-    def __init__(self, ctx: zmq.Context, endpoint: str, sender: _Sender, interval_s: float, timeout_s: float):
-        super().__init__(name="trqat-client-heartbeat", daemon=True)
-        self.ctx, self.endpoint, self.sender = ctx, endpoint, sender
-        self.interval_s, self.timeout_s = interval_s, timeout_s
-        self.stop = threading.Event()
-        self.gone: Optional[str] = None
-
-    def run(self) -> None:
-        try:
-            sock = _dealer(self.ctx, self.endpoint)
-        except zmq.ZMQError as e:
-            self.gone = f"heartbeat socket failed: {e}"
-            return
-        try:
-            last_ack = next_beat = time.monotonic()
-            while not self.stop.is_set():
-                now = time.monotonic()
-                if now - last_ack > self.timeout_s:
-                    self.gone = f"the trqat controller at {self.endpoint} stopped answering for {self.timeout_s:g} s"
-                    return
-                if now >= next_beat:
-                    try:
-                        sock.send(self.sender.frame(P.HEARTBEAT), zmq.NOBLOCK)
-                    except zmq.Again:
-                        pass
-                    next_beat = now + self.interval_s
-                wait = min(next_beat - now, last_ack + self.timeout_s - now, POLL_MS / 1000)
-                if sock.poll(max(wait, 0) * 1000):
-                    try:
-                        msg = P.decode(sock.recv())
-                    except P.ProtocolError:
-                        continue
-                    if msg["type"] == P.HEARTBEAT_ACK:
-                        last_ack = time.monotonic()
-        except zmq.ZMQError as e:
-            if not self.stop.is_set():
-                self.gone = f"heartbeat socket failed: {e}"
-        finally:
-            sock.close(linger=0)
-
-
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -315,12 +246,14 @@ class Client:
         self._started = self._begun = self._closed = False
         self._stats: Dict[str, Any] = {"loss": None, "correct": None, "samples": None}
 
-        self._sender = _Sender(secrets.token_hex(8))
+        self._sender = Sender(secrets.token_hex(8))
         self._ctx = zmq.Context()
-        self._sock = _dealer(self._ctx, endpoint)
+        self._sock = dealer(self._ctx, endpoint)
         heartbeat_s = (_env_int("TRQAT_HEARTBEAT_MS", default=1000) or 1000) / 1000
         timeout_s = (_env_int("TRQAT_CONTROLLER_TIMEOUT_MS", default=10000) or 10000) / 1000
-        self._heartbeat = _Heartbeat(self._ctx, endpoint, self._sender, heartbeat_s, timeout_s)
+        self._gone: Optional[str] = None  # set by the heartbeat thread when the controller is gone
+        self._heartbeat = Heartbeat(self._ctx, endpoint, self._sender, heartbeat_s, timeout_s,
+                                    on_gone=self._controller_gone)
         if connect_timeout is None:
             connect_timeout = (_env_int("TRQAT_CONNECT_TIMEOUT_MS", default=30000) or 30000) / 1000
         try:
@@ -519,20 +452,24 @@ class Client:
         self.current_step = plan["start_step"]
         self._started = True
 
+    def _controller_gone(self, reason: str) -> None:
+        """Heartbeat thread: remembered here, raised as ControllerGone in the user's loop."""
+        self._gone = reason
+
     def close(self, error: Optional[str] = None) -> None:
         """Say bye (the controller closes the run: completed when every step ran, else stopped)."""
         if self._closed:
             return
         self._closed = True
         try:
-            if self._heartbeat.gone is None:
+            if self._gone is None:
                 stats = self._take_stats() if not self._begun else {"loss": None, "correct": None, "samples": None}
                 body: Dict[str, Any] = dict(stats)
                 if error:
                     body["error"] = str(error)[:4000]
                 self._send(P.BYE, body)
                 deadline = time.monotonic() + BYE_TIMEOUT_S
-                while time.monotonic() < deadline and self._heartbeat.gone is None:
+                while time.monotonic() < deadline and self._gone is None:
                     if self._sock.poll(POLL_MS):
                         try:
                             if P.decode(self._sock.recv())["type"] in (P.BYE, P.ERROR):
@@ -557,8 +494,8 @@ class Client:
     def _check_open(self) -> None:
         if self._closed:
             raise ClientError("this trqat client is closed")
-        if self._heartbeat.gone:
-            raise ControllerGone(self._heartbeat.gone)
+        if self._gone:
+            raise ControllerGone(self._gone)
 
     def _take_stats(self) -> Dict[str, Any]:
         s, self._stats = self._stats, {"loss": None, "correct": None, "samples": None}
@@ -570,8 +507,8 @@ class Client:
     def _recv(self, expected: Sequence[str]) -> Dict[str, Any]:
         """The next message, of one of `expected` types; no timeout while heartbeats are answered."""
         while not self._sock.poll(POLL_MS):
-            if self._heartbeat.gone:
-                raise ControllerGone(self._heartbeat.gone)
+            if self._gone:
+                raise ControllerGone(self._gone)
         try:
             msg = P.decode(self._sock.recv())
         except P.ProtocolError as e:

@@ -6,7 +6,6 @@ Exit codes: 0 after shutdown, 1 a command failed, 2 rejected by the controller,
 3 the controller stopped answering heartbeats, 4 the controller sent a bad message.
 """
 import argparse
-import itertools
 import math
 import os
 import platform
@@ -14,7 +13,6 @@ import secrets
 import signal
 import socket
 import sys
-import threading
 import time
 import traceback
 from typing import Any, Dict, Iterable, Optional
@@ -25,9 +23,9 @@ import zmq
 from . import __version__
 from . import protocol as P
 from .trainer import CHECKPOINT_FILE, Trainer, resolve_device
+from .transport import POLL_MS, Heartbeat, Sender, dealer
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_CONTROLLER_GONE, EXIT_BAD_MESSAGE = 0, 1, 2, 3, 4
-POLL_MS = 100  # receive loops wake up this often to check on the heartbeat thread
 MAX_TEXT = 64 * 1024  # error texts are cut to this many characters to stay under the size limit
 
 
@@ -45,87 +43,14 @@ class Exit(Exception):
         self.code = code
 
 
-class Sender:
-    """Numbered sends of one session: `seq` is shared by the main and the heartbeat socket."""
-
-    def __init__(self, sid: str):
-        self.sid = sid
-        self._seq = itertools.count()
-        self._lock = threading.Lock()
-
-    def frame(self, type: str, body: Optional[Dict[str, Any]] = None) -> bytes:
-        with self._lock:
-            seq = next(self._seq)
-        return P.encode(type, self.sid, seq, body)
-
-
-def _dealer(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 1000)  # long enough to flush a final error/bye
-    sock.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES)
-    sock.connect(endpoint)
-    return sock
-
-
-class Heartbeat(threading.Thread):
-    """Sends `heartbeat` every interval on its own socket; exits the process (code 3) when no
-    `heartbeat_ack` came for `timeout_s`. zmq sockets are not thread-safe, hence the own socket."""
-
-    def __init__(self, ctx: zmq.Context, endpoint: str, sender: Sender, interval_s: float, timeout_s: float):
-        super().__init__(name="trqat-heartbeat", daemon=True)
-        self.ctx, self.endpoint, self.sender = ctx, endpoint, sender
-        self.interval_s, self.timeout_s = interval_s, timeout_s
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        try:
-            sock = _dealer(self.ctx, self.endpoint)
-            try:
-                self._loop(sock)
-            finally:
-                sock.close(linger=0)
-        except Exception:
-            log(f"heartbeat thread failed:\n{traceback.format_exc()}")
-            os._exit(EXIT_FAILED)
-
-    def _loop(self, sock: zmq.Socket) -> None:
-        last_ack = next_beat = time.monotonic()
-        while not self.stop.is_set():
-            now = time.monotonic()
-            if now - last_ack > self.timeout_s:
-                log(f"controller at {self.endpoint} stopped answering for {self.timeout_s:g} s; exiting")
-                os._exit(EXIT_CONTROLLER_GONE)
-            if now >= next_beat:
-                self._send(sock, self.sender.frame(P.HEARTBEAT))
-                next_beat = now + self.interval_s
-            wait = min(next_beat - now, last_ack + self.timeout_s - now, POLL_MS / 1000)
-            if sock.poll(max(wait, 0) * 1000):
-                try:
-                    msg = P.decode(sock.recv())
-                except P.ProtocolError as e:  # answered and dropped, never fatal here
-                    log(f"bad message on the heartbeat socket: {e}")
-                    self._send(sock, self.sender.frame(P.ERROR, {"message": str(e)}))
-                    continue
-                if msg["type"] == P.HEARTBEAT_ACK:
-                    last_ack = time.monotonic()
-                elif msg["type"] == P.ERROR:
-                    log(f"controller reported an error on the heartbeat socket: {msg['body']['message']}")
-
-    @staticmethod
-    def _send(sock: zmq.Socket, frame: bytes) -> None:
-        try:  # never block: a blocked heartbeat thread could not notice a dead controller
-            sock.send(frame, zmq.NOBLOCK)
-        except zmq.Again:
-            pass
-
-
 class Worker:
     def __init__(self, endpoint: str, rank: int, world_size: int, heartbeat_ms: int, timeout_ms: int):
         self.endpoint, self.rank, self.world_size = endpoint, rank, world_size
         self.sender = Sender(secrets.token_hex(8))
         self.ctx = zmq.Context()
-        self.sock = _dealer(self.ctx, endpoint)
-        self.heartbeat = Heartbeat(self.ctx, endpoint, self.sender, heartbeat_ms / 1000, timeout_ms / 1000)
+        self.sock = dealer(self.ctx, endpoint)
+        self.heartbeat = Heartbeat(self.ctx, endpoint, self.sender, heartbeat_ms / 1000, timeout_ms / 1000,
+                                   on_gone=_controller_gone)
         self.trainer: Optional[Trainer] = None
 
     # --- messaging -------------------------------------------------------------------------
@@ -270,6 +195,12 @@ class Worker:
             if lr["stop"]:  # the controller ends the command early (Ctrl-C): this step was the last
                 break
         self.send(P.TRAINED, {"end": max(start, step + 1), **stats, "seconds": time.perf_counter() - started})
+
+
+def _controller_gone(reason: str) -> None:
+    """Called by the heartbeat thread: a worker without a controller has nothing left to do."""
+    log(f"{reason}; exiting")
+    os._exit(EXIT_CONTROLLER_GONE)
 
 
 def _device_name(device: torch.device) -> str:

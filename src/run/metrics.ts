@@ -33,6 +33,50 @@ export interface EvalRecord {
 
 export type MetricsRecord = StepRecord | EvalRecord;
 
+/** What a worker or client reports about a step once it is computed. */
+export interface StepStats {
+  loss: number | null;
+  correct: number | null;
+  samples: number | null;
+}
+
+/** Steps per second, smoothed over ~20 steps so the display and ETA do not jump around. */
+export class StepRate {
+  private last = Date.now();
+  private rate = 0;
+
+  tick(now: number): number {
+    const seconds = Math.max(1e-6, (now - this.last) / 1000);
+    this.last = now;
+    this.rate = this.rate === 0 ? 1 / seconds : 0.95 * this.rate + 0.05 / seconds;
+    return this.rate;
+  }
+}
+
+/** The metrics line of a decided step, once its loss is known. */
+export function stepRecord(
+  decision: StepDecision,
+  counts: number[] | null,
+  stats: StepStats,
+  stepsPerEpoch: number,
+  stepsPerSecond: number,
+  now: number,
+): StepRecord {
+  const samples = stats.samples ?? 0;
+  return {
+    type: 'step',
+    ...decision,
+    epoch: (decision.step + 1) / stepsPerEpoch,
+    counts,
+    loss: stats.loss ?? Number.NaN,
+    // NaN (null in the log) when correct predictions are not reported
+    acc: samples > 0 && stats.correct !== null ? (100 * stats.correct) / samples : Number.NaN,
+    samples,
+    steps_per_s: stepsPerSecond,
+    time: now / 1000,
+  };
+}
+
 /** Lines are buffered and written in batches so a fast run does not pay a syscall per step. */
 const FLUSH_EVERY_LINES = 200;
 

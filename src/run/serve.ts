@@ -8,7 +8,7 @@ import type { ControllerBodies, WorkerBody } from '../bridge/protocol.js';
 import { ClientHub, type ClientHubHandler, type ClientSession, type Outcome } from '../bridge/client-hub.js';
 import { TrController, type ControllerState, type StepDecision } from '../schedules/controller.js';
 import { writeJsonAtomic } from './files.js';
-import { MetricsLog, type EvalRecord, type StepRecord } from './metrics.js';
+import { MetricsLog, StepRate, stepRecord, type EvalRecord, type StepRecord, type StepStats } from './metrics.js';
 import type { RunEvent, RunInfo, RunPlan, RunSummary } from './train.js';
 
 /**
@@ -228,8 +228,7 @@ class ClientRun implements ClientHubHandler {
   private stopTimer: NodeJS.Timeout | null = null;
   private finished = false;
   private readonly startedAt = Date.now();
-  private lastStepAt = Date.now();
-  private stepsPerSecond = 0;
+  private readonly rate = new StepRate();
   private resolveDone!: (summary: ServeSummary) => void;
   private rejectDone!: (error: Error) => void;
   readonly done: Promise<ServeSummary>;
@@ -584,25 +583,10 @@ class ClientRun implements ClientHubHandler {
     if (this.pending) this.record(this.pending, { loss: null, correct: null, samples: null });
   }
 
-  private record(pending: Pending, stats: { loss: number | null; correct: number | null; samples: number | null }): void {
+  private record(pending: Pending, stats: StepStats): void {
     this.pending = null;
     const now = Date.now();
-    const seconds = Math.max(1e-6, (now - this.lastStepAt) / 1000);
-    this.lastStepAt = now;
-    this.stepsPerSecond = this.stepsPerSecond === 0 ? 1 / seconds : 0.95 * this.stepsPerSecond + 0.05 / seconds;
-    const samples = stats.samples ?? 0;
-    const record: StepRecord = {
-      type: 'step',
-      ...pending.decision,
-      epoch: (pending.decision.step + 1) / this.plan!.steps_per_epoch,
-      counts: pending.counts,
-      loss: stats.loss ?? Number.NaN,
-      // NaN (null in the log) when the script does not report correct predictions
-      acc: samples > 0 && stats.correct !== null ? (100 * stats.correct) / samples : Number.NaN,
-      samples,
-      steps_per_s: this.stepsPerSecond,
-      time: now / 1000,
-    };
+    const record = stepRecord(pending.decision, pending.counts, stats, this.plan!.steps_per_epoch, this.rate.tick(now), now);
     this.metrics.write(record);
     this.emit({ type: 'step', record, plan: this.plan! });
     const held = this.heldEvals;

@@ -8,7 +8,7 @@ import { WorkerLink } from '../bridge/worker-link.js';
 import { TrController, type StepDecision } from '../schedules/controller.js';
 import { Checkpoints, CHECKPOINT_FORMAT, type CheckpointRef } from './checkpoints.js';
 import { readJson, writeJsonAtomic } from './files.js';
-import { MetricsLog, type EvalRecord, type StepRecord } from './metrics.js';
+import { MetricsLog, StepRate, stepRecord, type EvalRecord, type StepRecord, type StepStats } from './metrics.js';
 
 /** When to evaluate and checkpoint, fixed once the worker has said how long an epoch is. */
 export interface RunPlan {
@@ -115,8 +115,7 @@ class Run {
   private lastEval: EvalRecord | null = null;
   private elapsedBefore = 0;
   private readonly startedAt = Date.now();
-  private lastStepAt = Date.now();
-  private stepsPerSecond = 0;
+  private readonly rate = new StepRate();
 
   constructor(
     private readonly runDir: string,
@@ -244,7 +243,7 @@ class Run {
     this.step = last;
   }
 
-  private record(pending: PendingStep, stats: { loss: number | null; correct: number | null; samples: number | null }): void {
+  private record(pending: PendingStep, stats: StepStats): void {
     if (stats.loss !== null && !Number.isFinite(stats.loss)) {
       throw new TrqatError(
         `training diverged: the loss of step ${pending.decision.step} is ${stats.loss}; lower optimizer.lr (or tr.talr.u0), ` +
@@ -253,22 +252,7 @@ class Run {
       );
     }
     const now = Date.now();
-    const seconds = Math.max(1e-6, (now - this.lastStepAt) / 1000);
-    this.lastStepAt = now;
-    // Smoothed over ~20 steps so the display and ETA do not jump around.
-    this.stepsPerSecond = this.stepsPerSecond === 0 ? 1 / seconds : 0.95 * this.stepsPerSecond + 0.05 / seconds;
-    const samples = stats.samples ?? 0;
-    const record: StepRecord = {
-      type: 'step',
-      ...pending.decision,
-      epoch: (pending.decision.step + 1) / this.plan!.steps_per_epoch,
-      counts: pending.counts,
-      loss: stats.loss ?? Number.NaN,
-      acc: samples > 0 ? (100 * (stats.correct ?? 0)) / samples : 0,
-      samples,
-      steps_per_s: this.stepsPerSecond,
-      time: now / 1000,
-    };
+    const record = stepRecord(pending.decision, pending.counts, stats, this.plan!.steps_per_epoch, this.rate.tick(now), now);
     this.metrics.write(record);
     this.emit({ type: 'step', record, plan: this.plan! });
   }
