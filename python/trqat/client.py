@@ -28,7 +28,6 @@ import platform
 import secrets
 import socket
 import sys
-import threading
 import time
 import warnings
 import weakref
