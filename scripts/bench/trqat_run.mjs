@@ -1,0 +1,73 @@
+// One trqat run in its own Node process, as the CLI would run it: the real controller (train())
+// driving the real worker over ZeroMQ. Reports the step times of the steady state, the worker's
+// peak RSS at the end of training (before the final evaluation) and the controller's peak RSS.
+//
+// Usage: node trqat_run.mjs --warmup W --dump-config FILE? -- key=value ...   (config overrides)
+// Prints one JSON line.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { importDist, writeJson } from './lib.mjs';
+
+const argv = process.argv.slice(2);
+const sep = argv.indexOf('--');
+const own = sep >= 0 ? argv.slice(0, sep) : [];
+const overrides = sep >= 0 ? argv.slice(sep + 1) : argv;
+const opt = (name, fallback) => {
+  const i = own.indexOf(`--${name}`);
+  return i >= 0 ? own[i + 1] : fallback;
+};
+const warmup = Number(opt('warmup', '5'));
+
+const { loadConfig, train } = await importDist();
+const config = loadConfig(null, overrides);
+const dump = opt('dump-config', null);
+if (dump) {
+  writeJson(dump, config);
+  process.exit(0);
+}
+
+function vmHwm(pid) {
+  try {
+    const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match ? Number(match[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+const times = [];
+let workerPid = null;
+let runDir = null;
+let workerPeak = null;
+let layers = 0;
+let quantizedWeights = 0;
+const summary = await train(config, {
+  onEvent: (event) => {
+    if (event.type === 'started') {
+      runDir = event.runDir;
+      layers = event.layers;
+      quantizedWeights = event.quantizedWeights;
+      workerPid = JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')).worker?.pid ?? null;
+    } else if (event.type === 'step') {
+      times.push(event.record.time);
+      // The last step's record arrives with `trained`, before the final evaluation.
+      if (event.record.step === event.plan.total_steps - 1 && workerPid) workerPeak = vmHwm(workerPid);
+    }
+  },
+});
+const stepS = [];
+for (let i = Math.max(1, warmup); i < times.length; i++) stepS.push(times[i] - times[i - 1]);
+const span = times.length > warmup + 1 ? (times.at(-1) - times[warmup]) / (times.length - 1 - warmup) : null;
+console.log(
+  JSON.stringify({
+    run_dir: summary.run_dir,
+    steps: times.length,
+    step_s: stepS,
+    mean_step_s: span,
+    worker_peak_rss: workerPeak,
+    controller_peak_rss: process.resourceUsage().maxRSS * 1024,
+    layers,
+    quantized_weights: quantizedWeights,
+    final_top1: summary.final_top1,
+  }),
+);
