@@ -170,9 +170,8 @@ class QuantLayer(nn.Module):
 
     def weight_levels(self) -> torch.Tensor:
         """The int8 levels of the current weights: exactly those the forward pass uses."""
-        with torch.no_grad():
-            s = scale_gradient(self.weight_scale, self._weight_grad_scale())
-            v = clipped(self.weight, s, self.weight_bits, True)
+        with torch.no_grad():  # scale_gradient adds exactly 0 to the scale, so it is not needed here
+            v = clipped(self.weight, self.weight_scale, self.weight_bits, True)
             return to_levels(v, self.weight_bits, True).to(torch.int8)
 
     def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
