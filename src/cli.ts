@@ -59,7 +59,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case 'train': {
       const config = loadConfig(target ?? null, overrides);
-      return report(await withSignals(config.train.log_every, (options) => train(config, options)));
+      return report(await withSignals((options) => train(config, options)));
     }
     case 'resume': {
       if (!target) throw new TrqatError(`trqat resume needs the run folder, e.g. trqat resume runs/run-20261129-101500`, 2);
@@ -70,7 +70,7 @@ async function main(argv: string[]): Promise<number> {
       }
       const withOverrides = (saved: ResolvedConfig): ResolvedConfig =>
         overrides.length === 0 ? saved : resolveConfig(parseConfig(applyOverrides(saved, overrides), 'resumed config'));
-      return report(await withSignals(20, (options) => resume(target, { ...options, overrides: withOverrides })));
+      return report(await withSignals((options) => resume(target, { ...options, overrides: withOverrides })));
     }
     default:
       throw new TrqatError(`unknown command "${command}"\n${USAGE}`, 2);
@@ -78,8 +78,9 @@ async function main(argv: string[]): Promise<number> {
 }
 
 /** First Ctrl-C (or SIGTERM): stop at the next step with a checkpoint. Second: stop at once. */
-async function withSignals(logEvery: number, run: (options: RunOptions) => Promise<RunSummary>): Promise<RunSummary> {
+async function withSignals(run: (options: RunOptions) => Promise<RunSummary>): Promise<RunSummary> {
   const stop = new AbortController();
+  let logEvery = 1; // the run's train.log_every arrives with its "started" event
   const onSignal = () => {
     if (stop.signal.aborted) {
       console.error('\nstopping at once; the last checkpoint is kept');
@@ -94,6 +95,7 @@ async function withSignals(logEvery: number, run: (options: RunOptions) => Promi
     return await run({
       signal: stop.signal,
       onEvent: (event) => {
+        if (event.type === 'started') logEvery = event.logEvery;
         const line = formatEvent(event, logEvery);
         if (line !== null) (event.type === 'warning' ? console.error : console.log)(line);
       },

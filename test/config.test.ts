@@ -88,5 +88,7 @@ describe('config for the full method', () => {
     expect(errorOf(() => loadConfig(null, ['model.name=vgg16']))).toMatch(/model\.name: .*"resnet20".*"deit_small".*got "vgg16"/);
     expect(errorOf(() => loadConfig(null, ['tr.talr.rule=pid']))).toMatch(/tr\.talr\.rule: .*"additive".*got "pid"/);
     expect(errorOf(() => loadConfig(null, ['optimizer.name=my optimizer']))).toMatch(/optimizer\.name: use an optimizer name/);
+    expect(errorOf(() => loadConfig(null, ['worker.heartbeat_interval_ms=10000']))).toMatch(/heartbeat_timeout_ms \(5000\) must be at least twice worker\.heartbeat_interval_ms \(10000\)/);
+    expect(errorOf(() => loadConfig(null, ['worker.command_timeout_ms=1e10']))).toMatch(/worker\.command_timeout_ms: .*<=2147483647/);
   });
 });

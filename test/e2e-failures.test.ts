@@ -72,6 +72,14 @@ describe('failures', () => {
     expect(error.message).toMatch(/refused at the handshake: protocol version mismatch: the worker speaks version 2, this controller speaks version 1/);
   });
 
+  it('a missing Python interpreter is named, with the setting that fixes it', async () => {
+    const error = await train(tinyConfig(['worker.python=/no/such/python'])).then(
+      () => new Error('the run should have failed'),
+      (e: Error) => e,
+    );
+    expect(error.message).toMatch(/cannot start the worker: spawn \/no\/such\/python ENOENT \(set worker\.python or TRQAT_PYTHON/);
+  });
+
   it('a model factory that does not import fails the start with the reason', async () => {
     const error = await train(tinyConfig(['model.factory=no_such_package.models:build'])).then(
       () => new Error('the run should have failed'),

@@ -222,4 +222,21 @@ describe('the serve() library API', () => {
     expect(summary).toMatchObject({ status: 'stopped', step: 5, total_steps: 1000 });
     expect(readRun(handle.runDir).info.status).toBe('stopped');
   });
+
+  it('stop() between steps (Ctrl-C on trqat serve): the next step gets its LRs with stop, the script ends cleanly', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'trqat-plugin-'));
+    const config = loadConfig(null, [`out_dir=${out}`, 'train.steps=1000', 'worker.heartbeat_interval_ms=200']);
+    const handle = await serve(config, {
+      onEvent: (event) => {
+        // Outside the step handler, as a signal handler would call it.
+        if (event.type === 'step' && event.record.step === 3) setTimeout(() => handle.stop(), 0);
+      },
+    });
+    const script = await execa(PYTHON, [SCRIPT, '--steps', '1000'], { env: { TRQAT_ENDPOINT: handle.endpoint }, reject: false });
+    expect(script.exitCode, script.stderr).toBe(0);
+    const summary = await handle.done;
+    expect(summary.status).toBe('stopped');
+    expect(summary.step).toBeLessThan(1000);
+    expect(readRun(handle.runDir).info.status).toBe('stopped');
+  });
 });

@@ -187,3 +187,12 @@ def test_fashion_mnist_loader():
     train, test = load_fashion_mnist("/usr/share/datasets/fashion-mnist")
     assert train.images.shape == (60000, 1, 28, 28) and train.images.dtype == torch.uint8
     assert len(test) == 10000 and set(test.labels.unique().tolist()) == set(range(10))
+
+
+def test_frozen_quantized_layers_are_refused(config):
+    from trqat.models import build_model
+    from trqat.trainer import param_groups
+    model = build_model(config)
+    model.layers[0].conv1.weight.requires_grad_(False)
+    with pytest.raises(ValueError, match=r"quantized layers with frozen weights \(requires_grad=False\): layers\.0\.conv1; keep them in full precision"):
+        param_groups(model, 0.0, 0.0)

@@ -64,6 +64,10 @@ def param_groups(model: nn.Module, weight_decay: float,
     if quantized_weight_decay is None:
         quantized_weight_decay = weight_decay
     layers = quantized_layers(model)
+    frozen = [n for n, m in layers if not m.weight.requires_grad]
+    if frozen:  # their LRs and transitions would not line up with the controller's layer list
+        raise ValueError(f"quantized layers with frozen weights (requires_grad=False): {', '.join(frozen[:5])}; "
+                         "keep them in full precision (quant.full_precision) or unfreeze them")
     quant = {id(m.weight) for _, m in layers}
     fp = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))} - quant
     other: List[nn.Parameter] = []
@@ -72,7 +76,7 @@ def param_groups(model: nn.Module, weight_decay: float,
         if p.requires_grad and id(p) not in quant:
             (other if id(p) in fp else no_decay).append(p)
     groups = [{"params": [m.weight], "name": QUANT_PREFIX + n, "weight_decay": quantized_weight_decay}
-              for n, m in layers if m.weight.requires_grad]
+              for n, m in layers]
     return groups + [{"params": other, "name": "other", "weight_decay": weight_decay},
                      {"params": no_decay, "name": "no_decay", "weight_decay": 0.0}]
 

@@ -131,7 +131,16 @@ export class ProtocolError extends Error {
 }
 
 /** A peer speaking another protocol version: refused at the handshake with both versions named. */
-export class VersionMismatchError extends ProtocolError {}
+export class VersionMismatchError extends ProtocolError {
+  constructor(
+    message: string,
+    sid: string,
+    /** The pid the hello announced, so a controller can tell its own worker from a stray peer. */
+    readonly pid: number | null,
+  ) {
+    super(message, sid);
+  }
+}
 
 const packr = new Packr({ useRecords: false });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
@@ -154,15 +163,19 @@ export function decodeWorkerMessage(frame: Buffer): WorkerMessage {
   const { v, type, sid, seq, body } = envelope.data;
   const bodySchema = (workerBodies as Record<string, z.ZodType>)[type];
   if (!bodySchema) throw new ProtocolError(`unknown message type "${type}" (known: ${Object.keys(workerBodies).join(', ')})`, sid);
-  const bodyVersion = type === 'hello' ? body['protocol'] : v;
-  if (v !== PROTOCOL_VERSION || bodyVersion !== PROTOCOL_VERSION) {
-    const theirs = v !== PROTOCOL_VERSION ? v : String(bodyVersion);
-    const peer = type === 'hello' && body['role'] === 'client' ? 'client' : 'worker';
+  if (type === 'hello' && (v !== PROTOCOL_VERSION || body['protocol'] !== PROTOCOL_VERSION)) {
+    // Refused at the handshake, by name; after it, another version is just a malformed message.
+    const theirs = v !== PROTOCOL_VERSION ? v : String(body['protocol']);
+    const peer = body['role'] === 'client' ? 'client' : 'worker';
     throw new VersionMismatchError(
       `protocol version mismatch: the ${peer} speaks version ${theirs}, this controller speaks version ${PROTOCOL_VERSION}; ` +
         'install matching versions of the trqat npm package and the trqat Python package',
       sid,
+      typeof body['pid'] === 'number' ? body['pid'] : null,
     );
+  }
+  if (v !== PROTOCOL_VERSION) {
+    throw new ProtocolError(`message "${type}" uses protocol version ${v}; this controller speaks version ${PROTOCOL_VERSION}`, sid);
   }
   const parsedBody = bodySchema.safeParse(body);
   if (!parsedBody.success) throw new ProtocolError(`bad "${type}" message: ${formatZodIssues(parsedBody.error)}`, sid);

@@ -1,4 +1,5 @@
 import { Router } from 'zeromq';
+import { ConfigError } from '../errors.js';
 import {
   decodeWorkerMessage,
   encode,
@@ -40,7 +41,8 @@ export class BridgeServer {
   /** Binds `endpoint` ("tcp://127.0.0.1:*" picks a free port); `endpoint` on the result is the real address. */
   static async bind(endpoint: string, events: ServerEvents): Promise<BridgeServer> {
     const socket = new Router({
-      linger: 0,
+      // Long enough for a last bye/reject to leave before close; never blocks a healthy exit.
+      linger: 500,
       maxMessageSize: MAX_MESSAGE_BYTES,
       receiveHighWaterMark: HIGH_WATER_MARK,
       sendHighWaterMark: HIGH_WATER_MARK,
@@ -49,7 +51,7 @@ export class BridgeServer {
       await socket.bind(endpoint);
     } catch (error) {
       socket.close();
-      throw new Error(`cannot bind the controller endpoint ${endpoint}: ${(error as Error).message}`);
+      throw new ConfigError(`cannot listen on bridge.endpoint ${endpoint}: ${(error as Error).message} (use "tcp://127.0.0.1:*" for a free port)`);
     }
     return new BridgeServer(socket, socket.lastEndpoint ?? endpoint, events);
   }

@@ -66,6 +66,10 @@ export class WorkerLink {
     this.livenessTimer = setInterval(() => this.checkLiveness(), LIVENESS_CHECK_MS);
     void process.exited.then((exit) => {
       if (this.state === 'stopping' || this.state === 'closed' || this.state === 'failed') return;
+      if (exit.spawnError) {
+        this.fail(`cannot start the worker: ${exit.spawnError} (set worker.python or TRQAT_PYTHON to a Python with trqat installed, or run "bash scripts/setup.sh")`);
+        return;
+      }
       const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
       this.fail(`the worker ${how} while ${this.activity}`);
     });
@@ -237,7 +241,7 @@ export class WorkerLink {
   }
 
   private onRefused(error: ProtocolError): void {
-    if (error instanceof VersionMismatchError && (this.sid === null || error.sid === this.sid)) {
+    if (error instanceof VersionMismatchError && error.pid === this.process.pid) {
       this.fail(`the worker was refused at the handshake: ${error.message}`);
       return;
     }

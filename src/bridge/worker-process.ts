@@ -11,6 +11,8 @@ const STDERR_TAIL_LINES = 30;
 export interface WorkerExit {
   code: number | null;
   signal: string | null;
+  /** Why the process could not be started at all (no such interpreter, not executable). */
+  spawnError?: string;
 }
 
 export interface SpawnOptions {
@@ -43,10 +45,12 @@ export class WorkerProcess {
     logPath: string | null,
   ) {
     this.log = logPath ? createWriteStream(logPath, { flags: 'a' }) : null;
+    // A full or failing disk must not take the controller down: the in-memory tail still works.
+    this.log?.on('error', () => this.log?.destroy());
     child.stderr?.on('data', (chunk: Buffer) => this.onStderr(chunk));
     this.exited = child.then(
-      (result) => this.onExit({ code: result.exitCode ?? null, signal: result.signal ?? null }),
-      (error: { exitCode?: number; signal?: string }) => this.onExit({ code: error.exitCode ?? null, signal: error.signal ?? null }),
+      (result) => this.onExit(exitOf(result)),
+      (error: Parameters<typeof exitOf>[0]) => this.onExit(exitOf(error)),
     );
   }
 
@@ -101,7 +105,16 @@ export class WorkerProcess {
 
   private async onExit(exit: WorkerExit): Promise<WorkerExit> {
     this.exitInfo = exit;
-    if (this.log) await new Promise<void>((resolve) => this.log!.end(resolve));
+    if (this.log && !this.log.destroyed) await new Promise<void>((resolve) => this.log!.end(resolve));
     return exit;
   }
+}
+
+/** execa reports a process that never started with no exit code and no signal, and a cause. */
+function exitOf(result: { exitCode?: number; signal?: string; failed?: boolean; cause?: unknown; shortMessage?: string }): WorkerExit {
+  const exit: WorkerExit = { code: result.exitCode ?? null, signal: result.signal ?? null };
+  if (result.failed && exit.code === null && exit.signal === null) {
+    exit.spawnError = result.cause instanceof Error ? result.cause.message : (result.shortMessage ?? 'unknown reason');
+  }
+  return exit;
 }

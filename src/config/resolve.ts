@@ -51,6 +51,10 @@ export function resolveConfig(parsed: ParsedConfig): ResolvedConfig {
   if (data.factory !== null && parsed.model.factory === null && (parsed.model.in_channels === null || parsed.model.num_classes === null)) {
     throw new ConfigError('data.factory: trqat cannot tell the input channels and classes of your data; set model.in_channels and model.num_classes (or use model.factory)');
   }
+  const { heartbeat_interval_ms: interval, heartbeat_timeout_ms: timeout } = parsed.worker;
+  if (timeout < 2 * interval) {
+    throw new ConfigError(`worker.heartbeat_timeout_ms (${timeout}) must be at least twice worker.heartbeat_interval_ms (${interval}), or every healthy worker would be declared dead`);
+  }
   const shape = datasetShape(data);
   const lr = optimizer.lr ?? DEFAULT_LR[optimizer.name] ?? OTHER_OPTIMIZER_LR;
   const weightDecay = optimizer.weight_decay ?? DEFAULT_WEIGHT_DECAY[optimizer.name] ?? 0;

@@ -23,6 +23,8 @@ const syntheticSchema = z.strictObject({
 });
 
 const bits = z.number().int().min(1).max(8);
+/** Node's timers cap at 2^31 - 1 ms (~24.8 days); a longer delay would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** A Python callable by import path, e.g. "mypkg.models:build". */
 const factoryRef = z.string().regex(/^[A-Za-z_][\w.]*:[A-Za-z_]\w*$/, 'use "package.module:function"');
@@ -173,11 +175,11 @@ export const configSchema = z.strictObject({
       device: z.string().regex(/^(auto|cpu|cuda(:\d+)?)$/, 'use "auto", "cpu", "cuda" or "cuda:N"').default('auto'),
       amp: z.boolean().default(false),
       threads: z.number().int().positive().nullable().default(null),
-      startup_timeout_ms: z.number().int().positive().default(120_000),
-      heartbeat_interval_ms: z.number().int().positive().default(1000),
-      heartbeat_timeout_ms: z.number().int().positive().default(5000),
+      startup_timeout_ms: z.number().int().positive().max(MAX_TIMER_MS).default(120_000),
+      heartbeat_interval_ms: z.number().int().positive().max(MAX_TIMER_MS).default(1000),
+      heartbeat_timeout_ms: z.number().int().positive().max(MAX_TIMER_MS).default(5000),
       /** Longest a single command (a training chunk, an evaluation, a save) may take. */
-      command_timeout_ms: z.number().int().positive().default(3_600_000),
+      command_timeout_ms: z.number().int().positive().max(MAX_TIMER_MS).default(3_600_000),
     })
     .prefault({}),
   bridge: z

@@ -51,7 +51,7 @@ export class Checkpoints {
       rmSync(final, { recursive: true, force: true });
       renameSync(staging, final);
       writeJsonAtomic(join(this.dir, 'latest.json'), { step, path: name });
-      this.prune();
+      this.prune(name);
       return { step, path: final };
     };
     return { staging, commit };
@@ -77,10 +77,13 @@ export class Checkpoints {
     return state;
   }
 
-  /** Keeps the newest `keep` checkpoints; older ones and stale partial folders go. */
-  private prune(): void {
-    const complete = readdirSync(this.dir).filter((name) => /^step-\d+$/.test(name)).sort();
-    for (const name of complete.slice(0, Math.max(0, complete.length - this.keep))) {
+  /** Keeps the newest `keep` checkpoints (by step, never the one just written) and drops stale partial folders. */
+  private prune(committed: string): void {
+    const names = readdirSync(this.dir);
+    for (const name of names.filter((entry) => entry.endsWith('.partial'))) rmSync(join(this.dir, name), { recursive: true, force: true });
+    const stepOf = (name: string) => Number(name.slice('step-'.length));
+    const complete = names.filter((name) => /^step-\d+$/.test(name) && name !== committed).sort((a, b) => stepOf(a) - stepOf(b));
+    for (const name of complete.slice(0, Math.max(0, complete.length - (this.keep - 1)))) {
       rmSync(join(this.dir, name), { recursive: true, force: true });
     }
   }

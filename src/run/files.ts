@@ -1,5 +1,6 @@
-import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
-import { readFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { ResolvedConfig } from '../config/resolve.js';
 import { TrqatError } from '../errors.js';
 
 /** Writes a file so that readers see the old content or the new one, never a torn one. */
@@ -31,4 +32,18 @@ export function readJson<T>(path: string, what: string): T {
   } catch (error) {
     throw new TrqatError(`${what} ${path} is not valid JSON (${(error as Error).message}); the file is damaged`);
   }
+}
+
+/** A new run folder `<out_dir>/<name>-<YYYYMMDD-HHMMSS>[-N]`, for managed and served runs alike. */
+export function createRunDir(config: ResolvedConfig): string {
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  const base = resolve(config.out_dir, `${config.name}-${stamp}`);
+  let dir = base;
+  for (let n = 2; existsSync(dir); n++) dir = `${base}-${n}`;
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (error) {
+    throw new TrqatError(`cannot create the run folder ${dir}: ${(error as Error).message} (set out_dir to a writable folder)`);
+  }
+  return dir;
 }

@@ -1,5 +1,4 @@
-import { existsSync, mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { execa } from 'execa';
 import { controllerSettings, type ResolvedConfig } from '../config/resolve.js';
@@ -7,8 +6,8 @@ import { TrqatError } from '../errors.js';
 import type { ControllerBodies, WorkerBody } from '../bridge/protocol.js';
 import { ClientHub, type ClientHubHandler, type ClientSession, type Outcome } from '../bridge/client-hub.js';
 import { TrController, type ControllerState, type StepDecision } from '../schedules/controller.js';
-import { writeJsonAtomic } from './files.js';
-import { MetricsLog, StepRate, stepRecord, type EvalRecord, type StepRecord, type StepStats } from './metrics.js';
+import { createRunDir, writeJsonAtomic } from './files.js';
+import { MetricsLog, StepRate, stepRecord, type EvalRecord, type StepStats } from './metrics.js';
 import type { RunEvent, RunInfo, RunPlan, RunSummary } from './train.js';
 
 /**
@@ -183,15 +182,6 @@ export async function runScript(config: ResolvedConfig, command: readonly string
   };
 }
 
-/** A new run folder `<out_dir>/<name>-<YYYYMMDD-HHMMSS>[-N]` (the same naming as managed runs). */
-export function createRunDir(config: ResolvedConfig): string {
-  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
-  const base = resolve(config.out_dir, `${config.name}-${stamp}`);
-  let dir = base;
-  for (let n = 2; existsSync(dir); n++) dir = `${base}-${n}`;
-  mkdirSync(dir, { recursive: true });
-  return dir;
-}
 
 /** Describes how a process ended, for messages. */
 export function describeExit(exit: ScriptExit): string {
@@ -225,6 +215,8 @@ class ClientRun implements ClientHubHandler {
   private heldEvals: EvalRecord[] = [];
   private clientError: string | null = null;
   private stopped = false;
+  /** A decision with `stop: true` has gone out: later steps are refused (lagging ranks get the cached one). */
+  private stopSent = false;
   private stopTimer: NodeJS.Timeout | null = null;
   private finished = false;
   private readonly startedAt = Date.now();
@@ -309,7 +301,7 @@ class ClientRun implements ClientHubHandler {
     this.emit({ type: 'client', client });
   }
 
-  ready(session: ClientSession, body: WorkerBody<'ready'>): Outcome<ControllerBodies['plan']> {
+  ready(_session: ClientSession, body: WorkerBody<'ready'>): Outcome<ControllerBodies['plan']> {
     if (this.finished) return { refuse: 'this run has ended' };
     if (this.plan) return this.joinPlan(body);
     if (body.layers.length === 0) return { refuse: 'the model has no quantized layers: quantize it first (trqat.adapt.quantize)' };
@@ -355,6 +347,7 @@ class ClientRun implements ClientHubHandler {
       runDir: this.runDir,
       endpoint: this.hub!.endpoint,
       plan: this.plan,
+      logEvery: this.config.train.log_every,
       startStep: start,
       device: body.device,
       layers: body.layers.length,
@@ -408,7 +401,7 @@ class ClientRun implements ClientHubHandler {
     }
   }
 
-  step(session: ClientSession, body: WorkerBody<'step'>): Outcome<ControllerBodies['lr']> {
+  step(_session: ClientSession, body: WorkerBody<'step'>): Outcome<ControllerBodies['lr']> {
     if (this.finished) return { refuse: 'this run has ended' };
     const t = body.step;
     const plan = this.plan!;
@@ -418,7 +411,7 @@ class ClientRun implements ClientHubHandler {
     }
     if (t > this.nextStep) return { refuse: `step ${t} skips step ${this.nextStep}: steps run one after another` };
     if (t >= plan.total_steps) return { refuse: `step ${t} is past the end of the run (${plan.total_steps} steps)` };
-    if (this.stopped) return { refuse: `the controller stopped the run at step ${t}` };
+    if (this.stopSent) return { refuse: `the controller stopped the run at step ${t}` };
     if (body.counts !== null && body.counts.length !== this.layers.length) {
       return { refuse: `step ${t}: ${body.counts.length} per-layer counts for ${this.layers.length} quantized layers` };
     }
@@ -428,6 +421,7 @@ class ClientRun implements ClientHubHandler {
     if (this.pending) this.record(this.pending, body);
     const decision = this.controller!.step(t, body.counts);
     const stop = t + 1 >= plan.total_steps || this.stopped;
+    if (this.stopped) this.stopSent = true;
     const lr: ControllerBodies['lr'] = {
       step: t,
       lr_quant: decision.lr_quant,

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ResolvedConfig } from '../config/resolve.js';
 import { controllerSettings, totalSteps, type ControllerSettings } from '../config/resolve.js';
@@ -7,7 +7,7 @@ import type { WorkerBody } from '../bridge/protocol.js';
 import { WorkerLink } from '../bridge/worker-link.js';
 import { TrController, type StepDecision } from '../schedules/controller.js';
 import { Checkpoints, CHECKPOINT_FORMAT, type CheckpointRef } from './checkpoints.js';
-import { readJson, writeJsonAtomic } from './files.js';
+import { createRunDir, readJson, writeJsonAtomic } from './files.js';
 import { MetricsLog, StepRate, stepRecord, type EvalRecord, type StepRecord, type StepStats } from './metrics.js';
 
 /** When to evaluate and checkpoint, fixed once the worker has said how long an epoch is. */
@@ -50,7 +50,7 @@ export interface RunSummary {
 }
 
 export type RunEvent =
-  | { type: 'started'; runDir: string; endpoint: string; plan: RunPlan; startStep: number; device: string; layers: number; quantizedWeights: number }
+  | { type: 'started'; runDir: string; endpoint: string; plan: RunPlan; logEvery: number; startStep: number; device: string; layers: number; quantizedWeights: number }
   | { type: 'step'; record: StepRecord; plan: RunPlan }
   | { type: 'eval'; record: EvalRecord }
   | { type: 'checkpoint'; checkpoint: CheckpointRef }
@@ -87,14 +87,6 @@ export async function resume(runDir: string, options: RunOptions & { overrides?:
   return new Run(dir, config, checkpoint, options).execute();
 }
 
-function createRunDir(config: ResolvedConfig): string {
-  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
-  const base = resolve(config.out_dir, `${config.name}-${stamp}`);
-  let dir = base;
-  for (let n = 2; existsSync(dir); n++) dir = `${base}-${n}`;
-  mkdirSync(dir, { recursive: true });
-  return dir;
-}
 
 /** A pending step: decided and sent, waiting for the worker to report its loss. */
 interface PendingStep {
@@ -182,6 +174,7 @@ class Run {
       runDir: this.runDir,
       endpoint: link.endpoint,
       plan: this.plan,
+      logEvery: this.config.train.log_every,
       startStep: this.step,
       device: ready.device,
       layers: ready.layers.length,
@@ -209,11 +202,12 @@ class Run {
     while (this.step < plan.total_steps) {
       const end = Math.min(plan.total_steps, nextMultiple(this.step, plan.eval_every), nextMultiple(this.step, plan.checkpoint_every));
       await this.trainChunk(this.step, end);
+      // A stop that lands on the last step of a chunk still gets that boundary's evaluation.
+      if (isBoundary(this.step, plan.eval_every)) await this.evaluate();
       if (this.options.signal?.aborted) {
         await this.saveCheckpoint();
-        return true;
+        return this.step < plan.total_steps;
       }
-      if (isBoundary(this.step, plan.eval_every)) await this.evaluate();
       if (isBoundary(this.step, plan.checkpoint_every)) await this.saveCheckpoint();
     }
     return false;
@@ -229,6 +223,9 @@ class Run {
       link.describe(`training step ${t}`);
       const report = (await link.next('step', timeout)).body;
       if (report.step !== t) throw new TrqatError(`protocol violation: the worker reported step ${report.step}, expected ${t}`);
+      if (report.counts !== null && report.counts.length !== this.controller!.layerSizes.length) {
+        throw new TrqatError(`protocol violation: the worker reported ${report.counts.length} per-layer counts for ${this.controller!.layerSizes.length} quantized layers`);
+      }
       if (pending) this.record(pending, report);
       const decision = this.controller!.step(t, report.counts);
       const stop = this.options.signal?.aborted === true && t + 1 < end;
