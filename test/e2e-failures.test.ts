@@ -9,7 +9,7 @@ import { Dealer } from 'zeromq';
 import { WorkerFailure } from '../src/bridge/worker-link.js';
 import { resolvePython } from '../src/bridge/worker-process.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
-import { train, type RunEvent } from '../src/run/train.js';
+import { resume, train, type RunEvent } from '../src/run/train.js';
 import { readRun, tinyConfig } from './helpers.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
@@ -147,6 +147,42 @@ describe('the CLI', () => {
     expect(result.stderr).toMatch(/optimizer\.lr: .*expected number.*got "fast"/);
     expect(result.stderr).toMatch(/trian: unknown setting \(allowed here: .*train/);
     expect(existsSync(join(dir, 'runs'))).toBe(false);
+  });
+
+  it('a second Ctrl-C stops at once; the run says so, keeps its log, and a busy folder cannot be resumed twice', async () => {
+    const config = tinyConfig(['train.steps=400', 'train.eval_every=0', 'train.checkpoint_every=4']);
+    // Batches of 128 make a step take long enough (~0.2 s) that the second Ctrl-C lands mid-step.
+    const child = execa('node', [CLI, 'train', '--set', `out_dir=${config.out_dir}`, '--set', 'data.name=synthetic', '--set', 'data.batch_size=128',
+      '--set', 'data.synthetic.train_size=256', '--set', 'train.steps=400', '--set', 'train.checkpoint_every=4', '--set', 'train.log_every=1',
+      '--set', 'worker.device=cpu', '--set', 'worker.threads=1'], { reject: false });
+    let output = '';
+    let sent = 0;
+    child.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      const runDir = /run folder (.+)/.exec(output)?.[1]?.trim();
+      if (sent === 0 && runDir && /step 6\/400/.test(output)) {
+        sent = 1;
+        // While the controller runs, its folder is locked.
+        void resume(runDir).then(
+          () => undefined,
+          (error: Error) => {
+            lockError = error.message;
+            child.kill('SIGINT');
+            setTimeout(() => child.kill('SIGINT'), 50);
+          },
+        );
+      }
+    });
+    let lockError = '';
+    const result = await child;
+    expect(lockError).toMatch(/is in use by another trqat process \(pid \d+\)/);
+    expect(result.exitCode).toBe(130);
+    expect(result.stderr).toMatch(/stopping at once/);
+    const runDir = /run folder (.+)/.exec(output)![1]!.trim();
+    const { info, steps } = readRun(runDir);
+    expect(info.status).toBe('interrupted');
+    expect(steps.length).toBeGreaterThanOrEqual(6);
+    expect(existsSync(join(runDir, 'run.lock'))).toBe(false);
   });
 
   it('Ctrl-C stops with a checkpoint; trqat resume finishes the run', async () => {

@@ -1,5 +1,5 @@
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import type { ResolvedConfig } from '../config/resolve.js';
 import { TrqatError } from '../errors.js';
 
@@ -46,4 +46,35 @@ export function createRunDir(config: ResolvedConfig): string {
     throw new TrqatError(`cannot create the run folder ${dir}: ${(error as Error).message} (set out_dir to a writable folder)`);
   }
   return dir;
+}
+
+/**
+ * Marks a run folder as in use by this process (`run.lock` holds the pid): two controllers on one
+ * folder would interleave its metrics and checkpoints. A lock whose process is gone is taken over.
+ * Returns the function that releases it.
+ */
+export function lockRunDir(runDir: string): () => void {
+  const path = join(runDir, 'run.lock');
+  try {
+    const fd = openSync(path, 'wx');
+    writeSync(fd, String(process.pid));
+    closeSync(fd);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    const pid = Number(readFileSync(path, 'utf8'));
+    if (pid > 0 && pid !== process.pid && isAlive(pid)) {
+      throw new TrqatError(`${runDir} is in use by another trqat process (pid ${pid}); wait for it to end, or stop it first`);
+    }
+    writeFileSync(path, String(process.pid));
+  }
+  return () => rmSync(path, { force: true });
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }

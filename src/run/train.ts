@@ -7,7 +7,7 @@ import type { WorkerBody } from '../bridge/protocol.js';
 import { WorkerLink } from '../bridge/worker-link.js';
 import { TrController, type StepDecision } from '../schedules/controller.js';
 import { Checkpoints, CHECKPOINT_FORMAT, type CheckpointRef } from './checkpoints.js';
-import { createRunDir, readJson, writeJsonAtomic } from './files.js';
+import { createRunDir, lockRunDir, readJson, writeJsonAtomic } from './files.js';
 import { MetricsLog, StepRate, stepRecord, type EvalRecord, type StepRecord, type StepStats } from './metrics.js';
 
 /** When to evaluate and checkpoint, fixed once the worker has said how long an epoch is. */
@@ -69,14 +69,28 @@ const METRICS_FILE = 'metrics.jsonl';
 /** Creates a new run folder under `config.out_dir` and trains it to the end. */
 export async function train(config: ResolvedConfig, options: RunOptions = {}): Promise<RunSummary> {
   const runDir = createRunDir(config);
+  const unlock = lockRunDir(runDir);
   writeJsonAtomic(join(runDir, CONFIG_FILE), config);
-  return new Run(runDir, config, null, options).execute();
+  return new Run(runDir, config, null, options, unlock).execute();
 }
 
+/** `overrides` may change settings that do not touch the schedule (the CLI allows worker.* and a few more). */
+export type ResumeOptions = RunOptions & { overrides?: (config: ResolvedConfig) => ResolvedConfig };
+
 /** Continues a run from its latest checkpoint, with the schedules exactly where they stopped. */
-export async function resume(runDir: string, options: RunOptions & { overrides?: (config: ResolvedConfig) => ResolvedConfig } = {}): Promise<RunSummary> {
+export async function resume(runDir: string, options: ResumeOptions = {}): Promise<RunSummary> {
   const dir = resolve(runDir);
   if (!existsSync(join(dir, CONFIG_FILE))) throw new TrqatError(`${dir} is not a trqat run folder: ${CONFIG_FILE} is missing`);
+  const unlock = lockRunDir(dir);
+  try {
+    return await resumeLocked(dir, options, unlock);
+  } catch (error) {
+    unlock();
+    throw error;
+  }
+}
+
+async function resumeLocked(dir: string, options: ResumeOptions, unlock: () => void): Promise<RunSummary> {
   const saved = readJson<ResolvedConfig>(join(dir, CONFIG_FILE), 'run config');
   const config = options.overrides ? options.overrides(saved) : saved;
   const checkpoint = new Checkpoints(dir, config.train.keep_checkpoints).latest();
@@ -84,7 +98,7 @@ export async function resume(runDir: string, options: RunOptions & { overrides?:
   const info = readJson<RunInfo>(join(dir, RUN_FILE), 'run status');
   if (info.status === 'completed') throw new TrqatError(`${dir} has already completed (${info.checkpoint_step} of ${info.plan?.total_steps} steps)`);
   if (config !== saved) writeJsonAtomic(join(dir, CONFIG_FILE), config);
-  return new Run(dir, config, checkpoint, options).execute();
+  return new Run(dir, config, checkpoint, options, unlock).execute();
 }
 
 
@@ -114,6 +128,7 @@ class Run {
     private readonly config: ResolvedConfig,
     private readonly checkpoint: CheckpointRef | null,
     private readonly options: RunOptions,
+    private readonly unlock: () => void,
   ) {
     const now = new Date().toISOString();
     this.info = checkpoint
@@ -127,6 +142,13 @@ class Run {
 
   async execute(): Promise<RunSummary> {
     this.saveInfo();
+    // A second Ctrl-C exits the process at once: keep the log, say how the run ended, free the folder.
+    const onExit = () => {
+      this.metrics.flush();
+      if (this.info.status === 'running') this.setStatus('interrupted', 'stopped at once; resume continues from the last checkpoint');
+      this.unlock();
+    };
+    process.once('exit', onExit);
     try {
       await this.connect();
       const interrupted = await this.loop();
@@ -138,7 +160,9 @@ class Run {
       if (this.link) await this.link.close();
       throw error;
     } finally {
+      process.off('exit', onExit);
       this.metrics.close();
+      this.unlock();
     }
   }
 
