@@ -1,6 +1,6 @@
 // End to end: users' own training scripts under the controller (`trqat run`, `trqat serve`, the
 // serve() library API), with the real Python client over real ZeroMQ.
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -14,6 +14,9 @@ import { readRun } from './helpers.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
 const PYTHON = resolvePython(null);
+/** "python" as a user types it: trqat run puts the project's .venv/bin first on the script's PATH. */
+const PLAIN_PYTHON =
+  existsSync(join(PACKAGE_ROOT, '.venv', 'bin', 'python')) && !process.env['VIRTUAL_ENV'] && !process.env['CONDA_PREFIX'] ? 'python' : PYTHON;
 const SCRIPT = join(PACKAGE_ROOT, 'test', 'fixtures', 'client_script.py');
 const EXAMPLE = join(PACKAGE_ROOT, 'examples', 'fashion_mnist_trqat.py');
 
@@ -68,7 +71,7 @@ describe('trqat run -- <your script>', () => {
     const out = mkdtempSync(join(tmpdir(), 'trqat-plugin-'));
     const result = await execa(
       'node',
-      [CLI, 'run', ...sets(out), '--', PYTHON, EXAMPLE, '--steps', '16', '--batch-size', '32', '--test-subset', '200'],
+      [CLI, 'run', ...sets(out), '--', PLAIN_PYTHON, EXAMPLE, '--steps', '16', '--batch-size', '32', '--test-subset', '200'],
       { reject: false },
     );
     expect(result.exitCode, result.stderr).toBe(0);

@@ -32,6 +32,24 @@ export function resolvePython(configured: string | null): string {
   return existsSync(venv) ? venv : 'python3';
 }
 
+/** PYTHONPATH with the project's python/ first, so the trqat package imports from this checkout. */
+function pythonPath(): string {
+  return [join(PACKAGE_ROOT, 'python'), process.env['PYTHONPATH']].filter(Boolean).join(delimiter);
+}
+
+/**
+ * Environment for a user's script under `trqat run`: the project's .venv first on PATH (so "python"
+ * is the interpreter setup made) unless the user has activated an environment of their own, and the
+ * trqat package importable even without `pip install -e python/`.
+ */
+export function scriptEnv(): Record<string, string> {
+  const env: Record<string, string> = { PYTHONPATH: pythonPath() };
+  const venvBin = join(PACKAGE_ROOT, '.venv', 'bin');
+  const ownEnvironment = process.env['VIRTUAL_ENV'] || process.env['CONDA_PREFIX'];
+  if (!ownEnvironment && existsSync(venvBin)) env['PATH'] = [venvBin, process.env['PATH']].filter(Boolean).join(delimiter);
+  return env;
+}
+
 /** The worker's OS process: started with execa, stderr kept as a tail for error reports. */
 export class WorkerProcess {
   readonly exited: Promise<WorkerExit>;
@@ -56,13 +74,12 @@ export class WorkerProcess {
 
   static spawn(options: SpawnOptions): WorkerProcess {
     const python = resolvePython(options.python);
-    const pythonPath = [join(PACKAGE_ROOT, 'python'), process.env['PYTHONPATH']].filter(Boolean).join(delimiter);
     const child = execa(python, ['-u', '-m', 'trqat.worker'], {
       env: {
         TRQAT_ENDPOINT: options.endpoint,
         TRQAT_HEARTBEAT_MS: String(options.heartbeatMs),
         TRQAT_CONTROLLER_TIMEOUT_MS: String(options.controllerTimeoutMs),
-        PYTHONPATH: pythonPath,
+        PYTHONPATH: pythonPath(),
       },
       stdin: 'ignore',
       stdout: 'ignore',

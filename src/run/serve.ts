@@ -7,6 +7,7 @@ import type { ControllerBodies, WorkerBody } from '../bridge/protocol.js';
 import { ClientHub, type ClientHubHandler, type ClientSession, type Outcome } from '../bridge/client-hub.js';
 import { TrController, type ControllerState, type StepDecision } from '../schedules/controller.js';
 import { createRunDir, writeJsonAtomic } from './files.js';
+import { scriptEnv } from '../bridge/worker-process.js';
 import { MetricsLog, StepRate, stepRecord, type EvalRecord, type StepStats } from './metrics.js';
 import type { RunEvent, RunInfo, RunPlan, RunSummary } from './train.js';
 
@@ -132,6 +133,7 @@ export async function runScript(config: ResolvedConfig, command: readonly string
   const child = execa(command[0]!, command.slice(1), {
     cwd: options.cwd,
     env: {
+      ...scriptEnv(),
       ...options.env,
       TRQAT_ENDPOINT: handle.endpoint,
       TRQAT_RUN_DIR: handle.runDir,
