@@ -9,8 +9,7 @@ import { loadConfig } from '../src/config/load.js';
 import { resolvePython } from '../src/bridge/worker-process.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
 import { serve, type ClientRunInfo, type ServeEvent } from '../src/run/serve.js';
-import type { StepRecord } from '../src/run/metrics.js';
-import { readRun } from './helpers.js';
+import { checkEquations, readRun, type EquationConstants } from './helpers.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
 const PYTHON = resolvePython(null);
@@ -41,29 +40,10 @@ function runDirOf(stderr: string): string {
   return match[1]!;
 }
 
-/** k, K, R, U of every step recomputed from the logged counts (method.md), as for managed runs. */
-function checkEquations(steps: StepRecord[], info: ClientRunInfo, r0: number, u0: number): void {
-  const sizes = info.layers!.map((layer) => layer.numel);
-  const N = sizes.reduce((a, b) => a + b, 0);
-  const total = info.plan!.total_steps;
+/** The equation constants of a client run, from its run.json (sizes, plan, m and eta in force). */
+function constantsOf(info: ClientRunInfo, r0: number, u0: number): EquationConstants {
   const { momentum: m, eta } = info.plan!.controller;
-  let K = 0;
-  let U = u0;
-  for (const s of steps) {
-    const R = r0 * 0.5 * (1 + Math.cos((Math.PI * s.step) / total));
-    expect(s.R).toBeCloseTo(R, 14);
-    if (s.step === 0) expect(s.counts).toBeNull();
-    else {
-      expect(s.counts).toHaveLength(sizes.length);
-      const k = s.counts!.reduce((a, b) => a + b, 0) / N;
-      expect(s.k).toBeCloseTo(k, 14);
-      K = m * K + (1 - m) * k;
-      U = Math.max(0, U + eta * (R - K));
-    }
-    expect(s.K).toBeCloseTo(K, 14);
-    expect(s.U).toBeCloseTo(U, 14);
-    expect(s.lr_quant).toBe(s.U);
-  }
+  return { sizes: info.layers!.map((layer) => layer.numel), total: info.plan!.total_steps, r0, u0, m, eta };
 }
 
 describe('trqat run -- <your script>', () => {
@@ -90,7 +70,7 @@ describe('trqat run -- <your script>', () => {
       ['features.12', 'conv'],
     ]);
     expect(steps.map((s) => s.step)).toEqual(Array.from({ length: 16 }, (_, t) => t));
-    checkEquations(steps, info, config.tr.r0, config.tr.talr.u0);
+    checkEquations(steps, constantsOf(info, config.tr.r0, config.tr.talr.u0));
     for (const s of steps) {
       expect(s.samples).toBe(32);
       expect(Number.isFinite(s.loss)).toBe(true);
@@ -205,7 +185,7 @@ describe('the serve() library API', () => {
     expect(info.clients.map((c) => c.rank).sort()).toEqual([0, 1]);
     expect(steps.map((s) => s.step)).toEqual([0, 1, 2, 3, 4, 5]);
     expect(evals).toHaveLength(1); // both ranks reported it; logged once
-    checkEquations(steps, info, config.tr.r0, config.tr.talr.u0);
+    checkEquations(steps, constantsOf(info, config.tr.r0, config.tr.talr.u0));
     expect(events.filter((e) => e.type === 'step')).toHaveLength(6);
     expect(events.filter((e) => e.type === 'client')).toHaveLength(2);
   });

@@ -1,6 +1,7 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { expect } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import type { ResolvedConfig } from '../src/config/resolve.js';
 import { MetricsLog, type EvalRecord, type StepRecord } from '../src/run/metrics.js';
@@ -39,4 +40,37 @@ export function readRun(runDir: string): { steps: StepRecord[]; evals: EvalRecor
     info: JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')) as RunInfo,
     config: JSON.parse(readFileSync(join(runDir, 'config.json'), 'utf8')) as ResolvedConfig,
   };
+}
+
+/** What the equations need: the layer sizes, the plan length, and the controller's constants. */
+export interface EquationConstants {
+  sizes: number[];
+  total: number;
+  r0: number;
+  u0: number;
+  m: number;
+  eta: number;
+}
+
+/** k, K, R, U of every step of a TR run with the additive rule, recomputed from the logged counts (method.md). */
+export function checkEquations(steps: StepRecord[], { sizes, total, r0, u0, m, eta }: EquationConstants): void {
+  const N = sizes.reduce((a, b) => a + b, 0);
+  let K = 0;
+  let U = u0;
+  for (const s of steps) {
+    const R = r0 * 0.5 * (1 + Math.cos((Math.PI * s.step) / total));
+    expect(s.R).toBeCloseTo(R, 14);
+    if (s.step === 0) {
+      expect(s.counts).toBeNull();
+    } else {
+      expect(s.counts).toHaveLength(sizes.length);
+      const k = s.counts!.reduce((a, b) => a + b, 0) / N;
+      expect(s.k).toBeCloseTo(k, 14);
+      K = m * K + (1 - m) * k;
+      U = Math.max(0, U + eta * (R - K));
+    }
+    expect(s.K).toBeCloseTo(K, 14);
+    expect(s.U).toBeCloseTo(U, 14);
+    expect(s.lr_quant).toBe(s.U);
+  }
 }
