@@ -19,9 +19,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .quant import FP_BITS, QConv2d, QLinear, QuantLayer, _copy_float, qrange, quantized_layers
+from .quant import FP_BITS, QConv, QConv2d, QLinear, QuantLayer, qrange, quantized_layers
 from .transitions import TransitionCounter
 
 Patterns = Union[None, str, Sequence[str]]
@@ -29,7 +28,7 @@ Patterns = Union[None, str, Sequence[str]]
 __all__ = ["quantize", "QConv1d", "TransitionTracker", "count_transitions", "SUPPORTED_TYPES"]
 
 
-class QConv1d(QuantLayer, nn.Conv1d):
+class QConv1d(QConv, nn.Conv1d):
     """nn.Conv1d computing with quantized input activations and quantized weights."""
 
     kind = "conv1d"
@@ -38,24 +37,6 @@ class QConv1d(QuantLayer, nn.Conv1d):
                  act_signed: bool = False, output_scale: bool = False, **kwargs):
         nn.Conv1d.__init__(self, *args, **kwargs)
         self._setup_quant(weight_bits, act_bits, per_channel, act_signed, output_scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.has_output_scale:
-            return F.conv1d(self.quantized_input(x), self.quantized_weight(), self.bias,
-                            self.stride, self.padding, self.dilation, self.groups)
-        y = self._scale_output(F.conv1d(self.quantized_input(x), self.quantized_weight(), None,
-                                        self.stride, self.padding, self.dilation, self.groups))
-        return y if self.bias is None else y + self.bias.view(1, -1, 1)
-
-    @classmethod
-    def from_float(cls, m: nn.Conv1d, weight_bits: int, act_bits: int, per_channel: bool = False,
-                   act_signed: bool = False, output_scale: bool = False) -> "QConv1d":
-        if m.padding_mode != "zeros":
-            raise ValueError("QConv1d supports padding_mode='zeros' only")
-        q = cls(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
-                m.groups, m.bias is not None, weight_bits=weight_bits, act_bits=act_bits,
-                per_channel=per_channel, act_signed=act_signed, output_scale=output_scale)
-        return _copy_float(q, m)  # type: ignore[return-value]
 
 
 #: float layer type -> its quantized replacement

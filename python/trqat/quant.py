@@ -26,7 +26,7 @@ gamma = 2^(b-1); b = 1: sign, levels {-1, +1}).
 import fnmatch
 import math
 import warnings
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -108,7 +108,7 @@ def quantize(x: torch.Tensor, s: torch.Tensor, bits: int, signed: bool, g: float
 
 
 class QuantLayer(nn.Module):
-    """Mixin for QConv2d/QLinear: weight and input-activation quantizers.
+    """Mixin for QConv1d/QConv2d/QLinear: weight and input-activation quantizers, and the forward pass.
 
     Parameters: `weight_scale` (scalar, or [out_channels, 1, ...] when per_channel),
     `act_scale` (scalar; absent when act_bits == 32) and `output_scale` (scalar; only with
@@ -154,8 +154,20 @@ class QuantLayer(nn.Module):
                 o = o * self.act_scale.detach().float()
             self.output_scale.copy_(o.clamp_min(1e-8))
 
-    def _scale_output(self, y: torch.Tensor) -> torch.Tensor:
-        return y * self.output_scale if self.has_output_scale else y
+    def _float_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """The float layer's own operation (F.linear, the convolution) with this layer's settings."""
+        raise NotImplementedError
+
+    def _bias_for(self, y: torch.Tensor) -> torch.Tensor:
+        """The bias shaped to add to the output y (features on the last dim; convs override)."""
+        return self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, weight = self.quantized_input(x), self.quantized_weight()
+        if not self.has_output_scale:
+            return self._float_forward(x, weight, self.bias)
+        y = self._float_forward(x, weight, None) * self.output_scale  # the scale applies before the bias
+        return y if self.bias is None else y + self._bias_for(y)
 
     def freeze_weight_scale(self, frozen: bool = True) -> None:
         """Frozen weight scales (TR mode) mean levels change only when the weights move."""
@@ -203,7 +215,27 @@ class QuantLayer(nn.Module):
                 + (", output_scale=True" if self.has_output_scale else ""))
 
 
-class QConv2d(QuantLayer, nn.Conv2d):
+class QConv(QuantLayer):
+    """What QConv1d and QConv2d share: nn.ConvNd's own convolution and a per-channel bias."""
+
+    def _float_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        return self._conv_forward(x, weight, bias)  # type: ignore[attr-defined]
+
+    def _bias_for(self, y: torch.Tensor) -> torch.Tensor:
+        return self.bias.view(1, -1, *([1] * (y.dim() - 2)))
+
+    @classmethod
+    def from_float(cls, m: nn.Module, weight_bits: int, act_bits: int, per_channel: bool = False,
+                   act_signed: bool = False, output_scale: bool = False) -> QuantLayer:
+        if m.padding_mode != "zeros":
+            raise ValueError(f"{cls.__name__} supports padding_mode='zeros' only")
+        q = cls(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
+                m.groups, m.bias is not None, weight_bits=weight_bits, act_bits=act_bits,
+                per_channel=per_channel, act_signed=act_signed, output_scale=output_scale)
+        return _copy_float(q, m)
+
+
+class QConv2d(QConv, nn.Conv2d):
     """nn.Conv2d computing with quantized input activations and quantized weights."""
 
     kind = "conv"
@@ -212,24 +244,6 @@ class QConv2d(QuantLayer, nn.Conv2d):
                  act_signed: bool = False, output_scale: bool = False, **kwargs):
         nn.Conv2d.__init__(self, *args, **kwargs)
         self._setup_quant(weight_bits, act_bits, per_channel, act_signed, output_scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.has_output_scale:
-            return F.conv2d(self.quantized_input(x), self.quantized_weight(), self.bias,
-                            self.stride, self.padding, self.dilation, self.groups)
-        y = self._scale_output(F.conv2d(self.quantized_input(x), self.quantized_weight(), None,
-                                        self.stride, self.padding, self.dilation, self.groups))
-        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
-
-    @classmethod
-    def from_float(cls, m: nn.Conv2d, weight_bits: int, act_bits: int, per_channel: bool = False,
-                   act_signed: bool = False, output_scale: bool = False) -> "QConv2d":
-        if m.padding_mode != "zeros":
-            raise ValueError("QConv2d supports padding_mode='zeros' only")
-        q = cls(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
-                m.groups, m.bias is not None, weight_bits=weight_bits, act_bits=act_bits,
-                per_channel=per_channel, act_signed=act_signed, output_scale=output_scale)
-        return _copy_float(q, m)
 
 
 class QLinear(QuantLayer, nn.Linear):
@@ -243,11 +257,8 @@ class QLinear(QuantLayer, nn.Linear):
         nn.Linear.__init__(self, in_features, out_features, bias)
         self._setup_quant(weight_bits, act_bits, per_channel, act_signed, output_scale)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.has_output_scale:
-            return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)
-        y = self._scale_output(F.linear(self.quantized_input(x), self.quantized_weight()))
-        return y if self.bias is None else y + self.bias
+    def _float_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        return F.linear(x, weight, bias)
 
     @classmethod
     def from_float(cls, m: nn.Linear, weight_bits: int, act_bits: int, per_channel: bool = False,
