@@ -42,7 +42,7 @@ from . import protocol as P
 from .adapt import _unwrap
 from .quant import QuantLayer, quantized_layers
 from .transitions import TransitionCounter
-from .transport import POLL_MS, Heartbeat, Sender, dealer
+from .transport import POLL_MS, Heartbeat, Sender, dealer, device_name, env_int
 
 __all__ = ["Client", "LRs", "split_param_groups", "ClientError", "ControllerUnreachable", "Rejected",
            "ControllerGone", "RunOver"]
@@ -87,11 +87,6 @@ class LRs:
     stop: bool
 
 
-def _env_int(*names: str, default: Optional[int]) -> Optional[int]:
-    for name in names:
-        if os.environ.get(name):
-            return int(os.environ[name])
-    return default
 
 
 def _frozen_scales(model: nn.Module) -> set:
@@ -162,10 +157,6 @@ def split_param_groups(optimizer: torch.optim.Optimizer, model: nn.Module, *,
     return optimizer.param_groups
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine() or "cpu"
 
 
 def _number(value: Any) -> Optional[float]:
@@ -228,8 +219,8 @@ class Client:
             raise ValueError("the model has no quantized layers: quantize it first (trqat.adapt.quantize(model))")
         self.layer_names = [n for n, _ in named]
         self.layers: List[QuantLayer] = [m for _, m in named]
-        self.rank = rank if rank is not None else _env_int("TRQAT_RANK", "RANK", default=0)
-        self.world_size = world_size if world_size is not None else _env_int("TRQAT_WORLD_SIZE", "WORLD_SIZE", default=1)
+        self.rank = rank if rank is not None else env_int("TRQAT_RANK", "RANK", default=0)
+        self.world_size = world_size if world_size is not None else env_int("TRQAT_WORLD_SIZE", "WORLD_SIZE", default=1)
         self.run_dir = os.environ.get("TRQAT_RUN_DIR")
         self._user_total, self._user_spe = total_steps, steps_per_epoch
         self.counter = TransitionCounter(self.layers)
@@ -248,13 +239,13 @@ class Client:
         self._sender = Sender(secrets.token_hex(8))
         self._ctx = zmq.Context()
         self._sock = dealer(self._ctx, endpoint)
-        heartbeat_s = (_env_int("TRQAT_HEARTBEAT_MS", default=1000) or 1000) / 1000
-        timeout_s = (_env_int("TRQAT_CONTROLLER_TIMEOUT_MS", default=10000) or 10000) / 1000
+        heartbeat_s = (env_int("TRQAT_HEARTBEAT_MS", default=1000) or 1000) / 1000
+        timeout_s = (env_int("TRQAT_CONTROLLER_TIMEOUT_MS", default=10000) or 10000) / 1000
         self._gone: Optional[str] = None  # set by the heartbeat thread when the controller is gone
         self._heartbeat = Heartbeat(self._ctx, endpoint, self._sender, heartbeat_s, timeout_s,
                                     on_gone=self._controller_gone)
         if connect_timeout is None:
-            connect_timeout = (_env_int("TRQAT_CONNECT_TIMEOUT_MS", default=30000) or 30000) / 1000
+            connect_timeout = (env_int("TRQAT_CONNECT_TIMEOUT_MS", default=30000) or 30000) / 1000
         try:
             self._handshake(connect_timeout)
             self._configure(state)
@@ -269,7 +260,7 @@ class Client:
         self._send(P.HELLO, {
             "protocol": P.PROTOCOL_VERSION, "role": P.ROLE_CLIENT, "rank": self.rank, "world_size": self.world_size,
             "pid": os.getpid(), "hostname": socket.gethostname(), "device": str(device),
-            "device_name": _device_name(device), "torch_version": torch.__version__,
+            "device_name": device_name(device), "torch_version": torch.__version__,
             "python_version": platform.python_version(), "trqat_version": _version(),
         })
         if not self._sock.poll(timeout * 1000):

@@ -1,11 +1,15 @@
 """The DEALER side of the bridge, shared by the managed worker and the plug-in client: numbered
-frames of one session, socket setup, and the heartbeat thread (docs/protocol.md, "Liveness")."""
+frames of one session, socket setup, the heartbeat thread (docs/protocol.md, "Liveness"), and
+what a peer says about itself in its hello."""
 import itertools
+import os
+import platform
 import sys
 import threading
 import time
 from typing import Any, Callable, Dict, Optional
 
+import torch
 import zmq
 
 from . import protocol as P
@@ -25,6 +29,20 @@ class Sender:
         with self._lock:
             seq = next(self._seq)
         return P.encode(type, self.sid, seq, body)
+
+
+def env_int(*names: str, default: int) -> int:
+    """The first of these environment variables that is set, as an int (torchrun's RANK too)."""
+    for name in names:
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return default
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def dealer(ctx: zmq.Context, endpoint: str) -> zmq.Socket:

@@ -23,7 +23,7 @@ import zmq
 from . import __version__
 from . import protocol as P
 from .trainer import CHECKPOINT_FILE, Trainer, resolve_device
-from .transport import POLL_MS, Heartbeat, Sender, dealer
+from .transport import POLL_MS, Heartbeat, Sender, dealer, device_name, env_int
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_CONTROLLER_GONE, EXIT_BAD_MESSAGE = 0, 1, 2, 3, 4
 MAX_TEXT = 64 * 1024  # error texts are cut to this many characters to stay under the size limit
@@ -115,7 +115,7 @@ class Worker:
         self.send(P.HELLO, {
             "protocol": P.PROTOCOL_VERSION, "rank": self.rank, "world_size": self.world_size,
             "pid": os.getpid(), "hostname": socket.gethostname(), "device": str(default),
-            "device_name": _device_name(default), "torch_version": torch.__version__,
+            "device_name": device_name(default), "torch_version": torch.__version__,
             "python_version": platform.python_version(), "trqat_version": __version__,
         })
         self.heartbeat.start()
@@ -141,7 +141,7 @@ class Worker:
             torch.set_num_threads(wcfg.get("threads") or os.cpu_count() or 1)
         trainer = Trainer(config, device)
         q = config["quant"]
-        log(f"device {device} ({_device_name(device)}), torch {torch.__version__}, "
+        log(f"device {device} ({device_name(device)}), torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads")
         log(f"model {config['model']['name']} W{q['weight_bits']}A{q['act_bits']} ({config['mode']}), "
             f"{len(trainer.layers)} quantized layers, {len(trainer.data.train)} train / "
@@ -203,17 +203,8 @@ def _controller_gone(reason: str) -> None:
     os._exit(EXIT_CONTROLLER_GONE)
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine() or "cpu"
 
 
-def _env_int(*names: str, default: int) -> int:
-    for name in names:
-        if os.environ.get(name):
-            return int(os.environ[name])
-    return default
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -227,10 +218,10 @@ def main(argv: Optional[list] = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the controller coordinates Ctrl-C
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # terminate at once, even inside a torch kernel
     worker = Worker(args.endpoint,
-                    rank=_env_int("TRQAT_RANK", "RANK", default=0),
-                    world_size=_env_int("TRQAT_WORLD_SIZE", "WORLD_SIZE", default=1),
-                    heartbeat_ms=_env_int("TRQAT_HEARTBEAT_MS", default=1000),
-                    timeout_ms=_env_int("TRQAT_CONTROLLER_TIMEOUT_MS", default=10000))
+                    rank=env_int("TRQAT_RANK", "RANK", default=0),
+                    world_size=env_int("TRQAT_WORLD_SIZE", "WORLD_SIZE", default=1),
+                    heartbeat_ms=env_int("TRQAT_HEARTBEAT_MS", default=1000),
+                    timeout_ms=env_int("TRQAT_CONTROLLER_TIMEOUT_MS", default=10000))
     return worker.run()
 
 
