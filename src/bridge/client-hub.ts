@@ -59,8 +59,6 @@ export class ClientHub {
   private readonly sessions = new Map<string, ClientSession>();
   private readonly livenessTimer: NodeJS.Timeout;
   private closed = false;
-  /** Replies on their way out: close() lets them go first (the bye that ends a run, above all). */
-  private readonly sending = new Set<Promise<void>>();
 
   private constructor(
     private readonly server: BridgeServer,
@@ -101,17 +99,14 @@ export class ClientHub {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.livenessTimer);
-    await Promise.allSettled([...this.sending]);
     await this.server.close();
   }
 
   private send<T extends ControllerMessageType>(session: { routingId: Buffer; sid: string }, type: T, body: ControllerBodies[T]): void {
     if (this.closed) return;
-    const sent = this.server
+    void this.server
       .send(session.routingId, type, session.sid, body)
       .catch((error: Error) => this.handler.warn(`cannot send "${type}" to session ${session.sid}: ${error.message}`));
-    this.sending.add(sent);
-    void sent.finally(() => this.sending.delete(sent));
   }
 
   private onMessage(message: WorkerMessage, routingId: Buffer): void {

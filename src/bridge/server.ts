@@ -28,6 +28,7 @@ const HIGH_WATER_MARK = 1000;
 export class BridgeServer {
   private sendChain: Promise<void> = Promise.resolve();
   private seq = 0;
+  private closing = false;
   private closed = false;
 
   private constructor(
@@ -64,10 +65,12 @@ export class BridgeServer {
     return sent;
   }
 
+  /** Lets the replies already queued go out (a run's last bye above all), then closes the socket. */
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+    if (this.closing) return;
+    this.closing = true;
     await this.sendChain;
+    this.closed = true;
     this.socket.close();
   }
 
