@@ -8,6 +8,7 @@ import { resolveConfig, type ResolvedConfig } from './config/resolve.js';
 import { TrqatError } from './errors.js';
 import { PACKAGE_ROOT } from './paths.js';
 import { formatEvent, formatSummary } from './cli/progress.js';
+import { stopOnSignals } from './cli/signals.js';
 import { resume, train, type RunOptions, type RunSummary } from './run/train.js';
 import { runCommand, serveCommand } from './cli/client-run.js';
 
@@ -79,18 +80,11 @@ async function main(argv: string[]): Promise<number> {
 
 /** First Ctrl-C (or SIGTERM): stop at the next step with a checkpoint. Second: stop at once. */
 async function withSignals(run: (options: RunOptions) => Promise<RunSummary>): Promise<RunSummary> {
-  const stop = new AbortController();
+  const stop = stopOnSignals({
+    first: 'stopping after this step and writing a checkpoint (Ctrl-C again to stop at once)',
+    second: 'stopping at once; the last checkpoint is kept',
+  });
   let logEvery = 1; // the run's train.log_every arrives with its "started" event
-  const onSignal = () => {
-    if (stop.signal.aborted) {
-      console.error('\nstopping at once; the last checkpoint is kept');
-      process.exit(130);
-    }
-    console.error('\nstopping after this step and writing a checkpoint (Ctrl-C again to stop at once)');
-    stop.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
   try {
     return await run({
       signal: stop.signal,
@@ -101,8 +95,7 @@ async function withSignals(run: (options: RunOptions) => Promise<RunSummary>): P
       },
     });
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    stop.release();
   }
 }
 

@@ -3,6 +3,7 @@ import type { ResolvedConfig } from '../config/resolve.js';
 import { TrqatError } from '../errors.js';
 import { runScript, serve, type ServeEvent, type ServeSummary } from '../run/serve.js';
 import { duration, formatEvent } from './progress.js';
+import { stopOnSignals } from './signals.js';
 
 /** `trqat run` / `trqat serve` arguments: --config FILE, --set path=value, and (run) the command. */
 export interface ClientRunArgs {
@@ -134,19 +135,10 @@ export async function serveCommand(argv: readonly string[], usage: string): Prom
     return 0;
   }
   const config: ResolvedConfig = loadConfig(args.config, args.overrides);
-  const stop = new AbortController();
-  let interrupted = false;
-  const onSignal = () => {
-    if (interrupted) {
-      console.error('\nstopping at once');
-      process.exit(130);
-    }
-    interrupted = true;
-    console.error('\nstopping: clients get "stop" with their next step (Ctrl-C again to stop at once)');
-    stop.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const stop = stopOnSignals({
+    first: 'stopping: clients get "stop" with their next step (Ctrl-C again to stop at once)',
+    second: 'stopping at once',
+  });
   try {
     const handle = await serve(config, {
       signal: stop.signal,
@@ -160,10 +152,9 @@ export async function serveCommand(argv: readonly string[], usage: string): Prom
     console.log(`connect a training script with: TRQAT_ENDPOINT=${handle.endpoint} python your_script.py`);
     const summary = await handle.done;
     console.log(formatServeSummary(summary));
-    return interrupted ? 130 : 0;
+    return stop.signal.aborted ? 130 : 0;
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    stop.release();
   }
 }
 

@@ -1,0 +1,24 @@
+/**
+ * The CLI's two-stage stop: the first Ctrl-C (or SIGTERM) aborts the returned signal so the run can
+ * stop cleanly; a second one exits at once with 130. `release` removes the handlers.
+ */
+export function stopOnSignals(messages: { first: string; second: string }): { signal: AbortSignal; release(): void } {
+  const stop = new AbortController();
+  const onSignal = () => {
+    if (stop.signal.aborted) {
+      console.error(`\n${messages.second}`);
+      process.exit(130);
+    }
+    console.error(`\n${messages.first}`);
+    stop.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    signal: stop.signal,
+    release: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}
