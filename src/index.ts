@@ -1,3 +1,8 @@
+/**
+ * The trqat library. Casing rule: records shaped like the files on disk (run.json, metrics.jsonl,
+ * summary.json, config) keep their snake_case keys; live objects (handles, options, events) are
+ * camelCase.
+ */
 export { configSchema, scheduleSchema, type RawConfig, type ParsedConfig, type ScheduleConfig } from './config/schema.js';
 export { resolveConfig, totalSteps, type ResolvedConfig } from './config/resolve.js';
 export { loadConfig, parseConfig, applyOverrides, readConfigFile, ConfigError } from './config/load.js';
@@ -5,23 +10,11 @@ export { Schedule } from './schedules/schedule.js';
 export { RunningTr } from './schedules/running-tr.js';
 export { AdditiveTalr } from './schedules/talr.js';
 export { TrController, type StepDecision, type ControllerState } from './schedules/controller.js';
-export { train, resume, type RunEvent, type RunOptions, type RunSummary, type RunPlan, type RunInfo } from './run/train.js';
+export { train, startTraining, resume, startResume, type ResumeOptions } from './run/train.js';
+export { serve, runScript, type ServeOptions, type RunScriptOptions, type RunScriptResult } from './run/serve.js';
+export { RunFailure, type RunHandle, type RunOptions } from './run/run.js';
+export type { RunEvent, RunInfo, RunPlan, RunStatus, RunSummary, RunKind, RankInfo } from './run/record.js';
 export { MetricsLog, type MetricsRecord, type StepRecord, type EvalRecord } from './run/metrics.js';
+export type { ProcessExit } from './bridge/launcher.js';
 export { PROTOCOL_VERSION } from './bridge/protocol.js';
-export { WorkerFailure } from './bridge/worker-link.js';
 export { TrqatError } from './errors.js';
-export {
-  serve,
-  runScript,
-  ClientRunFailure,
-  type ServeOptions,
-  type ServeHandle,
-  type ServeSummary,
-  type ServeEvent,
-  type ClientRunInfo,
-  type ClientRunStatus,
-  type ClientInfo,
-  type ScriptExit,
-  type RunScriptOptions,
-  type RunScriptResult,
-} from './run/serve.js';

@@ -6,10 +6,13 @@ import { execa } from 'execa';
 import { Packr, Unpackr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { Dealer } from 'zeromq';
-import { WorkerFailure } from '../src/bridge/worker-link.js';
-import { resolvePython } from '../src/bridge/worker-process.js';
+import { ConfigError } from '../src/errors.js';
+import { resolvePython } from '../src/bridge/launcher.js';
+import { PROTOCOL_VERSION } from '../src/bridge/protocol.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
-import { resume, train, type RunEvent } from '../src/run/train.js';
+import type { RunEvent } from '../src/run/record.js';
+import { RunFailure } from '../src/run/run.js';
+import { resume, startTraining, train } from '../src/run/train.js';
 import { readRun, tinyConfig } from './helpers.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
@@ -23,7 +26,7 @@ async function failingRun(overrides: string[], atStep: number, act: (pid: number
     if (event.type === 'started') runDir = event.runDir;
     if (event.type === 'step' && event.record.step === atStep) {
       actedAt = Date.now();
-      act(readRun(runDir).info.worker!.pid);
+      act(readRun(runDir).info.ranks[0]!.pid);
     }
   };
   const error = await train(config, { onEvent }).then(
@@ -36,9 +39,9 @@ async function failingRun(overrides: string[], atStep: number, act: (pid: number
 describe('failures', () => {
   it('a killed worker stops the run with the stderr tail, leaving the folder and last checkpoint intact', async () => {
     const { error, runDir, took } = await failingRun([], 6, (pid) => process.kill(pid, 'SIGKILL'));
-    expect(error).toBeInstanceOf(WorkerFailure);
-    expect(error.message).toMatch(/the worker was killed by SIGKILL while training step \d+/);
-    expect(error.message).toMatch(/last lines of the worker's stderr/);
+    expect(error).toBeInstanceOf(RunFailure);
+    expect(error.message).toMatch(/rank 0 was killed by SIGKILL while (training|finishing) step \d+/);
+    expect(error.message).toMatch(/last lines of rank 0's stderr \(.*worker\.log\)/);
     expect(took).toBeLessThan(5000);
     const { info, steps } = readRun(runDir);
     expect(info.status).toBe('failed');
@@ -51,25 +54,27 @@ describe('failures', () => {
 
   it('a hung worker is noticed within the heartbeat timeout', async () => {
     const { error, runDir, took } = await failingRun(['worker.heartbeat_timeout_ms=1500'], 5, (pid) => process.kill(pid, 'SIGSTOP'));
-    expect(error.message).toMatch(/the worker stopped answering \(no message or heartbeat for 1\.\d s\)/);
+    expect(error.message).toMatch(/rank 0 \(pid \d+ on .+\) stopped answering \(no message or heartbeat for 1\.\d s\)/);
     expect(took).toBeLessThan(4000);
     expect(readRun(runDir).info.status).toBe('failed');
   });
 
   it('a worker that speaks another protocol version is refused at the handshake, naming both versions', async () => {
-    // The real worker, with its protocol version patched to 2 before it starts.
+    // The real worker, with its protocol version patched to the next one before it starts.
     const dir = mkdtempSync(join(tmpdir(), 'trqat-oldworker-'));
     const wrapper = join(dir, 'python');
     writeFileSync(
       wrapper,
-      `#!/bin/sh\nexec "${resolvePython(null)}" -c "import trqat.protocol as p; p.PROTOCOL_VERSION = 2; from trqat.worker import main; raise SystemExit(main([]))"\n`,
+      `#!/bin/sh\nexec "${resolvePython(null)}" -c "import trqat.protocol as p; p.PROTOCOL_VERSION = ${PROTOCOL_VERSION + 1}; from trqat.worker import main; raise SystemExit(main([]))"\n`,
     );
     chmodSync(wrapper, 0o755);
     const error = await train(tinyConfig([`worker.python=${wrapper}`])).then(
       () => new Error('the run should have failed'),
       (e: Error) => e,
     );
-    expect(error.message).toMatch(/refused at the handshake: protocol version mismatch: the worker speaks version 2, this controller speaks version 1/);
+    expect(error.message).toContain(
+      `refused at the handshake: protocol version mismatch: the worker speaks version ${PROTOCOL_VERSION + 1}, this controller speaks version ${PROTOCOL_VERSION}`,
+    );
   });
 
   it('a missing Python interpreter is named, with the setting that fixes it', async () => {
@@ -77,16 +82,17 @@ describe('failures', () => {
       () => new Error('the run should have failed'),
       (e: Error) => e,
     );
-    expect(error.message).toMatch(/cannot start the worker: spawn \/no\/such\/python ENOENT \(set worker\.python or TRQAT_PYTHON/);
+    expect(error.message).toMatch(/rank 0 could not be started \(spawn \/no\/such\/python ENOENT\) \(set worker\.python or TRQAT_PYTHON/);
   });
 
-  it('a model factory that does not import fails the start with the reason', async () => {
+  it('a model factory that does not import is a config error that names the reason', async () => {
     const error = await train(tinyConfig(['model.factory=no_such_package.models:build'])).then(
       () => new Error('the run should have failed'),
       (e: Error) => e,
     );
-    expect(error).toBeInstanceOf(WorkerFailure);
-    expect(error.message).toMatch(/the worker reported an error while building the model and loading data: FactoryError: model\.factory = 'no_such_package\.models:build': cannot import module 'no_such_package\.models' \(ModuleNotFoundError/);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(error.message).toMatch(/^model\.factory = 'no_such_package\.models:build': cannot import module 'no_such_package\.models' \(ModuleNotFoundError/);
+    expect(error.message).not.toMatch(/Traceback/);
   });
 
   it('a diverging run stops with a clear error instead of training on NaN', async () => {
@@ -100,24 +106,25 @@ describe('failures', () => {
     expect(readRun(runDir).info.status).toBe('failed');
   });
 
-  it('garbage and clients on a managed run\'s socket are answered and do not disturb the run', async () => {
+  it('garbage, strangers and clients on a managed run\'s socket are answered and do not disturb the run', async () => {
     const packr = new Packr({ useRecords: false });
     const replies: Record<string, unknown>[] = [];
     let stray: Promise<void> = Promise.resolve();
-    const summary = await train(tinyConfig(['train.steps=8']), {
+    const handle = await startTraining(tinyConfig(['train.steps=8']), {
       onEvent: (event) => {
         if (event.type !== 'started') return;
         stray = (async () => {
           const socket = new Dealer({ linger: 0, receiveTimeout: 5000 });
           socket.connect(event.endpoint);
           const hello = {
-            protocol: 1, rank: 0, world_size: 1, pid: 1, hostname: 'h', device: 'cpu', device_name: 'cpu',
-            torch_version: '2', python_version: '3', trqat_version: '0.1.0', role: 'client',
+            protocol: PROTOCOL_VERSION, rank: 0, world_size: 1, pid: 1, hostname: 'h', device: 'cpu', device_name: 'cpu',
+            torch_version: '2', python_version: '3', trqat_version: '0.1.0', role: 'client', secret: 'a guess',
           };
           const frames = [
             Buffer.from('not msgpack at all'),
-            packr.pack({ v: 1, type: 'step', sid: 'intruder', seq: 0, body: { step: 'x' } }),
-            packr.pack({ v: 1, type: 'hello', sid: 'client1', seq: 0, body: hello }),
+            packr.pack({ v: PROTOCOL_VERSION, type: 'step', sid: 'intruder', seq: 0, body: { step: 'x' } }),
+            packr.pack({ v: PROTOCOL_VERSION, type: 'hello', sid: 'stranger', seq: 0, body: hello }),
+            packr.pack({ v: PROTOCOL_VERSION, type: 'hello', sid: 'client1', seq: 0, body: { ...hello, secret: handle.peerEnv['TRQAT_SECRET'] } }),
           ];
           for (const frame of frames) {
             await socket.send(frame);
@@ -128,11 +135,13 @@ describe('failures', () => {
         })();
       },
     });
+    const summary = await handle.done;
     await stray;
     expect(summary.status).toBe('completed');
-    expect(replies.map((r) => r['type'])).toEqual(['error', 'error', 'reject']);
+    expect(replies.map((r) => r['type'])).toEqual(['error', 'error', 'reject', 'reject']);
     expect((replies[1]!['body'] as { message: string }).message).toMatch(/bad "step" message: step/);
-    expect((replies[2]!['body'] as { reason: string }).reason).toMatch(/managed training .* connect clients to "trqat run" or "trqat serve"/);
+    expect((replies[2]!['body'] as { reason: string }).reason).toMatch(/wrong or missing run secret/);
+    expect((replies[3]!['body'] as { reason: string }).reason).toMatch(/managed training .* connect your script to "trqat run" or "trqat serve"/);
   });
 });
 
@@ -180,7 +189,8 @@ describe('the CLI', () => {
     expect(result.stderr).toMatch(/stopping at once/);
     const runDir = /run folder (.+)/.exec(output)![1]!.trim();
     const { info, steps } = readRun(runDir);
-    expect(info.status).toBe('interrupted');
+    expect(info.status).toBe('stopped');
+    expect(info.error).toMatch(/stopped at once/);
     expect(steps.length).toBeGreaterThanOrEqual(6);
     expect(existsSync(join(runDir, 'run.lock'))).toBe(false);
   });

@@ -1,14 +1,16 @@
 // End to end: users' own training scripts under the controller (`trqat run`, `trqat serve`, the
 // serve() library API), with the real Python client over real ZeroMQ.
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
-import { resolvePython } from '../src/bridge/worker-process.js';
+import { resolvePython } from '../src/bridge/launcher.js';
+import { PROTOCOL_VERSION } from '../src/bridge/protocol.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
-import { serve, type ClientRunInfo, type ServeEvent } from '../src/run/serve.js';
+import type { RunEvent, RunInfo } from '../src/run/record.js';
+import { serve } from '../src/run/serve.js';
 import { checkEquations, readRun, type EquationConstants } from './helpers.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
@@ -41,7 +43,7 @@ function runDirOf(stderr: string): string {
 }
 
 /** The equation constants of a client run, from its run.json (sizes, plan, m and eta in force). */
-function constantsOf(info: ClientRunInfo, r0: number, u0: number): EquationConstants {
+function constantsOf(info: RunInfo, r0: number, u0: number): EquationConstants {
   const { momentum: m, eta } = info.plan!.controller;
   return { sizes: info.layers!.map((layer) => layer.numel), total: info.plan!.total_steps, r0, u0, m, eta };
 }
@@ -56,13 +58,13 @@ describe('trqat run -- <your script>', () => {
     );
     expect(result.exitCode, result.stderr).toBe(0);
     expect(result.stdout).toMatch(/test top-1 \d+\.\d\d%/); // the script's own output, untouched
-    expect(result.stderr).toMatch(/\[trqat\] client rank 0\/1 connected/);
+    expect(result.stderr).toMatch(/\[trqat\] rank 0\/1 connected/);
     expect(result.stderr).toMatch(/\[trqat\] step 5\/16 .* k \S+ {2}K \S+ {2}R \S+ {2}U \S+/);
     expect(result.stderr).toMatch(/\[trqat\] done: step 16\/16, final top-1 \d+\.\d\d%/);
     const runDir = runDirOf(result.stderr);
     const { steps, evals, config } = readRun(runDir);
-    const info = JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')) as ClientRunInfo;
-    expect(info).toMatchObject({ status: 'completed', mode: 'client', step: 16, exit: { code: 0, signal: null } });
+    const info = JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')) as RunInfo;
+    expect(info).toMatchObject({ status: 'completed', kind: 'client', step: 16, exit: { code: 0, signal: null } });
     expect(info.layers!.map((l) => [l.name, l.kind])).toEqual([
       ['features.3', 'conv'],
       ['features.6', 'conv'],
@@ -103,7 +105,7 @@ describe('trqat run -- <your script>', () => {
     expect(exited.exitCode).toBe(7);
     expect(exited.stdout).toMatch(/script done after 6 steps/);
     expect(exited.stderr).toMatch(/\[trqat\] done: step 6\/6/);
-    expect(exited.stderr).toMatch(/trqat: the training script exited with code 7 after the run ended \(completed\)/);
+    expect(exited.stderr).toMatch(/trqat: the training script ended with exit status 7 after the run ended \(completed\)/);
 
     // Ctrl-C (SIGINT sent to trqat alone, not from a terminal) is forwarded: the script stops, the run is "stopped".
     const child = execa('node', [CLI, 'run', ...sets(out), '--', PYTHON, SCRIPT, '--steps', '100000'], { reject: false });
@@ -121,37 +123,43 @@ describe('trqat run -- <your script>', () => {
     // A command that cannot start.
     const missing = await execa('node', [CLI, 'run', ...sets(out), '--', join(out, 'no-such-program')], { reject: false });
     expect(missing.exitCode).toBe(127);
-    expect(missing.stderr).toMatch(/cannot start .*no-such-program/);
+    expect(missing.stderr).toMatch(/the training script could not be started \(.*no-such-program.*ENOENT/);
   });
 
   it('a client that speaks another protocol version is refused with both versions named', async () => {
     const out = mkdtempSync(join(tmpdir(), 'trqat-plugin-'));
-    const result = await execa('node', [CLI, 'run', ...sets(out), '--', PYTHON, SCRIPT, '--protocol', '2'], { reject: false });
+    const other = PROTOCOL_VERSION + 1;
+    const result = await execa('node', [CLI, 'run', ...sets(out), '--', PYTHON, SCRIPT, '--protocol', String(other)], { reject: false });
     expect(result.exitCode).toBe(1);
-    const mismatch = 'protocol version mismatch: the client speaks version 2, this controller speaks version 1';
+    const mismatch = `protocol version mismatch: the client speaks version ${other}, this controller speaks version ${PROTOCOL_VERSION}`;
     // The script raises trqat.client.Rejected with the reason; the controller logs the refusal too.
-    expect(result.stderr).toContain(`trqat.client.Rejected: the trqat controller at tcp://127.0.0.1:`);
+    expect(result.stderr).toContain(`Rejected: the trqat controller at tcp://127.0.0.1:`);
     expect(result.stderr).toContain(`refused this client: ${mismatch}`);
-    expect(result.stderr).toContain(`[trqat] warning: refused a client at the handshake: ${mismatch}`);
+    expect(result.stderr).toContain(`[trqat] warning: refused a message: ${mismatch}`);
     expect(result.stderr).toMatch(/the training script exited with code 1 before its first step/);
   });
 });
 
 describe('trqat serve', () => {
-  it('prints the endpoint; a script started elsewhere connects to it; serve exits when it is done', async () => {
+  it('prints the endpoint and the auth file; a script started elsewhere connects with it; serve exits when it is done', async () => {
     const out = mkdtempSync(join(tmpdir(), 'trqat-plugin-'));
     const server = execa('node', [CLI, 'serve', ...sets(out, ['train.steps=5'])], { reject: false });
     let stdout = '';
-    const endpoint = await new Promise<string>((resolve, reject) => {
+    const authFile = await new Promise<string>((resolve, reject) => {
       server.stdout!.on('data', (chunk: Buffer) => {
         stdout += chunk.toString();
-        const match = /listening on (tcp:\/\/\S+)\n[^]*connect a training script with: /.exec(stdout);
+        const match = /connect a training script with: TRQAT_AUTH_FILE=(\S+) python/.exec(stdout);
         if (match) resolve(match[1]!);
       });
       void server.then(() => reject(new Error(`serve exited early:\n${stdout}`)));
     });
-    expect(stdout).toContain(`TRQAT_ENDPOINT=${endpoint} python`);
-    const script = await execa(PYTHON, [SCRIPT, '--steps', '9'], { env: { TRQAT_ENDPOINT: endpoint }, reject: false });
+    expect(stdout).toMatch(/listening on tcp:\/\/127\.0\.0\.1:\d+/);
+    expect(statSync(authFile).mode & 0o777).toBe(0o600); // the run's secret: readable by its owner only
+    // Without the secret, the controller turns the script away.
+    const stranger = await execa(PYTHON, [SCRIPT, '--steps', '2'], { env: { TRQAT_ENDPOINT: JSON.parse(readFileSync(authFile, 'utf8')).endpoint }, reject: false });
+    expect(stranger.exitCode).toBe(1);
+    expect(stranger.stderr).toMatch(/refused this client: wrong or missing run secret/);
+    const script = await execa(PYTHON, [SCRIPT, '--steps', '9'], { env: { TRQAT_AUTH_FILE: authFile }, reject: false });
     expect(script.exitCode, script.stderr).toBe(0);
     expect(script.stderr).toMatch(/train.steps = 5; it wins over total_steps=9/);
     expect(script.stdout).toMatch(/script done after 5 steps/); // stopped by client.should_stop
@@ -166,11 +174,11 @@ describe('the serve() library API', () => {
   it('serves several ranks: each step decided once, logged once, the same LRs for every rank', async () => {
     const out = mkdtempSync(join(tmpdir(), 'trqat-plugin-'));
     const config = loadConfig(null, [`out_dir=${out}`, 'tr.lambda=0.02', 'tr.momentum=0.5', 'worker.heartbeat_interval_ms=200']);
-    const events: ServeEvent[] = [];
+    const events: RunEvent[] = [];
     const handle = await serve(config, { onEvent: (event) => events.push(event) });
     const ranks = [0, 1].map((rank) =>
       execa(PYTHON, [SCRIPT, '--steps', '6'], {
-        env: { TRQAT_ENDPOINT: handle.endpoint, RANK: String(rank), WORLD_SIZE: '2', TRQAT_HEARTBEAT_MS: '200' },
+        env: { ...handle.peerEnv, RANK: String(rank), WORLD_SIZE: '2' },
         reject: false,
       }),
     );
@@ -181,13 +189,13 @@ describe('the serve() library API', () => {
     const summary = await handle.done;
     expect(summary).toMatchObject({ status: 'completed', step: 6, total_steps: 6 });
     const { steps, evals } = readRun(handle.runDir);
-    const info = JSON.parse(readFileSync(join(handle.runDir, 'run.json'), 'utf8')) as ClientRunInfo;
-    expect(info.clients.map((c) => c.rank).sort()).toEqual([0, 1]);
+    const info = JSON.parse(readFileSync(join(handle.runDir, 'run.json'), 'utf8')) as RunInfo;
+    expect(info.ranks.map((r) => r.rank)).toEqual([0, 1]);
     expect(steps.map((s) => s.step)).toEqual([0, 1, 2, 3, 4, 5]);
     expect(evals).toHaveLength(1); // both ranks reported it; logged once
     checkEquations(steps, constantsOf(info, config.tr.r0, config.tr.talr.u0));
     expect(events.filter((e) => e.type === 'step')).toHaveLength(6);
-    expect(events.filter((e) => e.type === 'client')).toHaveLength(2);
+    expect(events.filter((e) => e.type === 'rank')).toHaveLength(2);
   });
 
   it('stop(): clients get stop with their next LRs; the run ends as stopped', async () => {
@@ -198,7 +206,7 @@ describe('the serve() library API', () => {
         if (event.type === 'step' && event.record.step === 3) handle.stop();
       },
     });
-    const script = await execa(PYTHON, [SCRIPT, '--steps', '1000'], { env: { TRQAT_ENDPOINT: handle.endpoint }, reject: false });
+    const script = await execa(PYTHON, [SCRIPT, '--steps', '1000'], { env: handle.peerEnv, reject: false });
     expect(script.exitCode, script.stderr).toBe(0);
     expect(script.stdout).toMatch(/script done after 5 steps/);
     const summary = await handle.done;
@@ -215,7 +223,7 @@ describe('the serve() library API', () => {
         if (event.type === 'step' && event.record.step === 3) setTimeout(() => handle.stop(), 0);
       },
     });
-    const script = await execa(PYTHON, [SCRIPT, '--steps', '1000'], { env: { TRQAT_ENDPOINT: handle.endpoint }, reject: false });
+    const script = await execa(PYTHON, [SCRIPT, '--steps', '1000'], { env: handle.peerEnv, reject: false });
     expect(script.exitCode, script.stderr).toBe(0);
     const summary = await handle.done;
     expect(summary.status).toBe('stopped');

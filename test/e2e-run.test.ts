@@ -2,7 +2,8 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { resume, train, type RunEvent } from '../src/run/train.js';
+import type { RunEvent } from '../src/run/record.js';
+import { resume, train } from '../src/run/train.js';
 import { checkEquations, readRun, tinyConfig } from './helpers.js';
 
 describe('a short TR-scheduled run', () => {
@@ -42,10 +43,10 @@ describe('a short TR-scheduled run', () => {
         if (event.type === 'step' && event.record.step === 11) stop.abort();
       },
     });
-    expect(interrupted.status).toBe('interrupted');
+    expect(interrupted.status).toBe('stopped');
     // Stopped mid-epoch at the next step, with a checkpoint there.
     expect(interrupted.step).toBe(13);
-    expect(readRun(interrupted.run_dir).info).toMatchObject({ status: 'interrupted', checkpoint_step: 13 });
+    expect(readRun(interrupted.run_dir).info).toMatchObject({ status: 'stopped', checkpoint_step: 13 });
 
     const resumed = await resume(interrupted.run_dir);
     expect(resumed.status).toBe('completed');

@@ -5,7 +5,7 @@ import { expect } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import type { ResolvedConfig } from '../src/config/resolve.js';
 import { MetricsLog, type EvalRecord, type StepRecord } from '../src/run/metrics.js';
-import type { RunInfo } from '../src/run/train.js';
+import type { RunInfo } from '../src/run/record.js';
 
 /** A few-second run on the synthetic dataset: 8 steps per epoch, on the CPU. */
 export function tinyConfig(overrides: string[] = []): ResolvedConfig {

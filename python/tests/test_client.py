@@ -18,6 +18,15 @@ from trqat.client import (Client, ClientError, ControllerGone, ControllerUnreach
 from trqat.quant import quantized_layers
 
 CONFIG = {"mode": "tr", "optimizer": {"name": "sgd", "lr": 0.1}, "train": {"steps": None, "epochs": 2}}
+SECRET = "client-test-secret"
+
+
+@pytest.fixture(autouse=True)
+def run_environment(monkeypatch):
+    """What `trqat run` gives a script: the run's secret (the endpoint is passed explicitly here)."""
+    monkeypatch.setenv("TRQAT_SECRET", SECRET)
+    for name in ("TRQAT_ENDPOINT", "TRQAT_AUTH_FILE", "TRQAT_RUN_DIR", "RANK", "WORLD_SIZE", "TRQAT_SERVER_KEY"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def make_model():
@@ -32,7 +41,8 @@ def make_model():
 class FakeController(threading.Thread):
     """Answers like `trqat serve`: welcome, plan, lr per step (lr_quant from `lrs`), heartbeat acks."""
 
-    def __init__(self, config=None, reject=None, lrs=None, ack_heartbeats=True, version=1, freeze_after=None):
+    def __init__(self, config=None, reject=None, lrs=None, ack_heartbeats=True, version=P.PROTOCOL_VERSION, freeze_after=None,
+                 abort_after=None):
         super().__init__(daemon=True)
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.ROUTER)
@@ -44,6 +54,8 @@ class FakeController(threading.Thread):
         self.lrs = lrs or (lambda t: 0.05)
         self.ack_heartbeats = ack_heartbeats
         self.freeze_after = freeze_after  # a hung controller: no heartbeat acks, no answers after this step
+        self.abort_after = abort_after  # the run ends (a rank died): abort on the heartbeat socket after this step
+        self.beat = None
         self.received = []
         self.stopped = threading.Event()
         self.seq = 0
@@ -65,7 +77,9 @@ class FakeController(threading.Thread):
                 m["type"] == P.STEP and m["body"]["step"] >= self.freeze_after for m in self.received)
             if frozen:
                 continue
-            if t == P.HEARTBEAT:
+            if t in (P.HEARTBEAT, P.ATTACH):
+                if t == P.ATTACH:
+                    self.beat = rid
                 if self.ack_heartbeats:
                     self.reply(rid, sid, P.HEARTBEAT_ACK, {})
                 continue
@@ -81,7 +95,10 @@ class FakeController(threading.Thread):
             elif t == P.STEP:
                 s = body["step"]
                 self.reply(rid, sid, P.LR, {"step": s, "lr_quant": self.lrs(s), "lr_other": 0.01, "stop": False,
-                                            "state": {"K": 0.001 * s, "U": 0.05, "last_step": s}})
+                                            "eval": False, "save": None, "k": None if s == 0 else 1e-3, "K": 0.001 * s,
+                                            "R": 2e-3, "U": 0.05, "state": {"K": 0.001 * s, "U": 0.05, "last_step": s}})
+                if self.abort_after is not None and s >= self.abort_after and self.beat is not None:
+                    self.reply(self.beat, sid, P.ABORT, {"reason": "rank 1 was killed by SIGKILL"})
             elif t == P.BYE:
                 self.reply(rid, sid, P.BYE, {})
 
@@ -138,18 +155,21 @@ def test_a_training_loop_with_the_client(controller):
         with pytest.raises(RunOver, match="step 5 is past the end of the run"):
             client.step_begin()
     hello = ctl.of(P.HELLO)[0]
-    assert hello["role"] == "client" and hello["rank"] == 0 and hello["world_size"] == 1
+    assert hello["role"] == "client" and hello["rank"] == 0 and hello["world_size"] == 1 and hello["secret"] == SECRET
     ready = ctl.of(P.READY)[0]
     assert [layer["name"] for layer in ready["layers"]] == ["3", "6"]
     assert ready["total_steps"] == 5 and ready["start_step"] == 0 and ready["controller_state"] is None
     steps = ctl.of(P.STEP)
     assert [s["step"] for s in steps] == [0, 1, 2, 3, 4]
-    assert steps[0]["counts"] is None and steps[0]["loss"] is None
+    assert steps[0]["counts"] is None and steps[0]["last"] is None
     assert all(len(s["counts"]) == 2 for s in steps[1:])
-    assert steps[1]["samples"] == 6 and isinstance(steps[1]["loss"], float) and 0 <= steps[1]["correct"] <= 6
-    assert ctl.of(P.EVALUATED) == [{"top1": 50.0, "loss": 1.5, "samples": 10, "seconds": 0.0}]
+    last = steps[1]["last"]
+    assert last["samples"] == 6 and isinstance(last["loss"], float) and 0 <= last["correct"] <= 6
+    evaluated = ctl.of(P.EVALUATED)
+    assert len(evaluated) == 1 and evaluated[0]["top1"] == 50.0 and evaluated[0]["samples"] == 10
+    assert evaluated[0]["last"]["samples"] == 6  # the last step's stats travel with the next message
     bye = ctl.of(P.BYE)[0]
-    assert bye["samples"] == 6 and "error" not in bye  # the last step's stats travel with the bye
+    assert bye["last"] is None and "error" not in bye
     # the LRs landed on the optimizer: quantized weights 0.05, everything else 0.01
     quant = {id(m.weight) for _, m in quantized_layers(model)}
     for g in optimizer.param_groups:
@@ -214,10 +234,30 @@ def test_rejected_with_the_reason(controller):
     assert e.value.reason == reason
 
 
-def test_a_controller_of_another_version(controller):
-    ctl = controller(version=2)
+def test_the_lrs_come_with_the_schedule_for_your_logger(controller):
+    ctl = controller()
     model = make_model()
-    with pytest.raises(Rejected, match="the controller speaks version 2, this client speaks version 1"):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Client(ctl.endpoint, model=model, optimizer=optimizer, total_steps=3) as client:
+        decided = train(client, model, optimizer, 3)
+    assert [(d.step, d.k, d.K, d.R, d.U) for d in decided] == [(0, None, 0.0, 2e-3, 0.05), (1, 1e-3, 0.001, 2e-3, 0.05),
+                                                               (2, 1e-3, 0.002, 2e-3, 0.05)]
+
+
+def test_an_aborted_run_raises_at_the_next_call(controller):
+    ctl = controller(abort_after=1)
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    client = Client(ctl.endpoint, model=model, optimizer=optimizer, total_steps=100)
+    with pytest.raises(ControllerGone, match="the trqat controller ended the run: rank 1 was killed by SIGKILL"):
+        train(client, model, optimizer, 100)
+    client.close()
+
+
+def test_a_controller_of_another_version(controller):
+    ctl = controller(version=P.PROTOCOL_VERSION + 1)
+    model = make_model()
+    with pytest.raises(Rejected, match=f"the controller speaks version {P.PROTOCOL_VERSION + 1}, this client speaks version {P.PROTOCOL_VERSION}"):
         Client(ctl.endpoint, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), total_steps=2)
 
 
@@ -226,7 +266,6 @@ def test_unreachable_and_missing_endpoint(monkeypatch):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ControllerUnreachable, match=r"no trqat controller answered at tcp://127.0.0.1:9 within 0.3 s"):
         Client("tcp://127.0.0.1:9", model=model, optimizer=optimizer, total_steps=2, connect_timeout=0.3)
-    monkeypatch.delenv("TRQAT_ENDPOINT", raising=False)
     with pytest.raises(ClientError, match=r"no trqat controller endpoint: run the script under the controller \(trqat run"):
         Client(model=model, optimizer=optimizer)
     with pytest.raises(ValueError, match="no quantized layers"):
@@ -278,7 +317,7 @@ def test_split_adds_new_quantizer_scales_and_refuses_missing_weights():
     assert any(g["params"] == [q.weight] and g["trqat_role"] == "quant" for g in groups)
     extra = groups[-1]
     assert extra["trqat_role"] == "other" and extra["weight_decay"] == 0.0
-    assert {id(p) for p in extra["params"]} == {id(q.weight_scale), id(q.act_scale)}
+    assert {id(p) for p in extra["params"]} == {id(q.act_scale)}  # the weight scale is frozen (TR scheduling)
 
     model2 = quantize(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)))
     with pytest.raises(ValueError, match=r"does not hold the latent weights of the quantized layer\(s\) 1: build the optimizer"):

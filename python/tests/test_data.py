@@ -97,7 +97,7 @@ def test_cifar100_fine_labels_and_training(tmp_path):
     trainer.forward_backward(0)
     trainer.set_lrs(0.05, 0.05)
     trainer.optimizer_step()
-    assert trainer.last_stats()[2] == 4
+    assert trainer.take_stats()["samples"] == 4
     with pytest.raises(ValueError, match="data.name 'cifar100' has 100 classes but model.num_classes is 10"):
         Trainer(make_config(**{"data.name": "cifar100", "data.root": str(tmp_path), "data.batch_size": 4,
                                "model.in_channels": 3, "model.num_classes": 10}), CPU)

@@ -81,7 +81,8 @@ def test_model_quantizes_the_intended_layers_and_trains(name):
     trainer.forward_backward(0)
     trainer.set_lrs(0.05, 0.05)
     trainer.optimizer_step()
-    loss, _, samples = trainer.last_stats()
+    stats = trainer.take_stats()
+    loss, samples = stats["loss"], stats["samples"]
     assert math.isfinite(loss) and samples == 2
     assert any(not torch.equal(b, m.weight) for b, (_, m) in zip(before, trainer.layers))
     counts = trainer.count_transitions()
@@ -102,6 +103,8 @@ def test_per_channel_scales_on_every_model_kind(name):
         _, beta, gamma = {1: (-1, 1, 1), 2: (-2, 1, 2)}[m.weight_bits]
         expected = gamma * 2 * w.abs().flatten(1).mean(1) / math.sqrt(beta)
         torch.testing.assert_close(m.weight_scale.detach().flatten(), expected)
+        assert not m.weight_scale.requires_grad  # frozen by default (TR scheduling); baseline mode trains them
+        m.freeze_weight_scale(False)
     size = cfg["model"]["image_size"]
     model(torch.randn(2, 3, size, size)).sum().backward()
     assert all(m.weight_scale.grad is not None and m.weight_scale.grad.shape == m.weight_scale.shape
@@ -165,7 +168,7 @@ def test_weight_bits_32_means_a_full_precision_model():
     trainer = Trainer(cfg, CPU)
     assert trainer.layers == [] and trainer.layer_info() == []
     assert not any(isinstance(m, QuantLayer) for m in trainer.model.modules())
-    assert [g["name"] for g in trainer.optimizer.param_groups] == ["other", "no_decay"]
+    assert [g["name"] for g in trainer.optimizer.param_groups] == ["fp_weights", "no_decay"]
     assert trainer.param_counts()["quantized"] == 0
     w = trainer.model.layers[0].conv1.weight.detach().clone()
     counts = []
@@ -176,7 +179,7 @@ def test_weight_bits_32_means_a_full_precision_model():
         trainer.optimizer_step()
     assert counts == [None, []] and trainer.count_transitions() == []
     assert not torch.equal(w, trainer.model.layers[0].conv1.weight)
-    assert math.isfinite(trainer.last_stats()[0])
+    assert math.isfinite(trainer.take_stats()["loss"])
     with pytest.warns(UserWarning, match="weight_bits is 32: the model stays full precision and act_bits 2 is ignored"):
         model = quantize_model(resnet20(1, 4), 32, 2)
     assert quantized_layers(model) == []

@@ -8,23 +8,27 @@ def pack(obj):
     return msgpack.packb(obj, use_bin_type=True)
 
 
+LR = {"step": 7, "lr_quant": 0.1, "lr_other": 1, "stop": False, "eval": False, "save": None,
+      "state": {"K": 0.0, "U": 0.1, "last_step": 7}, "k": None, "K": 0.0, "R": 1e-3, "U": 0.1}
+
+
 def envelope(**overrides):
-    msg = {"v": 1, "type": "lr", "sid": "ab12", "seq": 3, "body": {"step": 7, "lr_quant": 0.1, "lr_other": 1, "stop": False}}
+    msg = {"v": P.PROTOCOL_VERSION, "type": "lr", "sid": "ab12", "seq": 3, "body": dict(LR)}
     msg.update(overrides)
     return msg
 
 
 def test_round_trip():
-    body = {"step": 4, "counts": [1, 0, 5], "loss": 2.5, "correct": 3, "samples": 16}
+    body = {"step": 4, "counts": [1, 0, 5], "last": {"loss": 2.5, "correct": 3, "samples": 16}}
     msg = P.decode(P.encode(P.STEP, "deadbeef", 9, body))
-    assert msg == {"v": 1, "type": "step", "sid": "deadbeef", "seq": 9, "body": body}
-    assert P.decode(P.encode(P.EVAL, "x", 0))["body"] == {}
-    nulls = {"step": 0, "counts": None, "loss": None, "correct": None, "samples": None}
+    assert msg == {"v": P.PROTOCOL_VERSION, "type": "step", "sid": "deadbeef", "seq": 9, "body": body}
+    assert P.decode(P.encode(P.BYE, "x", 0))["body"] == {}
+    nulls = {"step": 0, "counts": None, "last": None}
     assert P.decode(P.encode(P.STEP, "x", 1, nulls))["body"] == nulls
 
 
 def test_extra_body_fields_are_ignored():
-    msg = envelope(body={"step": 1, "lr_quant": 0.1, "lr_other": 0.2, "stop": False, "future": "x"})
+    msg = envelope(body={**LR, "future": "x"})
     assert P.decode(pack(msg))["body"]["future"] == "x"
 
 
@@ -33,15 +37,19 @@ def test_extra_body_fields_are_ignored():
     (pack([1, 2]), "message must be a map, got list"),
     (pack({k: v for k, v in envelope().items() if k != "seq"}), "message field 'seq' is missing"),
     (pack(envelope(v="1")), "message field 'v' must be int, got str"),
-    (pack(envelope(v=2)), "unsupported protocol version v=2 (expected 1)"),
+    (pack(envelope(v=1)), f"unsupported protocol version v=1 (expected {P.PROTOCOL_VERSION})"),
     (pack(envelope(type="launch")), "unknown message type 'launch'"),
     (pack(envelope(sid=5)), "message field 'sid' must be str, got int"),
     (pack(envelope(seq=True)), "message field 'seq' must be int, got bool"),
     (pack(envelope(seq=-1)), "message field 'seq' must be >= 0, got -1"),
     (pack(envelope(body=[])), "message field 'body' must be map, got list"),
-    (pack(envelope(body={"step": "7", "lr_quant": 0.1, "lr_other": 0.1, "stop": False})), "message field 'body.step' must be int, got str"),
-    (pack(envelope(body={"step": 7, "lr_other": 0.1})), "message field 'body.lr_quant' is missing"),
-    (pack(envelope(body={"step": 7, "lr_quant": None, "lr_other": 0.1})), "message field 'body.lr_quant' must be number or list of numbers, got null"),
+    (pack(envelope(body={**LR, "step": "7"})), "message field 'body.step' must be int, got str"),
+    (pack(envelope(body={k: v for k, v in LR.items() if k != "lr_quant"})), "message field 'body.lr_quant' is missing"),
+    (pack(envelope(body={**LR, "lr_quant": None})), "message field 'body.lr_quant' must be number or list of numbers, got null"),
+    (pack(envelope(body={**LR, "state": {"K": 0.0}})), "message field 'body.state.U' is missing"),
+    (pack(envelope(type="step", body={"step": 1, "counts": None, "last": {"loss": "x", "correct": 1, "samples": 2}})),
+     "message field 'body.last.loss' must be number or null, got str"),
+    (pack(envelope(type="error", body={"message": "x", "kind": "fatal"})), "message field 'body.kind' must be one of config, runtime"),
     (pack(envelope(type="welcome", body={"config": {}, "resume": 3})), "message field 'body.resume' must be str or null, got int"),
     (pack(envelope(type="error", body={"message": "x", "traceback": 1})), "message field 'body.traceback' must be str, got int"),
     (pack({1: 2}), "frame is not valid MessagePack"),
@@ -54,13 +62,13 @@ def test_validation_errors(frame, message):
 
 
 def test_hello_with_other_version_can_be_read_for_reject():
-    frame = pack(envelope(v=2, type="hello", body={}))
+    frame = pack(envelope(v=1, type="hello", body={}))
     with pytest.raises(P.ProtocolError, match="'body.protocol' is missing"):
         P.decode(frame, check_version=False)
 
 
 def test_encode_validates_and_limits_size():
     with pytest.raises(P.ProtocolError, match="'body.path' is missing"):
-        P.encode(P.SAVE, "x", 0, {})
+        P.encode(P.SAVED, "x", 0, {"bytes": 3})
     with pytest.raises(P.ProtocolError, match="byte limit"):
         P.encode(P.ERROR, "x", 0, {"message": "m" * P.MAX_MESSAGE_BYTES})

@@ -141,12 +141,16 @@ def test_per_channel_scales():
     levels = conv.weight_levels().numpy()
     for c in range(4):
         np.testing.assert_array_equal(levels[c], ref_levels(w[c].numpy(), conv.weight_scale[c].item(), 4, True))
+    conv.freeze_weight_scale(False)
     conv(torch.rand(1, 3, 5, 5)).sum().backward()
     assert conv.weight_scale.grad.shape == (4, 1, 1, 1)
 
 
 def test_freeze_weight_scale():
     conv = QConv2d(2, 2, 1, weight_bits=2, act_bits=2)
+    assert not conv.weight_scale.requires_grad  # frozen by default, as TR scheduling needs
+    conv.freeze_weight_scale(False)
+    assert conv.weight_scale.requires_grad
     conv.freeze_weight_scale(True)
     assert not conv.weight_scale.requires_grad
     conv.freeze_weight_scale(False)

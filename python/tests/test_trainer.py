@@ -32,17 +32,20 @@ def test_training_lowers_the_loss(config):
         trainer.forward_backward(t)
         trainer.set_lrs(0.05, 0.05)
         trainer.optimizer_step()
-        losses.append(trainer.last_stats()[0])
+        stats = trainer.take_stats()
+        losses.append(stats["loss"])
     assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4
-    loss, correct, samples = trainer.last_stats()
-    assert samples == 16 and 0 <= correct <= 16 and trainer.step == 24
+    assert stats["samples"] == 16 and 0 <= stats["correct"] <= 16 and trainer.step == 24
+    assert trainer.take_stats() is None  # taken once
 
 
 def test_parameter_groups_and_frozen_scales_under_tr(config):
     trainer = Trainer(config, CPU)
     groups = trainer.optimizer.param_groups
     n = len(trainer.layers)
-    assert [g["name"] for g in groups] == [f"quantized:{name}" for name, _ in trainer.layers] + ["other", "no_decay"]
+    assert [g["name"] for g in groups] == [name for name, _ in trainer.layers] + ["fp_weights", "no_decay"]
+    assert [g["trqat_role"] for g in groups] == ["quant"] * n + ["other", "other"]
+    assert [g["trqat_layer"] for g in groups[:n]] == list(range(n))
     assert [g["params"] for g in groups[:n]] == [[m.weight] for _, m in trainer.layers]
     groups = [{"params": [p for g in groups[:n] for p in g["params"]], "weight_decay": groups[0]["weight_decay"]}] + groups[n:]
     assert {id(p) for p in groups[1]["params"]} == {id(trainer.model.conv1.weight), id(trainer.model.fc.weight)}
@@ -75,8 +78,8 @@ def test_set_lrs_targets_the_groups(config):
     per_layer = [0.01 * (i + 1) for i in range(n)]
     trainer.set_lrs(per_layer, 0.5)
     lrs = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
-    assert [lrs[f"quantized:{name}"] for name, _ in trainer.layers] == per_layer
-    assert lrs["other"] == lrs["no_decay"] == 0.5
+    assert [lrs[name] for name, _ in trainer.layers] == per_layer
+    assert lrs["fp_weights"] == lrs["no_decay"] == 0.5
     with pytest.raises(ValueError, match=f"lr_quant has 3 entries but the model has {n} quantized layers"):
         trainer.set_lrs([0.1, 0.2, 0.3], 0.5)
 
@@ -141,8 +144,9 @@ def test_missing_and_corrupt_checkpoints(tmp_path, config):
     (tmp_path / "worker.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(RuntimeError, match=f"checkpoint {tmp_path}/worker.pt is unreadable or corrupt"):
         trainer.load(str(tmp_path))
-    torch.save({"format": 99}, str(tmp_path / "worker.pt"))
-    with pytest.raises(RuntimeError, match="has format 99, expected 1"):
+    from trqat import safe_io
+    safe_io.save({"format": 99}, str(tmp_path / "worker.pt"))
+    with pytest.raises(RuntimeError, match="has format 99; this trqat reads format 2"):
         trainer.load(str(tmp_path))
     other = Trainer(make_config(**{"quant.weight_bits": 3}), CPU)
     other.save(str(tmp_path / "b"))
@@ -191,8 +195,53 @@ def test_fashion_mnist_loader():
 
 def test_frozen_quantized_layers_are_refused(config):
     from trqat.models import build_model
-    from trqat.trainer import param_groups
+    from trqat.groups import param_groups
     model = build_model(config)
     model.layers[0].conv1.weight.requires_grad_(False)
     with pytest.raises(ValueError, match=r"quantized layers with frozen weights \(requires_grad=False\): layers\.0\.conv1; keep them in full precision"):
         param_groups(model, 0.0, 0.0)
+
+
+def test_checkpoints_load_without_running_code(tmp_path, config):
+    """worker.pt holds only tensors, numbers and strings: torch.load(weights_only=True) reads it."""
+    from trqat import safe_io
+    trainer = Trainer(config, CPU)
+    run_steps(trainer, 0, 2)
+    trainer.save(str(tmp_path))
+    raw = torch.load(str(tmp_path / "worker.pt"), weights_only=True)
+    assert raw["format"] == safe_io.FORMAT and all(isinstance(t, torch.Tensor) for t in raw["tensors"])
+    state = safe_io.load(str(tmp_path / "worker.pt"))
+    assert state["step"] == 2 and state["world_size"] == 1 and len(state["rng"]) == 1
+
+
+def test_rank_shares_make_up_the_global_batch(config):
+    """Two ranks see the two halves of the single-process batch, augmented identically."""
+    from trqat.distributed import Ranks
+    whole = Trainer(config, CPU).data
+    halves = [Trainer(config, CPU, Ranks(r, 2, r)).data for r in (0, 1)]
+    for t in (0, 3, 7):
+        x, y = whole.train_batch(t)
+        parts = [h.train_batch(t) for h in halves]
+        assert torch.equal(torch.cat([p[0] for p in parts]), x) and torch.equal(torch.cat([p[1] for p in parts]), y)
+    seen = [torch.cat([y for _, y in h.test_batches()]) for h in halves]
+    assert sum(len(s) for s in seen) == len(whole.test)  # every test sample once across ranks
+    assert sorted(torch.cat(seen).tolist()) == sorted(whole.test.labels.tolist())
+
+
+def test_accumulated_micro_batches_give_the_same_step():
+    """train.accumulate_steps: the gradient of the whole batch, in pieces. Checked on a model without
+    batch statistics (DeiT: LayerNorm) and with full-precision activations (their scales would be
+    initialised from the first micro-batch instead of the whole batch)."""
+    base = {"data.augment": False, "model.name": "deit_tiny", "model.image_size": 12, "data.batch_size": 8,
+            "quant.act_bits": 32}
+    one, four = Trainer(make_config(**base), CPU), Trainer(make_config(**base, **{"train.accumulate_steps": 4}), CPU)
+    for t in range(2):
+        for trainer in (one, four):
+            trainer.forward_backward(t)
+            trainer.set_lrs(0.01, 0.01)
+            trainer.optimizer_step()
+        a, b = one.take_stats(), four.take_stats()
+        assert a["samples"] == b["samples"] == 8 and a["correct"] == b["correct"]
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    wa, wb = weights(one), weights(four)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)

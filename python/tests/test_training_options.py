@@ -52,8 +52,8 @@ def test_optimizer_errors():
 def test_weight_decays_per_group():
     trainer = Trainer(make_config(**{"optimizer.quantized_weight_decay": 1e-3}), CPU)
     decays = {g["name"]: g["weight_decay"] for g in trainer.optimizer.param_groups}
-    assert all(decays[f"quantized:{n}"] == 1e-3 for n, _ in trainer.layers)
-    assert decays["other"] == 5e-4 and decays["no_decay"] == 0
+    assert all(decays[n] == 1e-3 for n, _ in trainer.layers)
+    assert decays["fp_weights"] == 5e-4 and decays["no_decay"] == 0
     override = Trainer(make_config(**{"optimizer.kwargs": {"weight_decay": 0.1}}), CPU)
     assert {g["weight_decay"] for g in override.optimizer.param_groups} == {0.1, 0.0}
 
@@ -97,8 +97,8 @@ def test_label_smoothing_changes_the_loss():
     logp = F.log_softmax(logits, 1)
     nll = -logp.gather(1, y[:, None]).squeeze(1)
     expected = (0.8 * nll + 0.2 * -logp.mean(1)).mean().item()
-    assert smooth.last_stats()[0] == pytest.approx(expected, rel=1e-5)
-    assert plain.last_stats()[0] == pytest.approx(nll.mean().item(), rel=1e-5)
+    assert smooth.take_stats()["loss"] == pytest.approx(expected, rel=1e-5)
+    assert plain.take_stats()["loss"] == pytest.approx(nll.mean().item(), rel=1e-5)
 
 
 def _save_fp_resnet20(path, num_classes=4, seed=7):
@@ -123,7 +123,7 @@ def test_distillation_loss_matches_an_independent_computation(tmp_path, alpha, t
         s, t = trainer.model(x), teacher_ref(x)
     kl = F.kl_div(F.log_softmax(s / temperature, 1), F.softmax(t / temperature, 1), reduction="batchmean")
     expected = (1 - alpha) * F.cross_entropy(s, y) + alpha * temperature**2 * kl
-    assert trainer.last_stats()[0] == pytest.approx(expected.item(), rel=1e-4)
+    assert trainer.take_stats()["loss"] == pytest.approx(expected.item(), rel=1e-4)
     torch.testing.assert_close(distillation_loss(s, t, y, temperature, alpha), expected)
     state = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
     trainer.set_lrs(0.05, 0.05)

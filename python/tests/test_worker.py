@@ -13,6 +13,16 @@ from trqat import protocol as P
 PYTHON_DIR = os.path.join(os.path.dirname(__file__), "..")
 
 
+SECRET = "s3cret"
+
+
+def lr_body(step, lr=0.05, stop=False, eval=False, save=None, lr_quant=None):
+    """An lr message as the controller sends it (the schedule's numbers are not the worker's concern)."""
+    return {"step": step, "lr_quant": lr if lr_quant is None else lr_quant, "lr_other": lr, "stop": stop,
+            "eval": eval, "save": save, "state": {"K": 0.0, "U": lr, "last_step": step},
+            "k": None, "K": 0.0, "R": 1e-3, "U": lr}
+
+
 class FakeController:
     def __init__(self, ack_heartbeats=True):
         self.ctx = zmq.Context()
@@ -21,25 +31,30 @@ class FakeController:
         port = self.sock.bind_to_random_port("tcp://127.0.0.1")
         self.endpoint = f"tcp://127.0.0.1:{port}"
         self.ack_heartbeats, self.heartbeats = ack_heartbeats, 0
-        self.sid, self.ident, self.seq, self.proc = None, None, 0, None
+        self.sid, self.ident, self.beat_ident, self.seq, self.proc = None, None, None, 0, None
 
     def start(self, timeout_ms=10000, **extra_env):
-        env = dict(os.environ, PYTHONPATH=PYTHON_DIR, TRQAT_HEARTBEAT_MS="100",
-                   TRQAT_CONTROLLER_TIMEOUT_MS=str(timeout_ms), **extra_env)
-        self.proc = subprocess.Popen([sys.executable, "-m", "trqat.worker", "--endpoint", self.endpoint],
+        env = dict(os.environ, PYTHONPATH=PYTHON_DIR, TRQAT_HEARTBEAT_MS="100", TRQAT_ENDPOINT=self.endpoint,
+                   TRQAT_SECRET=SECRET, TRQAT_CONTROLLER_TIMEOUT_MS=str(timeout_ms), **extra_env)
+        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TRQAT_AUTH_FILE", "TRQAT_RUN_DIR"):
+            env.pop(name, None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "trqat.worker"],
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         return self
 
     def recv(self, expect=None, timeout=30.0):
-        """Next non-heartbeat message from the worker (heartbeats are acked on their routing id)."""
+        """Next session message from the worker (attach and heartbeats are answered on their routing id)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.sock.poll(100):
                 continue
             ident, frame = self.sock.recv_multipart()
             msg = P.decode(frame)
-            if msg["type"] == P.HEARTBEAT:
-                self.heartbeats += 1
+            if msg["type"] in (P.HEARTBEAT, P.ATTACH):
+                if msg["type"] == P.ATTACH:
+                    assert msg["body"]["secret"] == SECRET
+                    self.beat_ident = ident
+                self.heartbeats += msg["type"] == P.HEARTBEAT
                 if self.ack_heartbeats:
                     self.sock.send_multipart([ident, P.encode(P.HEARTBEAT_ACK, msg["sid"], self._next())])
                 continue
@@ -51,8 +66,8 @@ class FakeController:
             return msg
         raise AssertionError(f"no message within {timeout} s (waiting for {expect})")
 
-    def send(self, type, body=None):
-        self.sock.send_multipart([self.ident, P.encode(type, self.sid, self._next(), body)])
+    def send(self, type, body=None, ident=None):
+        self.sock.send_multipart([ident or self.ident, P.encode(type, self.sid, self._next(), body)])
 
     def send_raw(self, frame):
         self.sock.send_multipart([self.ident, frame])
@@ -91,67 +106,52 @@ def controller():
     ctrl.close()
 
 
-def handshake(ctrl, config, resume=None):
+def handshake(ctrl, config, resume=None, total=100):
     hello = ctrl.start().recv(P.HELLO)
     ctrl.send(P.WELCOME, {"config": config, "resume": resume})
-    return hello, ctrl.recv(P.READY)
+    ready = ctrl.recv(P.READY)
+    body = ready["body"]
+    ctrl.send(P.PLAN, {"total_steps": total, "steps_per_epoch": body["steps_per_epoch"], "start_step": body["start_step"]})
+    return hello, ready
 
 
-def train(ctrl, start, end, lr=0.05):
-    ctrl.send(P.TRAIN, {"start": start, "end": end})
+def run_steps(ctrl, start, end, lr=0.05, **last_directives):
+    """Steps start..end-1; the directives go with the LRs of the last one."""
     steps = []
     for t in range(start, end):
         steps.append(ctrl.recv(P.STEP)["body"])
         assert steps[-1]["step"] == t
-        ctrl.send(P.LR, {"step": t, "lr_quant": lr, "lr_other": lr, "stop": False})
-    return steps, ctrl.recv(P.TRAINED)["body"]
+        ctrl.send(P.LR, lr_body(t, lr, **(last_directives if t == end - 1 else {})))
+    return steps
 
 
-def test_stop_flag_ends_the_train_command_early(controller):
-    handshake(controller, make_config())
-    controller.send(P.TRAIN, {"start": 0, "end": 4})
-    for t in range(2):
-        assert controller.recv(P.STEP)["body"]["step"] == t
-        controller.send(P.LR, {"step": t, "lr_quant": 0.05, "lr_other": 0.05, "stop": t == 1})
-    trained = controller.recv(P.TRAINED)["body"]
-    assert trained["end"] == 2 and trained["samples"] == 16
-    controller.send(P.TRAIN, {"start": 2, "end": 3})
-    assert controller.recv(P.STEP)["body"]["step"] == 2
-    controller.send(P.LR, {"step": 2, "lr_quant": 0.05, "lr_other": 0.05, "stop": False})
-    assert controller.recv(P.TRAINED)["body"]["end"] == 3
-    controller.send(P.SHUTDOWN)
-    controller.recv(P.BYE)
-    assert controller.wait()[0] == 0
-
-
-def test_full_session_then_resume(controller, tmp_path):
+def test_full_session_with_directives_then_resume(controller, tmp_path):
     hello, ready = handshake(controller, make_config())
-    assert hello["body"]["protocol"] == 1 and hello["body"]["pid"] == controller.proc.pid
-    assert hello["body"]["device"] == "cpu" and hello["body"]["trqat_version"] == "0.1.0"
+    h = hello["body"]
+    assert h["protocol"] == 2 and h["role"] == "worker" and h["secret"] == SECRET and h["pid"] == controller.proc.pid
+    assert h["rank"] == 0 and h["world_size"] == 1 and h["device"] == "cpu" and h["trqat_version"] == "0.1.0"
     body = ready["body"]
     assert body["device"] == "cpu" and body["start_step"] == 0 and body["steps_per_epoch"] == 4
     assert body["train_size"] == 64 and body["test_size"] == 48 and len(body["layers"]) == 18
     assert body["layers"][0] == {"name": "layers.0.conv1", "kind": "conv", "numel": 2304, "weight_bits": 2, "act_bits": 2}
     assert body["params"]["quantized"] == sum(layer["numel"] for layer in body["layers"])
 
-    steps, trained = train(controller, 0, 3)
-    assert steps[0] == {"step": 0, "counts": None, "loss": None, "correct": None, "samples": None}
+    path = str(tmp_path / "ckpt")
+    steps = run_steps(controller, 0, 3, eval=True, save=path)
+    assert steps[0] == {"step": 0, "counts": None, "last": None}
     for s in steps[1:]:
         assert len(s["counts"]) == 18 and all(isinstance(c, int) for c in s["counts"])
-        assert s["loss"] > 0 and s["samples"] == 16 and 0 <= s["correct"] <= 16
-    assert trained["end"] == 3 and trained["samples"] == 16 and trained["seconds"] > 0
-
-    controller.send(P.EVAL)
+        assert s["last"]["loss"] > 0 and s["last"]["samples"] == 16 and 0 <= s["last"]["correct"] <= 16
     evaluated = controller.recv(P.EVALUATED)["body"]
-    assert evaluated["samples"] == 48 and 0 <= evaluated["top1"] <= 100
-
-    path = str(tmp_path / "ckpt")
-    controller.send(P.SAVE, {"path": path})
+    assert evaluated["samples"] == 48 and 0 <= evaluated["top1"] <= 100 and evaluated["seconds"] > 0
+    assert evaluated["last"]["samples"] == 16  # the stats of step 2 travel with the first message after it
     saved = controller.recv(P.SAVED)["body"]
-    assert saved == {"path": path, "bytes": os.path.getsize(os.path.join(path, "worker.pt"))}
-
-    controller.send(P.SHUTDOWN)
-    controller.recv(P.BYE)
+    assert saved == {"path": path, "bytes": os.path.getsize(os.path.join(path, "worker.pt")), "last": None}
+    steps = run_steps(controller, 3, 4, stop=True)
+    assert steps[0]["last"] is None  # already reported
+    bye = controller.recv(P.BYE)["body"]
+    assert bye["last"]["samples"] == 16
+    controller.send(P.BYE, {})
     code, err = controller.wait()
     assert code == 0, err
     assert controller.heartbeats > 0 and "quantized layers" in err
@@ -160,10 +160,10 @@ def test_full_session_then_resume(controller, tmp_path):
     try:
         _, ready = handshake(resumed, make_config(), resume=path)
         assert ready["body"]["start_step"] == 3
-        steps, _ = train(resumed, 3, 4)
-        assert len(steps[0]["counts"]) == 18 and steps[0]["loss"] is None  # levels came with the checkpoint
-        resumed.send(P.SHUTDOWN)
+        steps = run_steps(resumed, 3, 4, stop=True)
+        assert len(steps[0]["counts"]) == 18 and steps[0]["last"] is None  # levels came with the checkpoint
         resumed.recv(P.BYE)
+        resumed.send(P.BYE, {})
         assert resumed.wait()[0] == 0
     finally:
         resumed.close()
@@ -180,6 +180,7 @@ def test_silent_controller_makes_the_worker_exit_3():
     ctrl = FakeController(ack_heartbeats=False)
     try:
         ctrl.start(timeout_ms=800).recv(P.HELLO)
+        ctrl.send(P.WELCOME, {"config": make_config(), "resume": None})
         started = time.monotonic()
         code, err = ctrl.wait(timeout=20)
         assert code == 3, err
@@ -189,37 +190,56 @@ def test_silent_controller_makes_the_worker_exit_3():
         ctrl.close()
 
 
+def test_abort_on_the_heartbeat_socket_ends_the_worker_at_once(controller):
+    handshake(controller, make_config())
+    controller.recv(P.STEP)  # the worker now waits for its LRs
+    controller.send(P.ABORT, {"reason": "rank 1 was killed"}, ident=controller.beat_ident)
+    started = time.monotonic()
+    code, err = controller.wait(timeout=10)
+    assert code == 3 and time.monotonic() - started < 2
+    assert "the trqat controller ended the run: rank 1 was killed" in err
+
+
 def test_malformed_frame_is_answered_and_exits_4(controller):
-    controller.start().recv(P.HELLO)
+    handshake(controller, make_config())
+    controller.recv(P.STEP)
     controller.send_raw(b"\xc1 not msgpack")
-    error = controller.recv(P.ERROR)["body"]
-    assert "not valid MessagePack" in error["message"]
     code, err = controller.wait()
     assert code == 4 and "not valid MessagePack" in err
 
 
 def test_wrong_lr_step_is_a_bad_message(controller):
     handshake(controller, make_config())
-    controller.send(P.TRAIN, {"start": 0, "end": 2})
     controller.recv(P.STEP)
-    controller.send(P.LR, {"step": 5, "lr_quant": 0.1, "lr_other": 0.1, "stop": False})
-    assert "lr for step 5 while step 0 is waiting" in controller.recv(P.ERROR)["body"]["message"]
-    assert controller.wait()[0] == 4
+    controller.send(P.LR, lr_body(5))
+    code, err = controller.wait()
+    assert code == 4 and "the controller sent the LRs of step 5 while step 0 waits" in err
 
 
-def test_failing_build_sends_traceback_and_exits_1(controller):
+def test_a_config_that_cannot_work_is_a_config_error_without_traceback(controller):
     controller.start().recv(P.HELLO)
     controller.send(P.WELCOME, {"config": make_config(**{"model.name": "vgg99"}), "resume": None})
     error = controller.recv(P.ERROR)["body"]
-    assert "unknown model.name 'vgg99'" in error["message"] and "Traceback" in error["traceback"]
+    assert error["kind"] == "config" and "unknown model.name 'vgg99'" in error["message"] and "traceback" not in error
+    code, err = controller.wait()
+    assert code == 2 and "Traceback" in err  # the details stay in the worker's log
+
+
+def test_a_failure_while_training_sends_the_traceback_and_exits_1(controller, tmp_path):
+    (tmp_path / "worker.pt").write_bytes(b"not a checkpoint")
+    controller.start().recv(P.HELLO)
+    controller.send(P.WELCOME, {"config": make_config(), "resume": str(tmp_path)})
+    error = controller.recv(P.ERROR)["body"]
+    assert "unreadable or corrupt" in error["message"] and "Traceback" in error["traceback"]
     assert controller.wait()[0] == 1
 
 
 def test_sigint_is_ignored_and_sigterm_exits(controller):
     handshake(controller, make_config())
+    controller.recv(P.STEP)
     controller.proc.send_signal(2)  # SIGINT
-    controller.send(P.EVAL)
-    controller.recv(P.EVALUATED)
+    controller.send(P.LR, lr_body(0))
+    controller.recv(P.STEP)
     controller.proc.terminate()
     code, _ = controller.wait(timeout=10)
     assert code == -15
@@ -228,11 +248,10 @@ def test_sigint_is_ignored_and_sigterm_exits(controller):
 def test_per_layer_lr_lists_and_their_length_check(controller):
     _, ready = handshake(controller, make_config(**{"tr.scope": "layer"}))
     n = len(ready["body"]["layers"])
-    controller.send(P.TRAIN, {"start": 0, "end": 2})
     assert controller.recv(P.STEP)["body"]["step"] == 0
-    controller.send(P.LR, {"step": 0, "lr_quant": [0.01 * i for i in range(n)], "lr_other": 0.05, "stop": False})
+    controller.send(P.LR, lr_body(0, lr_quant=[0.01 * i for i in range(n)]))
     assert controller.recv(P.STEP)["body"]["step"] == 1
-    controller.send(P.LR, {"step": 1, "lr_quant": [0.1, 0.2], "lr_other": 0.05, "stop": False})
+    controller.send(P.LR, lr_body(1, lr_quant=[0.1, 0.2]))
     message = controller.recv(P.ERROR)["body"]["message"]
     assert f"'body.lr_quant' is a list of 2 LRs but the model has {n} quantized layers" in message
     assert controller.wait()[0] == 4
@@ -241,12 +260,8 @@ def test_per_layer_lr_lists_and_their_length_check(controller):
 def test_full_precision_model_reports_no_layers(controller):
     _, ready = handshake(controller, make_config(**{"mode": "baseline", "quant.weight_bits": 32, "quant.act_bits": 32}))
     assert ready["body"]["layers"] == [] and ready["body"]["params"]["quantized"] == 0
-    controller.send(P.TRAIN, {"start": 0, "end": 2})
-    counts = []
-    for t in range(2):
-        counts.append(controller.recv(P.STEP)["body"]["counts"])
-        controller.send(P.LR, {"step": t, "lr_quant": [] if t else 0.1, "lr_other": 0.05, "stop": False})
-    assert counts == [None, []] and controller.recv(P.TRAINED)["body"]["end"] == 2
-    controller.send(P.SHUTDOWN)
+    counts = [s["counts"] for s in run_steps(controller, 0, 2, stop=True)]
+    assert counts == [None, []]
     controller.recv(P.BYE)
+    controller.send(P.BYE, {})
     assert controller.wait()[0] == 0

@@ -1,16 +1,39 @@
-"""trqat: quantization-aware training with transition-rate scheduling (worker side)."""
+"""trqat: quantization-aware training with transition-rate scheduling (the worker, and a library for
+your own training scripts).
+
+`import trqat` is light: the submodules load on first use of a name below.
+"""
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from .protocol import PROTOCOL_VERSION  # noqa: E402
-from .quant import QConv2d, QLinear, QuantLayer, quantize_model, quantized_layers  # noqa: E402
-from .transitions import TransitionCounter  # noqa: E402
-from .models import MODELS, build_fp_model, build_model, load_checkpoint_weights, resnet20  # noqa: E402
-from .trainer import Trainer, build_optimizer, distillation_loss, optimizer_classes, resolve_device  # noqa: E402
-from .adapt import QConv1d, TransitionTracker, count_transitions, quantize  # noqa: E402
-from .client import Client, split_param_groups  # noqa: E402
+# public name -> the module that defines it
+_EXPORTS = {
+    "PROTOCOL_VERSION": "protocol",
+    "QConv1d": "adapt", "QConv2d": "quant", "QLinear": "quant", "QuantLayer": "quant",
+    "quantize_model": "quant", "quantized_layers": "quant",
+    "TransitionCounter": "transitions",
+    "MODELS": "models", "build_model": "models", "build_fp_model": "models",
+    "load_checkpoint_weights": "models", "resnet20": "models",
+    "Trainer": "trainer", "build_optimizer": "trainer", "distillation_loss": "trainer",
+    "optimizer_classes": "trainer", "resolve_device": "trainer",
+    "TransitionTracker": "adapt", "count_transitions": "adapt", "quantize": "adapt",
+    "Client": "client", "LRs": "client",
+    "split_param_groups": "groups", "apply_lrs": "groups",
+}
 
-__all__ = ["__version__", "PROTOCOL_VERSION", "QConv2d", "QLinear", "QuantLayer", "quantize_model",
-           "quantized_layers", "TransitionCounter", "MODELS", "build_model", "build_fp_model",
-           "load_checkpoint_weights", "resnet20", "Trainer", "build_optimizer", "distillation_loss",
-           "optimizer_classes", "resolve_device", "QConv1d", "TransitionTracker", "count_transitions",
-           "quantize", "Client", "split_param_groups"]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trqat' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list:
+    return sorted(__all__)

@@ -13,8 +13,13 @@
   batch, or on a resume. Worker processes are also seeded by worker_init_fn from
   (seed, epoch, worker id) for any other randomness. Not bit-reproducible across machines or
   library versions: JPEG decoding and resizing (PIL/libjpeg versions, SIMD paths).
+- Data parallelism: `data.batch_size` is the batch of one optimizer step over all ranks. Rank r of
+  N takes the r-th N-th of every global batch, augmented exactly as in a single process (the draws
+  are made for the whole batch), so the samples of step t do not depend on the number of ranks or
+  loader processes. Evaluation gives every rank every N-th test batch: each sample once in all.
 """
 import gzip
+import itertools
 import os
 import pickle
 import random
@@ -26,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .distributed import Ranks
 from .factories import FactoryError, call_factory
 
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST pixel statistics (also used for synthetic data)
@@ -55,6 +61,15 @@ def seed_for(*ints: int) -> int:
 
 def _generator(*ints: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed_for(*ints))
+
+
+def rank_part(batch_size: int, ranks: Ranks) -> slice:
+    """The slice of a global batch that rank `ranks.rank` trains on."""
+    if batch_size % ranks.world_size:
+        raise ValueError(f"data.batch_size ({batch_size}) is the batch of one step over all ranks: it must be a "
+                         f"multiple of the {ranks.world_size} ranks")
+    share = batch_size // ranks.world_size
+    return slice(ranks.rank * share, (ranks.rank + 1) * share)
 
 
 def load_idx(path: str, ndim: int) -> torch.Tensor:
@@ -111,16 +126,17 @@ def make_synthetic(seed: int, train_size: int, test_size: int, image_size: int =
     return split(train_size), split(test_size)
 
 
-def augment(images: torch.Tensor, g: torch.Generator, pad: int = 2) -> torch.Tensor:
-    """Random crop with `pad` px of zero padding and random horizontal flip, per sample."""
+def augment(images: torch.Tensor, g: torch.Generator, pad: int = 2, part: slice = slice(None)) -> torch.Tensor:
+    """Random crop with `pad` px of zero padding and random horizontal flip, per sample. The draws are
+    made for the whole batch; `part` selects the samples returned (a rank's share)."""
     n, c, h, w = images.shape
-    padded = F.pad(images, (pad, pad, pad, pad))
-    dy = torch.randint(2 * pad + 1, (n, 1), generator=g)
-    dx = torch.randint(2 * pad + 1, (n, 1), generator=g)
-    flip = torch.rand(n, 1, generator=g) < 0.5
+    dy = torch.randint(2 * pad + 1, (n, 1), generator=g)[part]
+    dx = torch.randint(2 * pad + 1, (n, 1), generator=g)[part]
+    flip = (torch.rand(n, 1, generator=g) < 0.5)[part]
+    padded = F.pad(images[part], (pad, pad, pad, pad))
     cols = torch.where(flip, torch.arange(w - 1, -1, -1), torch.arange(w)) + dx  # [n, w]
     rows = torch.arange(h) + dy  # [n, h]
-    return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None],
+    return padded[torch.arange(len(padded))[:, None, None, None], torch.arange(c)[None, :, None, None],
                   rows[:, None, :, None], cols[:, None, None, :]]
 
 
@@ -209,9 +225,11 @@ class Data:
     def __init__(self, train: Split, test: Split, batch_size: int, eval_batch_size: int,
                  seed: int, augment: bool, device: torch.device, pad: int = 2,
                  mean: Sequence[float] = (MEAN,), std: Sequence[float] = (STD,),
-                 num_classes: Optional[int] = None):
+                 num_classes: Optional[int] = None, ranks: Ranks = Ranks()):
         if len(train) < batch_size:
             raise ValueError(f"training set has {len(train)} samples, fewer than one batch ({batch_size})")
+        self.part = rank_part(batch_size, ranks)
+        self.ranks = ranks
         self.train, self.test = train, test
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.augment, self.device = seed, augment, device
@@ -227,18 +245,21 @@ class Data:
         return x, y
 
     def train_batch(self, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The (normalized images, labels) of global step `step`, on the device."""
+        """This rank's share of the (normalized images, labels) of global step `step`, on the device."""
         epoch, pos = divmod(step, self.steps_per_epoch)
         if epoch != self._perm_epoch:
             self._perm_epoch, self._perm = epoch, torch.randperm(len(self.train), generator=_generator(self.seed, _PERM, epoch))
         idx = self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
-        images = self.train.images[idx]
         if self.augment:
-            images = augment(images, _generator(self.seed, _AUG, step), self.pad)
-        return self._to_device(normalize(images, self.mean, self.std), self.train.labels[idx])
+            images = augment(self.train.images[idx], _generator(self.seed, _AUG, step), self.pad, self.part)
+        else:
+            images = self.train.images[idx[self.part]]
+        return self._to_device(normalize(images, self.mean, self.std), self.train.labels[idx[self.part]])
 
     def test_batches(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        for i in range(0, len(self.test), self.eval_batch_size):
+        """This rank's test batches: every world_size-th, starting at its rank."""
+        step = self.eval_batch_size * self.ranks.world_size
+        for i in range(self.eval_batch_size * self.ranks.rank, len(self.test), step):
             sl = slice(i, i + self.eval_batch_size)
             yield self._to_device(normalize(self.test.images[sl], self.mean, self.std), self.test.labels[sl])
 
@@ -275,36 +296,40 @@ class _SeededSamples(torch.utils.data.Dataset):
 
 
 class _StepBatches(torch.utils.data.Sampler):
-    """Batches of one epoch from position `start` on: lists of (sample index, augmentation seed)."""
+    """The batches of steps `start`, `start + 1`, ... to the end of the run (one loader for the whole
+    run, so its worker processes and prefetching carry over epoch boundaries): lists of (sample
+    index, augmentation seed), this rank's part of each global batch. Epoch e's order is a
+    permutation seeded by (seed, e)."""
 
-    def __init__(self, perm: torch.Tensor, batch_size: int, start: int, steps: int, seed: int,
-                 first_step: int, seeded: bool):
-        self.perm, self.batch_size, self.start, self.steps = perm, batch_size, start, steps
-        self.seed, self.first_step, self.seeded = seed, first_step, seeded
-
-    def __len__(self) -> int:
-        return self.steps - self.start
+    def __init__(self, size: int, batch_size: int, steps_per_epoch: int, start: int, seed: int, seeded: bool,
+                 part: slice = slice(None)):
+        self.size, self.batch_size, self.steps_per_epoch, self.start = size, batch_size, steps_per_epoch, start
+        self.seed, self.seeded, self.part = seed, seeded, part
 
     def __iter__(self) -> Iterator[List[Any]]:
-        for pos in range(self.start, self.steps):
-            idx = self.perm[pos * self.batch_size:(pos + 1) * self.batch_size].tolist()
-            step = self.first_step + pos
+        epoch, perm = -1, torch.empty(0, dtype=torch.long)
+        for step in itertools.count(self.start):
+            e, pos = divmod(step, self.steps_per_epoch)
+            if e != epoch:
+                epoch, perm = e, torch.randperm(self.size, generator=_generator(self.seed, _PERM, e))
+            idx = perm[pos * self.batch_size:(pos + 1) * self.batch_size].tolist()
+            # seeds by position in the global batch, so a sample's crop does not depend on the ranks
             if self.seeded:
                 base = seed_for(self.seed, _AUG, step)
-                yield [(i, (base + j) % 2**63) for j, i in enumerate(idx)]
+                yield [(i, (base + j) % 2**63) for j, i in enumerate(idx)][self.part]
             else:
-                yield [(i, None) for i in idx]
+                yield [(i, None) for i in idx][self.part]
 
 
 class _WorkerInit:
     """worker_init_fn (a class, so that it pickles under the spawn start method): seeds torch,
-    random and numpy of a loader process from (seed, epoch, worker id)."""
+    random and numpy of a loader process from (seed, first step, worker id)."""
 
     def __init__(self, seed: int, epoch: int):
         self.seed, self.epoch = seed, epoch
 
     def __call__(self, worker_id: int) -> None:
-        s = seed_for(self.seed, _WORKER, self.epoch + 1, worker_id)  # epoch -1: the test loader
+        s = seed_for(self.seed, _WORKER, self.epoch + 1, worker_id)  # -1: the test loader
         torch.manual_seed(s)
         random.seed(s)
         np.random.seed(s % 2**32)
@@ -315,9 +340,11 @@ class LoaderData:
 
     def __init__(self, train: Any, test: Any, train_transform: Any, test_transform: Any, batch_size: int,
                  eval_batch_size: int, seed: int, augment: bool, device: torch.device, num_workers: int,
-                 num_classes: Optional[int] = None):
+                 num_classes: Optional[int] = None, ranks: Ranks = Ranks()):
         if len(train) < batch_size:
             raise ValueError(f"training set has {len(train)} samples, fewer than one batch ({batch_size})")
+        self.part = rank_part(batch_size, ranks)
+        self.ranks = ranks
         self.train, self.test = train, test
         self._train = _SeededSamples(train, train_transform)
         self._test = _SeededSamples(test, test_transform)
@@ -327,23 +354,24 @@ class LoaderData:
         self.steps_per_epoch = len(train) // batch_size  # drop_last
         self._iter: Optional[Iterator[Any]] = None
         self._next_step = -1
+        self._test_loader: Any = None
 
-    def _loader(self, dataset: Any, batch_sampler: Any, epoch: int) -> torch.utils.data.DataLoader:
+    def _loader(self, dataset: Any, batch_sampler: Any, tag: int) -> torch.utils.data.DataLoader:
+        # Prefetching keeps the GPU fed; pinned memory makes the copies asynchronous.
+        extra: Dict[str, Any] = {"prefetch_factor": 4, "persistent_workers": True} if self.num_workers > 0 else {}
         return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=self.num_workers,
                                            pin_memory=self.device.type == "cuda",
-                                           worker_init_fn=_WorkerInit(self.seed, epoch) if self.num_workers > 0 else None)
+                                           worker_init_fn=_WorkerInit(self.seed, tag) if self.num_workers > 0 else None,
+                                           **extra)
 
     def train_batch(self, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        epoch, pos = divmod(step, self.steps_per_epoch)
-        if self._iter is None or step != self._next_step:  # a new epoch, or random access/resume
-            perm = torch.randperm(len(self.train), generator=_generator(self.seed, _PERM, epoch))
-            sampler = _StepBatches(perm, self.batch_size, pos, self.steps_per_epoch, self.seed,
-                                   epoch * self.steps_per_epoch, self.augment)
-            self._iter = iter(self._loader(self._train, sampler, epoch))
+        """This rank's share of the batch of global step `step`, on the device."""
+        if self._iter is None or step != self._next_step:  # the first batch, or random access/resume
+            sampler = _StepBatches(len(self.train), self.batch_size, self.steps_per_epoch, step, self.seed,
+                                   self.augment, self.part)
+            self._iter = iter(self._loader(self._train, sampler, step))
         x, y = next(self._iter)
         self._next_step = step + 1
-        if self._next_step % self.steps_per_epoch == 0:
-            self._iter = None  # the epoch is over; the next one gets a new permutation
         return self._to_device(x, y)
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -351,9 +379,13 @@ class LoaderData:
         return x.to(self.device, non_blocking=nb), y.to(self.device, non_blocking=nb)
 
     def test_batches(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.test)
-        batches = [list(range(i, min(i + self.eval_batch_size, n))) for i in range(0, n, self.eval_batch_size)]
-        for x, y in self._loader(self._test, batches, -1):
+        """This rank's test batches: every world_size-th, starting at its rank."""
+        if self._test_loader is None:
+            n, size, ranks = len(self.test), self.eval_batch_size, self.ranks
+            batches = [list(range(i, min(i + size, n))) for i in range(size * ranks.rank, n, size * ranks.world_size)]
+            # built once: with worker processes, they stay up between evaluations
+            self._test_loader = self._loader(self._test, batches, -1) if batches else []
+        for x, y in self._test_loader:
             yield self._to_device(x, y)
 
 
@@ -367,7 +399,7 @@ def _class_folders(label: str, path: str, root: str) -> List[str]:
     return classes
 
 
-def build_imagenet(cfg: Dict[str, Any], seed: int, device: torch.device) -> LoaderData:
+def build_imagenet(cfg: Dict[str, Any], seed: int, device: torch.device, ranks: Ranks = Ranks()) -> LoaderData:
     """ImageFolder train/ and val/ under data.root with torchvision transforms."""
     from torchvision import datasets, transforms as T
 
@@ -394,7 +426,7 @@ def build_imagenet(cfg: Dict[str, Any], seed: int, device: torch.device) -> Load
     if cfg.get("test_subset") is not None:
         test = torch.utils.data.Subset(test, range(min(cfg["test_subset"], len(test))))
     return LoaderData(train, test, train_tf, evaluate, cfg["batch_size"], cfg["eval_batch_size"], seed,
-                      augment, device, int(cfg.get("num_workers", 0)), num_classes=len(classes))
+                      augment, device, int(cfg.get("num_workers", 0)), num_classes=len(classes), ranks=ranks)
 
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagenet", "synthetic")
@@ -405,7 +437,7 @@ def _unchanged(sample: Any) -> Any:
     return sample
 
 
-def build_factory_data(cfg: Dict[str, Any], seed: int, device: torch.device) -> LoaderData:
+def build_factory_data(cfg: Dict[str, Any], seed: int, device: torch.device, ranks: Ranks = Ranks()) -> LoaderData:
     """data.factory returns (train_dataset, test_dataset) of (image tensor, label) pairs. Random
     transforms inside them are seeded per sample from (seed, step), like ImageNet's."""
     ref = cfg["factory"]
@@ -420,20 +452,21 @@ def build_factory_data(cfg: Dict[str, Any], seed: int, device: torch.device) -> 
     if cfg.get("test_subset") is not None:
         test = torch.utils.data.Subset(test, range(min(cfg["test_subset"], len(test))))
     return LoaderData(train, test, _unchanged, _unchanged, cfg["batch_size"], cfg["eval_batch_size"], seed,
-                      bool(cfg.get("augment", True)), device, int(cfg.get("num_workers", 0)))
+                      bool(cfg.get("augment", True)), device, int(cfg.get("num_workers", 0)), ranks=ranks)
 
 
-def build_data(cfg: Dict[str, Any], seed: int, device: torch.device) -> Any:
-    """Data from the config's `data` section (Data, or LoaderData for imagenet and factories)."""
+def build_data(cfg: Dict[str, Any], seed: int, device: torch.device, ranks: Ranks = Ranks()) -> Any:
+    """Data from the config's `data` section (Data, or LoaderData for imagenet and factories), this
+    rank's share of it."""
     if cfg.get("factory"):
-        return build_factory_data(cfg, seed, device)
+        return build_factory_data(cfg, seed, device, ranks)
     name = cfg["name"]
     if name not in DATASETS:
         raise ValueError(f"unknown data.name {name!r}; available: {', '.join(DATASETS)}")
     if cfg.get("root") is None and name not in ("synthetic",):
         raise ValueError(f"data.root is required for data.name {name!r}")
     if name == "imagenet":
-        return build_imagenet(cfg, seed, device)
+        return build_imagenet(cfg, seed, device, ranks)
     pad, mean, std = 2, (MEAN,), (STD,)
     if name == "fashion-mnist":
         train, test = load_fashion_mnist(cfg["root"])
@@ -449,4 +482,4 @@ def build_data(cfg: Dict[str, Any], seed: int, device: torch.device) -> Any:
     if cfg.get("test_subset") is not None:
         test = test.head(cfg["test_subset"])
     return Data(train, test, cfg["batch_size"], cfg["eval_batch_size"], seed,
-                cfg.get("augment", True), device, pad=pad, mean=mean, std=std, num_classes=classes)
+                cfg.get("augment", True), device, pad=pad, mean=mean, std=std, num_classes=classes, ranks=ranks)

@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import safe_io
 from .factories import FactoryError, call_factory
 from .quant import FP_BITS, quantize_model
 
@@ -329,15 +330,19 @@ QUANTIZER_KEYS = ("weight_scale", "act_scale", "act_initialized", "output_scale"
 def read_state_dict(path: str, what: str = "model.init_checkpoint") -> Dict[str, torch.Tensor]:
     """The full-precision state dict in `path`: a raw state dict, a dict with a "model" or
     "state_dict" entry, or a trqat worker.pt (its model state, quantizer-only keys stripped).
-    A common "module." prefix (DataParallel) is removed."""
+    Read with weights-only loading (no pickled code runs). A common "module." (DataParallel,
+    DistributedDataParallel) or "_orig_mod." (torch.compile) prefix is removed."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what}: no such file {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # weights-only: a file someone else made must not run code here
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        if "weights_only" in str(e) or "Weights only" in str(e):
+            raise ValueError(f"{what}: {path} holds more than tensors (pickled objects that would run code when "
+                             f"loaded); save the weights alone: torch.save(model.state_dict(), path)") from None
         raise ValueError(f"{what}: {path} is not a readable torch file: {e}") from e
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
+    if isinstance(obj, dict) and obj.get("format") == safe_io.FORMAT:  # a trqat worker.pt
+        obj = safe_io.load(path)
     if isinstance(obj, dict):
         for key in ("model", "state_dict"):
             if isinstance(obj.get(key), dict):
@@ -347,8 +352,9 @@ def read_state_dict(path: str, what: str = "model.init_checkpoint") -> Dict[str,
         raise ValueError(f"{what}: {path} holds no state dict (expected a dict of tensors, or one under "
                          f"'model' or 'state_dict')")
     state = {k: v for k, v in obj.items() if k.rpartition(".")[2] not in QUANTIZER_KEYS}
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+    for prefix in ("module.", "_orig_mod."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
     return state
 
 

@@ -1,4 +1,4 @@
-"""Envelope encoding and validation for the bridge protocol (docs/protocol.md, version 1).
+"""Envelope encoding and validation for the bridge protocol (docs/protocol.md, version 2).
 
 Every ZeroMQ message on the DEALER side is one frame: a MessagePack map
 {v, type, sid, seq, body}. decode() validates the envelope and the required body fields of the
@@ -8,52 +8,55 @@ from typing import Any, Dict, Optional
 
 import msgpack
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_MESSAGE_BYTES = 1 << 20
 
-HELLO, WELCOME, REJECT, READY = "hello", "welcome", "reject", "ready"
-TRAIN, STEP, LR, TRAINED = "train", "step", "lr", "trained"
-EVAL, EVALUATED, SAVE, SAVED = "eval", "evaluated", "save", "saved"
-SHUTDOWN, BYE, ERROR = "shutdown", "bye", "error"
+HELLO, ATTACH, WELCOME, REJECT, READY, PLAN = "hello", "attach", "welcome", "reject", "ready", "plan"
+STEP, LR, EVALUATED, SAVED = "step", "lr", "evaluated", "saved"
+BYE, ERROR, ABORT = "bye", "error", "abort"
 HEARTBEAT, HEARTBEAT_ACK = "heartbeat", "heartbeat_ack"
-PLAN = "plan"  # controller -> client: the answer to a client's ready (docs/protocol.md, "Client sessions")
 
 ROLE_WORKER, ROLE_CLIENT = "worker", "client"  # hello.role: a managed worker, or a user's own script
+ERROR_KINDS = ("config", "runtime")  # error.kind: "config" ends the run as a config error (exit 2)
 
 # Required body fields per type. Specs: int, number (int or float), numbers (a number or a list of
-# numbers), bool, str, map, list;
-# a leading "?" also allows null. Extra body fields are ignored.
+# numbers), bool, str, map, list; a leading "?" also allows null. Extra body fields are ignored.
 SCHEMAS: Dict[str, Dict[str, str]] = {
-    HELLO: {"protocol": "int", "rank": "int", "world_size": "int", "pid": "int", "hostname": "str",
+    HELLO: {"protocol": "int", "role": "str", "rank": "int", "world_size": "int", "pid": "int", "hostname": "str",
             "device": "str", "device_name": "str", "torch_version": "str",
-            "python_version": "str", "trqat_version": "str"},
+            "python_version": "str", "trqat_version": "str", "secret": "str"},
+    ATTACH: {"secret": "str"},
     WELCOME: {"config": "map", "resume": "?str"},
     REJECT: {"reason": "str"},
     READY: {"device": "str", "layers": "list", "params": "map", "train_size": "int",
             "test_size": "int", "steps_per_epoch": "int", "start_step": "int"},
-    TRAIN: {"start": "int", "end": "int"},
-    STEP: {"step": "int", "counts": "?list", "loss": "?number", "correct": "?int", "samples": "?int"},
-    LR: {"step": "int", "lr_quant": "numbers", "lr_other": "number", "stop": "bool"},
-    TRAINED: {"end": "int", "loss": "?number", "correct": "?int", "samples": "?int", "seconds": "number"},
-    EVAL: {},
+    PLAN: {"total_steps": "int", "steps_per_epoch": "int", "start_step": "int"},
+    STEP: {"step": "int", "counts": "?list", "last": "?map"},
+    LR: {"step": "int", "lr_quant": "numbers", "lr_other": "number", "stop": "bool", "eval": "bool",
+         "save": "?str", "state": "map", "k": "?number", "K": "number", "R": "?number", "U": "?number"},
     EVALUATED: {"top1": "number", "loss": "number", "samples": "int", "seconds": "number"},
-    SAVE: {"path": "str"},
     SAVED: {"path": "str", "bytes": "int"},
-    SHUTDOWN: {},
     BYE: {},
-    ERROR: {"message": "str"},  # `traceback` (str) is optional
+    ERROR: {"message": "str"},
+    ABORT: {"reason": "str"},
     HEARTBEAT: {},
     HEARTBEAT_ACK: {},
-    PLAN: {"total_steps": "int", "steps_per_epoch": "int", "start_step": "int"},
 }
-# Optional body fields (client sessions): checked when present, same specs as SCHEMAS.
+# Optional body fields: checked when present, same specs as SCHEMAS.
 OPTIONAL: Dict[str, Dict[str, str]] = {
-    HELLO: {"role": "str"},
+    HELLO: {"local_rank": "int"},
     READY: {"total_steps": "?int", "controller_state": "?map"},
-    LR: {"state": "?map"},
-    BYE: {"loss": "?number", "correct": "?int", "samples": "?int", "error": "?str"},
+    EVALUATED: {"last": "?map"},
+    SAVED: {"last": "?map"},
+    BYE: {"last": "?map", "error": "?str"},
+    ERROR: {"traceback": "str", "kind": "str"},
 }
-CONTROLLER_STATE = {"K": "number", "U": "number", "last_step": "int"}
+# Sub-maps: the controller's state, and the statistics of a session's last step.
+SUBSCHEMAS: Dict[str, Dict[str, str]] = {
+    "controller_state": {"K": "number", "U": "number", "last_step": "int"},
+    "state": {"K": "number", "U": "number", "last_step": "int"},
+    "last": {"loss": "?number", "correct": "?int", "samples": "?int"},
+}
 ENVELOPE = {"v": "int", "type": "str", "sid": "str", "seq": "int", "body": "map"}
 
 
@@ -107,13 +110,13 @@ def validate(msg: Any, check_version: bool = True) -> Dict[str, Any]:
     _check_fields(body, SCHEMAS[msg["type"]], "body.")
     optional = OPTIONAL.get(msg["type"], {})
     _check_fields(body, {k: v for k, v in optional.items() if k in body}, "body.")
-    if msg["type"] == HELLO and body.get("role", ROLE_WORKER) not in (ROLE_WORKER, ROLE_CLIENT):
+    if msg["type"] == HELLO and body["role"] not in (ROLE_WORKER, ROLE_CLIENT):
         raise ProtocolError(f"message field 'body.role' must be {ROLE_WORKER!r} or {ROLE_CLIENT!r}, got {body['role']!r}")
-    if msg["type"] == ERROR and not _matches(body.get("traceback", ""), "?str"):
-        raise ProtocolError(f"message field 'body.traceback' must be str, got {_type_name(body['traceback'])}")
-    for key in ("controller_state", "state"):
-        if key in optional and isinstance(body.get(key), dict):
-            _check_fields(body[key], CONTROLLER_STATE, f"body.{key}.")
+    if msg["type"] == ERROR and body.get("kind", "runtime") not in ERROR_KINDS:
+        raise ProtocolError(f"message field 'body.kind' must be one of {', '.join(ERROR_KINDS)}, got {body['kind']!r}")
+    for key, schema in SUBSCHEMAS.items():
+        if isinstance(body.get(key), dict):
+            _check_fields(body[key], schema, f"body.{key}.")
     return msg
 
 

@@ -32,6 +32,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import distributed
+
 FP_BITS = 32  # weight_bits/act_bits value meaning "not quantized" (full precision)
 
 
@@ -127,10 +129,13 @@ class QuantLayer(nn.Module):
         self.weight_bits, self.act_bits, self.per_channel = weight_bits, act_bits, per_channel
         self.act_signed, self.has_output_scale = bool(act_signed), bool(output_scale)
         dim = 0 if per_channel else -1
-        self.weight_scale = nn.Parameter(lsq_init_scale(self.weight, weight_bits, True, dim))
+        # Frozen until told otherwise: TR scheduling needs it so (levels change only when weights move),
+        # and a frozen parameter stays frozen under a DistributedDataParallel built before trqat's client.
+        self.weight_scale = nn.Parameter(lsq_init_scale(self.weight, weight_bits, True, dim), requires_grad=False)
         if act_bits != FP_BITS:
             self.act_scale = nn.Parameter(torch.ones(()))
-            self.register_buffer("act_initialized", torch.zeros((), dtype=torch.bool))
+            # A float flag, not bool: gloo cannot broadcast bool buffers (DDP broadcasts buffers every step).
+            self.register_buffer("act_initialized", torch.zeros(()))
         if output_scale:
             self.output_scale = nn.Parameter(torch.ones(()))
             self._init_output_scale()
@@ -170,7 +175,8 @@ class QuantLayer(nn.Module):
         return y if self.bias is None else y + self._bias_for(y)
 
     def freeze_weight_scale(self, frozen: bool = True) -> None:
-        """Frozen weight scales (TR mode) mean levels change only when the weights move."""
+        """Frozen weight scales (TR mode, and the default) mean levels change only when the weights move;
+        baseline mode trains them."""
         self.weight_scale.requires_grad_(not frozen)
 
     def _weight_grad_scale(self) -> float:
@@ -198,8 +204,10 @@ class QuantLayer(nn.Module):
     def _init_act_scale(self, x: torch.Tensor) -> None:
         with torch.no_grad():
             if not bool(self.act_initialized):
-                self.act_scale.copy_(lsq_init_scale(x.float(), self.act_bits, self.act_signed))
-                self.act_initialized.fill_(True)
+                # Data-parallel ranks see different batches: their mean scale is the scale of the whole batch.
+                scale = distributed.mean(lsq_init_scale(x.float(), self.act_bits, self.act_signed))
+                self.act_scale.copy_(scale)
+                self.act_initialized.fill_(1)
                 if self.has_output_scale:
                     self._init_output_scale()
         self._act_ready = True

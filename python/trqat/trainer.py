@@ -1,24 +1,28 @@
-"""The training state of one worker: data, model, optimizer, transition counter, checkpoints.
+"""The training state of one worker rank: data, model, optimizer, transition counter, checkpoints.
 
 A step is split into the phases the protocol interleaves with messages:
 count_transitions() -> forward_backward(t) -> set_lrs(...) -> optimizer_step().
 
-Optimizer parameter groups, in this order:
-- "quantized:<layer name>", one per quantized layer (in `layers` order): its latent weights, with
-  weight decay optimizer.quantized_weight_decay. set_lrs gives them lr_quant (one number for all,
-  or a list with one LR per layer).
-- "other": the weights of full-precision conv/linear layers, with optimizer.weight_decay.
-- "no_decay": everything else that trains (BN, biases, activation/output scales, shifts, PReLU
-  slopes, DeiT's tokens and position embedding, and weight scales in baseline mode).
+Data parallelism: with several ranks (torch.distributed initialised by the worker), the model is
+wrapped in DistributedDataParallel after quantization; every rank trains on its share of the global
+batch (data.py), evaluates its share of the test set (the totals are reduced), and rank 0 writes the
+checkpoint, which every rank loads. `train.accumulate_steps` splits a rank's batch into micro-batches
+whose gradients are summed before the one optimizer step (DDP synchronises only the last).
+
+Optimizer parameter groups and who gets which LR: groups.py.
 
 Loss: cross entropy (train.label_smoothing), or with a teacher (train.distill):
 (1 - alpha) * CE(labels) + alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)), batch mean.
 Evaluation reports the plain cross entropy of the model's logits.
+
+On CUDA the step never waits for the device except for the transition counts, which are copied to
+pinned memory asynchronously while forward and backward run; the loss reaches the host one step
+late. (fp16 AMP's GradScaler checks for infs with one more synchronisation; bf16 needs no scaler.)
 """
+import contextlib
 import inspect
 import os
 import random
-import tempfile
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -27,26 +31,31 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import distributed, safe_io
 from .data import build_data
+from .distributed import Ranks
+from .groups import apply_lrs, param_groups, quant_layer_count
+from .log import logger
 from .models import build_fp_model, build_model, load_checkpoint_weights, model_image_size
 from .quant import quantized_layers
 from .transitions import TransitionCounter
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 CHECKPOINT_FILE = "worker.pt"
-QUANT_PREFIX = "quantized:"  # name prefix of the per-layer quantized-weight groups (lr U(t) under TR)
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
-    """"auto" -> cuda:<current> if available else cpu; "cuda" -> cuda:<current>."""
+def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
+    """"auto" -> cuda:<local rank> if CUDA is available else cpu; "cuda" -> cuda:<local rank>."""
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(spec)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"worker.device is {spec!r} but CUDA is not available")
+            raise ValueError(f"worker.device is {spec!r} but CUDA is not available on this machine "
+                             f"(set worker.device=cpu or auto)")
         if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device
 
 
@@ -54,31 +63,6 @@ def _grad_scaler(enabled: bool) -> Any:
     if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3; torch.cuda.amp.GradScaler is deprecated there
         return torch.amp.GradScaler("cuda", enabled=enabled)
     return torch.cuda.amp.GradScaler(enabled=enabled)
-
-
-def param_groups(model: nn.Module, weight_decay: float,
-                 quantized_weight_decay: Optional[float] = None) -> List[Dict[str, Any]]:
-    """One group per quantized layer ("quantized:<name>", its latent weight, quantized_weight_decay),
-    then "other" (other conv/linear weights, weight_decay) and "no_decay" (everything else that
-    trains). Frozen parameters are left out."""
-    if quantized_weight_decay is None:
-        quantized_weight_decay = weight_decay
-    layers = quantized_layers(model)
-    frozen = [n for n, m in layers if not m.weight.requires_grad]
-    if frozen:  # their LRs and transitions would not line up with the controller's layer list
-        raise ValueError(f"quantized layers with frozen weights (requires_grad=False): {', '.join(frozen[:5])}; "
-                         "keep them in full precision (quant.full_precision) or unfreeze them")
-    quant = {id(m.weight) for _, m in layers}
-    fp = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))} - quant
-    other: List[nn.Parameter] = []
-    no_decay: List[nn.Parameter] = []
-    for p in model.parameters():
-        if p.requires_grad and id(p) not in quant:
-            (other if id(p) in fp else no_decay).append(p)
-    groups = [{"params": [m.weight], "name": QUANT_PREFIX + n, "weight_decay": quantized_weight_decay}
-              for n, m in layers]
-    return groups + [{"params": other, "name": "other", "weight_decay": weight_decay},
-                     {"params": no_decay, "name": "no_decay", "weight_decay": 0.0}]
 
 
 # Optimizers that cannot be driven by a plain step(): LBFGS needs a closure, SparseAdam sparse grads.
@@ -105,19 +89,17 @@ def build_optimizer(model: nn.Module, cfg: Dict[str, Any]) -> torch.optim.Optimi
     if name not in classes:
         raise ValueError(f"unknown optimizer.name {cfg['name']!r}; available: {', '.join(sorted(classes))}")
     cls = classes[name]
-    kwargs = dict(cfg.get("kwargs") or {})
+    kwargs = dict(cfg["kwargs"])
     if "weight_decay" in kwargs:
         wd = qwd = kwargs.pop("weight_decay")
     else:
-        wd = cfg.get("weight_decay") or 0.0
-        qwd = cfg.get("quantized_weight_decay")
-        qwd = wd if qwd is None else qwd
+        wd, qwd = cfg["weight_decay"], cfg["quantized_weight_decay"]
     groups = param_groups(model, wd, qwd)
     args: Dict[str, Any] = {"lr": cfg["lr"]}
     if name == "sgd":
-        args.update(momentum=cfg.get("momentum", 0.0), nesterov=cfg.get("nesterov", False))
+        args.update(momentum=cfg["momentum"], nesterov=cfg["nesterov"])
     elif name in ("adam", "adamw"):
-        args.update(betas=tuple(cfg.get("betas", (0.9, 0.999))), eps=cfg.get("eps", 1e-8))
+        args.update(betas=tuple(cfg["betas"]), eps=cfg["eps"])
     args.update(kwargs)
     params = inspect.signature(cls.__init__).parameters
     takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
@@ -150,50 +132,70 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torc
 
 
 class Trainer:
-    def __init__(self, config: Dict[str, Any], device: torch.device):
-        self.config, self.device = config, device
+    def __init__(self, config: Dict[str, Any], device: torch.device, ranks: Ranks = Ranks()):
+        self.config, self.device, self.ranks = config, device, ranks
         seed = config["seed"]
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
         random.seed(seed)
         if config["mode"] not in ("tr", "baseline"):
             raise ValueError(f"unknown mode {config['mode']!r}; available: tr, baseline")
-        self.data = build_data(config["data"], seed, device)
+        wcfg, tcfg = config["worker"], config["train"]
+        self.accumulate = int(tcfg["accumulate_steps"])
+        if config["data"]["batch_size"] % (ranks.world_size * self.accumulate):
+            raise ValueError(f"data.batch_size ({config['data']['batch_size']}) must be a multiple of "
+                             f"{ranks.world_size} ranks x {self.accumulate} micro-batches (train.accumulate_steps)")
+        self.data = build_data(config["data"], seed, device, ranks)
         num_classes = config["model"]["num_classes"]
         data_classes = getattr(self.data, "num_classes", None)
         if data_classes is not None and data_classes > num_classes:
             raise ValueError(f"data.name {config['data']['name']!r} has {data_classes} classes but "
                              f"model.num_classes is {num_classes}")
         self.model = build_model(config).to(device)
+        if wcfg["channels_last"]:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if wcfg["sync_bn"]:
+            if device.type != "cuda":
+                raise ValueError("worker.sync_bn needs CUDA (SyncBatchNorm has no CPU kernel); set worker.sync_bn=false")
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.layers = quantized_layers(self.model)
         for _, m in self.layers:  # TR: levels may change only through weight updates
             m.freeze_weight_scale(config["mode"] == "tr")
         self.optimizer = build_optimizer(self.model, config["optimizer"])
-        tcfg = config.get("train") or {}
-        self.grad_clip: Optional[float] = tcfg.get("grad_clip")
-        self.label_smoothing = float(tcfg.get("label_smoothing") or 0.0)
-        self.distill = dict(tcfg.get("distill") or {})
-        self.teacher = self._build_teacher(config) if self.distill.get("teacher_checkpoint") else None
+        self.net = self._wrap(self.model, wcfg)
+        self.grad_clip: Optional[float] = tcfg["grad_clip"]
+        self.label_smoothing = float(tcfg["label_smoothing"])
+        self.distill = dict(tcfg["distill"])
+        self.teacher = self._build_teacher(config) if self.distill["teacher_checkpoint"] else None
         self.counter = TransitionCounter([m for _, m in self.layers])
-        self.amp = bool(config["worker"].get("amp", False))
-        if self.amp and device.type != "cuda":
-            warnings.warn("worker.amp is ignored on CPU (mixed precision needs CUDA)")
-            self.amp = False
-        self.scaler = _grad_scaler(self.amp)
+        amp = wcfg["amp"] if isinstance(wcfg["amp"], str) else ("fp16" if wcfg["amp"] else "off")
+        if amp != "off" and device.type != "cuda":
+            warnings.warn(f"worker.amp={amp} is ignored on the CPU (mixed precision here is for CUDA)")
+            amp = "off"
+        self.amp_dtype: Optional[torch.dtype] = AMP_DTYPES.get(amp)
+        self.scaler = _grad_scaler(self.amp_dtype is torch.float16)  # bf16 has fp32's range: no scaling
         self.step = 0  # the next step to run
         self._stats: Optional[Tuple[torch.Tensor, torch.Tensor, int]] = None
         self._pending: Optional[int] = None  # step whose gradients are ready for optimizer_step
         self.model.train()
 
-    # Looked up on every use: optimizer.load_state_dict replaces the group dicts, so cached
-    # references would silently stop receiving the controller's LRs after a resume.
-    @property
-    def quant_groups(self) -> List[Dict[str, Any]]:
-        return [g for g in self.optimizer.param_groups if g["name"].startswith(QUANT_PREFIX)]
+    def _wrap(self, model: nn.Module, wcfg: Dict[str, Any]) -> nn.Module:
+        """What forward passes go through: DistributedDataParallel with several ranks, torch.compile on request."""
+        net = model
+        if distributed.active():
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=True)
+        if wcfg["compile"]:
+            if hasattr(torch, "compile"):
+                net = torch.compile(net)  # type: ignore[assignment]
+            else:
+                warnings.warn(f"worker.compile needs torch >= 2.0 (this is {torch.__version__}): not compiled")
+        return net
 
-    @property
-    def other_groups(self) -> List[Dict[str, Any]]:
-        return [g for g in self.optimizer.param_groups if not g["name"].startswith(QUANT_PREFIX)]
+    def _autocast(self) -> Any:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
 
     def layer_info(self) -> List[Dict[str, Any]]:
         return [{"name": n, "kind": m.kind, "numel": m.weight.numel(), "weight_bits": m.weight_bits,
@@ -208,7 +210,7 @@ class Trainer:
         """The full-precision teacher: distill.teacher_model (default model.name) with the model's
         in/out sizes, weights from distill.teacher_checkpoint, eval mode, frozen."""
         mcfg = config["model"]
-        name = self.distill.get("teacher_model") or mcfg["name"]
+        name = self.distill["teacher_model"] or mcfg["name"]
         teacher = build_fp_model(name, mcfg["in_channels"], mcfg["num_classes"], model_image_size(config))
         load_checkpoint_weights(teacher, self.distill["teacher_checkpoint"], "train.distill.teacher_checkpoint")
         teacher.eval().requires_grad_(False)
@@ -216,18 +218,24 @@ class Trainer:
 
     def set_lrs(self, lr_quant: Union[float, Sequence[float]], lr_other: float) -> None:
         """lr_quant: one LR for every quantized layer, or a list with one per layer (layers order)."""
-        quant_groups = self.quant_groups
-        if isinstance(lr_quant, (list, tuple)):
-            if len(lr_quant) != len(quant_groups):
-                raise ValueError(f"lr_quant has {len(lr_quant)} entries but the model has "
-                                 f"{len(quant_groups)} quantized layers")
-            for group, lr in zip(quant_groups, lr_quant):
-                group["lr"] = float(lr)
-        else:
-            for group in quant_groups:
-                group["lr"] = float(lr_quant)
-        for group in self.other_groups:
-            group["lr"] = float(lr_other)
+        if isinstance(lr_quant, (list, tuple)) and len(lr_quant) != quant_layer_count(self.optimizer):
+            raise ValueError(f"lr_quant has {len(lr_quant)} entries but the model has "
+                             f"{quant_layer_count(self.optimizer)} quantized layers")
+        apply_lrs(self.optimizer, lr_quant, lr_other)
+
+    def begin_step(self) -> "StepReport":
+        """What a step reports before its forward pass: the per-layer transitions caused by the last
+        update (None the first time) and the statistics of the last step, in one small copy to the
+        host that runs in the background on CUDA until `.result()`."""
+        counts = self.counter.update_tensor()
+        stats, self._stats = self._stats, None
+        parts = [] if counts is None else [counts.double()]
+        if stats is not None:
+            parts.append(torch.stack([stats[0].double(), stats[1].double()]))
+        if not parts:
+            return StepReport(None, None, None)
+        return StepReport(HostCopy(torch.cat([p.to(self.device) for p in parts])), None if counts is None else len(counts),
+                          None if stats is None else stats[2])
 
     def count_transitions(self) -> Optional[List[int]]:
         """Per-layer level changes since the previous call (None the first time)."""
@@ -235,21 +243,40 @@ class Trainer:
 
     def forward_backward(self, step: int) -> None:
         x, y = self.data.train_batch(step)
-        with torch.autocast("cuda", enabled=self.amp):
-            logits = self.model(x)
+        if self.model_channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        chunks = list(zip(x.chunk(self.accumulate), y.chunk(self.accumulate)))
+        for i, (xb, yb) in enumerate(chunks):
+            # DDP averages gradients over ranks once per optimizer step: on the last micro-batch
+            sync = i == len(chunks) - 1 or not isinstance(self.net, nn.parallel.DistributedDataParallel)
+            with contextlib.nullcontext() if sync else self.net.no_sync():  # type: ignore[operator]
+                loss, logits = self._loss(xb, yb)
+                self.scaler.scale(loss / len(chunks)).backward()
+            loss_sum += loss.detach() / len(chunks)
+            correct += (logits.argmax(1) == yb).sum()
+        # kept as tensors: reading them now would wait for the device
+        self._stats = (loss_sum, correct, len(y))
+        self._pending = step
+
+    @property
+    def model_channels_last(self) -> bool:
+        return bool(self.config["worker"]["channels_last"])
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        with self._autocast():
+            logits = self.net(x)
             if self.teacher is not None:
                 with torch.no_grad():
                     teacher_logits = self.teacher(x)
         if self.teacher is not None:
-            loss = distillation_loss(logits, teacher_logits, y, self.distill.get("temperature", 1.0),
-                                     self.distill.get("alpha", 1.0), self.label_smoothing)
+            loss = distillation_loss(logits, teacher_logits, y, self.distill["temperature"],
+                                     self.distill["alpha"], self.label_smoothing)
         else:
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        # kept as tensors: reading them now would wait for the device
-        self._stats = (loss.detach(), (logits.argmax(1) == y).sum(), len(y))
-        self._pending = step
+        return loss, logits
 
     def optimizer_step(self) -> None:
         if self._pending is None:
@@ -263,64 +290,59 @@ class Trainer:
         self.scaler.update()
         self.step, self._pending = self._pending + 1, None
 
-    def last_stats(self) -> Tuple[Optional[float], Optional[int], Optional[int]]:
-        """(mean loss, correct, samples) of the last forward_backward, as Python numbers."""
+    def take_stats(self) -> Optional[Dict[str, Any]]:
+        """{loss, correct, samples} of the last forward_backward as Python numbers, once (then None)."""
         if self._stats is None:
-            return None, None, None
+            return None
         loss, correct, samples = self._stats
-        return loss.item(), int(correct.item()), samples
+        self._stats = None
+        return {"loss": loss.item(), "correct": int(correct.item()), "samples": samples}
 
     @torch.no_grad()
     def evaluate(self) -> Dict[str, Any]:
-        """Top-1 (percent), mean loss and sample count on the test set, in eval mode."""
+        """Top-1 (percent), mean loss and sample count on the test set, in eval mode: each rank its
+        share, the totals summed over ranks."""
+        distributed.broadcast_buffers(self.model)  # rank 0's BN statistics on every rank
         was_training = self.model.training
         self.model.eval()
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        samples = 0
+        totals = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss sum, correct, samples
         try:
             for x, y in self.data.test_batches():
-                with torch.autocast("cuda", enabled=self.amp):
+                if self.model_channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with self._autocast():
                     logits = self.model(x)
-                loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-                correct += (logits.argmax(1) == y).sum()
-                samples += len(y)
+                totals[0] += F.cross_entropy(logits.float(), y, reduction="sum")
+                totals[1] += (logits.argmax(1) == y).sum()
+                totals[2] += len(y)
         finally:
             self.model.train(was_training)
+        loss_sum, correct, samples = distributed.total(totals).tolist()
         n = max(samples, 1)
-        return {"top1": 100.0 * correct.item() / n, "loss": loss_sum.item() / n, "samples": samples}
+        return {"top1": 100.0 * correct / n, "loss": loss_sum / n, "samples": int(samples)}
 
-    def state(self, step: int) -> Dict[str, Any]:
-        np_state = np.random.get_state()
+    def state(self, step: int, rng: List[Dict[str, Any]]) -> Dict[str, Any]:
         return {
             "format": CHECKPOINT_FORMAT,
             "step": step,
+            "world_size": self.ranks.world_size,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "counter": self.counter.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
-                "numpy": np_state,
-                "python": random.getstate(),
-            },
+            "rng": rng,
         }
 
-    def save(self, path_dir: str, step: Optional[int] = None) -> str:
-        """Write path_dir/worker.pt atomically (temp file in the same folder, fsync, rename)."""
+    def save(self, path_dir: str, step: Optional[int] = None) -> Optional[str]:
+        """Rank 0 writes path_dir/worker.pt atomically (temp file in the same folder, fsync, rename),
+        with every rank's RNG states; the other ranks hand theirs over and return None."""
+        distributed.broadcast_buffers(self.model)
+        rng = distributed.gather(_rng_state(self.device))
+        if rng is None:
+            return None
         os.makedirs(path_dir, exist_ok=True)
         final = os.path.join(path_dir, CHECKPOINT_FILE)
-        fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT_FILE}.", dir=path_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(self.state(self.step if step is None else step), f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        safe_io.save(self.state(self.step if step is None else step, rng), final)
         _fsync_dir(path_dir)
         return final
 
@@ -330,12 +352,12 @@ class Trainer:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint not found: {path}")
         try:
-            ckpt = _torch_load(path)
+            ckpt = safe_io.load(path)  # no code runs from a checkpoint
         except Exception as e:
             raise RuntimeError(f"checkpoint {path} is unreadable or corrupt: {e}") from e
         if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
             got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-            raise RuntimeError(f"checkpoint {path} has format {got!r}, expected {CHECKPOINT_FORMAT}")
+            raise RuntimeError(f"checkpoint {path} has format {got!r}; this trqat reads format {CHECKPOINT_FORMAT}")
         try:
             self._restore(ckpt)
         except Exception as e:
@@ -346,21 +368,75 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.counter.load_state_dict(ckpt["counter"])
-        if ckpt["scaler"] and self.amp:  # an empty state comes from a run without AMP
+        if ckpt["scaler"] and self.scaler.is_enabled():  # an empty state comes from a run without fp16
             self.scaler.load_state_dict(ckpt["scaler"])
         rng = ckpt["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
+        if len(rng) != self.ranks.world_size:
+            logger.warning("the checkpoint was written by %d rank(s), this run has %d: the data are the same, but "
+                           "random numbers outside the data (e.g. dropout) will differ from an uninterrupted run",
+                           len(rng), self.ranks.world_size)
+        _set_rng_state(rng[min(self.ranks.rank, len(rng) - 1)], self.device)
         self.step = int(ckpt["step"])
         self._stats = None
 
 
-def _torch_load(path: str) -> Any:
-    # Our own file holds numpy/python RNG states, which torch>=2.6's weights_only default refuses.
-    return torch.load(path, map_location="cpu", weights_only=False)
+class HostCopy:
+    """A small device tensor on its way to pinned host memory (CUDA), or already on the host."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self._event: Any = None
+        if tensor.device.type == "cuda":
+            self.host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            self.host.copy_(tensor, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self.host = tensor
+
+    def result(self) -> List[float]:
+        if self._event is not None:
+            self._event.synchronize()  # waits for this copy only, not for work queued after it
+            self._event = None
+        return self.host.tolist()
+
+
+class StepReport:
+    """A step's report on its way to the host: (per-layer counts or None, last step's stats or None)."""
+
+    def __init__(self, copy: Optional[HostCopy], n_counts: Optional[int], samples: Optional[int]):
+        self.copy, self.n_counts, self.samples = copy, n_counts, samples
+
+    def result(self) -> Tuple[Optional[List[int]], Optional[Dict[str, Any]]]:
+        values = self.copy.result() if self.copy is not None else []
+        n = self.n_counts or 0
+        counts = None if self.n_counts is None else [int(v) for v in values[:n]]
+        last = None
+        if self.samples is not None:
+            last = {"loss": float(values[n]), "correct": int(values[n + 1]), "samples": self.samples}
+        return counts, last
+
+
+def _rng_state(device: torch.device) -> Dict[str, Any]:
+    """This process's RNG states, in types that weights-only loading reads (tensors, numbers, strings)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+    }
+
+
+def _set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
 
 
 def _fsync_dir(path_dir: str) -> None:

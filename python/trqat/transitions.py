@@ -20,15 +20,19 @@ class TransitionCounter:
 
     def update(self) -> Optional[List[int]]:
         """Store the current levels; return the per-layer changes, or None without previous levels."""
+        counts = self.update_tensor()
+        return None if counts is None else counts.tolist()
+
+    def update_tensor(self) -> Optional[torch.Tensor]:
+        """update(), as an int64 tensor on the weights' device (no host synchronisation)."""
         cur = [m.weight_levels() for m in self.layers]
         prev, self.prev = self.prev, cur
         if prev is None:
             return None
         if not cur:
-            return []
+            return torch.zeros(0, dtype=torch.long)
         with torch.no_grad():
-            counts = torch.stack([(c != p).sum() for c, p in zip(cur, prev)])
-        return counts.tolist()
+            return torch.stack([(c != p).sum() for c, p in zip(cur, prev)])
 
     def state_dict(self) -> Dict[str, Any]:
         return {"prev": None if self.prev is None else [p.cpu() for p in self.prev]}
@@ -45,3 +49,4 @@ class TransitionCounter:
                 raise ValueError(f"transition state shape {tuple(p.shape)}/{p.dtype} does not match "
                                  f"weight {tuple(m.weight.shape)}/int8")
         self.prev = [p.to(m.weight.device) for p, m in zip(prev, self.layers)]
+

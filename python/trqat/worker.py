@@ -1,165 +1,156 @@
-"""trqat worker: connects to the controller and trains on its commands (docs/protocol.md).
+"""trqat worker: one rank of a managed run (docs/protocol.md).
 
-Usage: python -m trqat.worker [--endpoint E]  (default endpoint: $TRQAT_ENDPOINT)
+Usage: python -m trqat.worker [--endpoint E]
 
-Exit codes: 0 after shutdown, 1 a command failed, 2 rejected by the controller,
-3 the controller stopped answering heartbeats, 4 the controller sent a bad message.
+It finds its controller and the run's credentials in the environment (TRQAT_ENDPOINT and
+TRQAT_SECRET from the controller that started it, or TRQAT_AUTH_FILE for ranks started by
+torchrun, srun or any launcher), and its place in the job in the torch.distributed contract
+(RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; SLURM_* as a fallback). It builds what
+the config says, then trains step by step: it reports the transitions of the last update, runs
+forward and backward, takes the controller's learning rates and follows its directives
+(evaluate, save, stop).
+
+Exit codes: 0 done, 1 failed, 2 rejected or a config that cannot work, 3 the controller is gone,
+4 the controller sent a bad message or ended the run.
 """
 import argparse
+import hashlib
+import json
 import math
 import os
-import platform
-import secrets
 import signal
-import socket
 import sys
 import time
 import traceback
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Optional
 
 import torch
-import zmq
 
-from . import __version__
+from . import distributed
 from . import protocol as P
+from .distributed import Ranks, ranks_from_env
+from .factories import FactoryError
+from .log import logger, to_stderr
 from .trainer import CHECKPOINT_FILE, Trainer, resolve_device
-from .transport import POLL_MS, Heartbeat, Sender, dealer, device_name, env_int
+from .transport import Credentials, Rejected, Session, TransportError, env_ms
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_CONTROLLER_GONE, EXIT_BAD_MESSAGE = 0, 1, 2, 3, 4
 MAX_TEXT = 64 * 1024  # error texts are cut to this many characters to stay under the size limit
-
-
-def log(text: str) -> None:
-    print(f"trqat worker: {text}", file=sys.stderr, flush=True)
+# Exceptions while building from the config are the config's fault (a missing dataset, an unknown
+# optimizer): reported as config errors, without a traceback on the console.
+CONFIG_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, FactoryError)
 
 
 class BadMessage(Exception):
-    """The controller sent something malformed or out of order (exit code 4)."""
+    """The controller sent something that does not fit (exit code 4)."""
 
 
-class Exit(Exception):
-    def __init__(self, code: int):
-        super().__init__(code)
-        self.code = code
+class ConfigProblem(Exception):
+    """The config cannot work on this machine (exit code 2)."""
 
 
 class Worker:
-    def __init__(self, endpoint: str, rank: int, world_size: int, heartbeat_ms: int, timeout_ms: int):
-        self.endpoint, self.rank, self.world_size = endpoint, rank, world_size
-        self.sender = Sender(secrets.token_hex(8))
-        self.ctx = zmq.Context()
-        self.sock = dealer(self.ctx, endpoint)
-        self.heartbeat = Heartbeat(self.ctx, endpoint, self.sender, heartbeat_ms / 1000, timeout_ms / 1000,
-                                   on_gone=_controller_gone)
+    def __init__(self, credentials: Credentials, ranks: Ranks):
+        self.ranks = ranks
+        self.session = Session(P.ROLE_WORKER, ranks, credentials,
+                               heartbeat_s=env_ms("TRQAT_HEARTBEAT_MS", 1000),
+                               timeout_s=env_ms("TRQAT_CONTROLLER_TIMEOUT_MS", 10000), on_gone=_controller_gone)
         self.trainer: Optional[Trainer] = None
+        self.trace: Optional[Any] = None
 
-    # --- messaging -------------------------------------------------------------------------
-    def send(self, type: str, body: Optional[Dict[str, Any]] = None) -> None:
-        self.sock.send(self.sender.frame(type, body))
-
-    def recv(self, expected: Iterable[str]) -> Dict[str, Any]:
-        """Wait for the next controller message, which must be one of `expected`. No timeout of
-        its own: the heartbeat thread ends the process when the controller is gone."""
-        while not self.sock.poll(POLL_MS):
-            if not self.heartbeat.is_alive():
-                raise RuntimeError("the heartbeat thread stopped")
-        try:
-            msg = P.decode(self.sock.recv())
-        except P.ProtocolError as e:
-            raise BadMessage(str(e)) from None
-        if msg["sid"] != self.sender.sid:
-            raise BadMessage(f"message sid {msg['sid']!r} is not this worker's sid {self.sender.sid!r}")
-        if msg["type"] == P.ERROR:
-            log(f"controller reported an error: {msg['body']['message']}")
-            raise Exit(EXIT_BAD_MESSAGE)
-        expected = tuple(expected)
-        if msg["type"] not in expected:
-            raise BadMessage(f"unexpected {msg['type']!r} message while waiting for {' or '.join(expected)}")
-        return msg
-
-    # --- session ---------------------------------------------------------------------------
     def run(self) -> int:
-        log(f"sid {self.sender.sid}, pid {os.getpid()}, connecting to {self.endpoint}")
+        logger.info("rank %d/%d, sid %s, pid %d, connecting to %s", self.ranks.rank, self.ranks.world_size,
+                    self.session.sid, os.getpid(), self.session.credentials.endpoint)
         try:
-            self.handshake()
-            while True:
-                cmd = self.recv((P.TRAIN, P.EVAL, P.SAVE, P.SHUTDOWN))
-                if cmd["type"] == P.SHUTDOWN:
-                    self.send(P.BYE)
-                    return EXIT_OK
-                self.execute(cmd)
-        except Exit as e:
-            return e.code
-        except BadMessage as e:
-            log(f"bad message from the controller: {e}")
-            self.send(P.ERROR, {"message": str(e)})
+            config, resume = self.session.hello(resolve_device("auto", self.ranks.local_rank))
+            try:
+                trainer = self.trainer = self.build(config)
+            except CONFIG_ERRORS as e:
+                raise ConfigProblem(str(e)) from e
+            start = trainer.load(resume) if resume is not None else 0
+            if resume is not None:
+                logger.info("resumed from %s at step %d", os.path.join(resume, CHECKPOINT_FILE), start)
+            plan = self.session.ready({
+                "device": str(trainer.device), "layers": trainer.layer_info(), "params": trainer.param_counts(),
+                "train_size": len(trainer.data.train), "test_size": len(trainer.data.test),
+                "steps_per_epoch": trainer.data.steps_per_epoch, "start_step": start,
+            })
+            if plan["start_step"] != start:
+                raise BadMessage(f"the plan starts at step {plan['start_step']}, the worker at step {start}")
+            self.train(plan["total_steps"])
+            self.session.bye(trainer.take_stats())
+            return EXIT_OK
+        except Rejected as e:
+            logger.info("rejected by the controller: %s", e.reason)
+            return EXIT_REJECTED
+        except ConfigProblem as e:
+            logger.info("the config cannot work here: %s\n%s", e, traceback.format_exc())
+            self.session.send(P.ERROR, {"message": str(e)[:MAX_TEXT], "kind": "config"})
+            return EXIT_REJECTED
+        except (TransportError, BadMessage) as e:
+            logger.info("%s", e)
+            if isinstance(e, BadMessage):
+                self.session.send(P.ERROR, {"message": str(e)[:MAX_TEXT]})
             return EXIT_BAD_MESSAGE
         except Exception as e:
             tb = traceback.format_exc()
-            log(f"failed:\n{tb}")
-            message = f"{type(e).__name__}: {e}"[:MAX_TEXT]
-            self.send(P.ERROR, {"message": message, "traceback": tb[-MAX_TEXT:]})
+            logger.info("failed:\n%s", tb)
+            self.session.send(P.ERROR, {"message": f"{type(e).__name__}: {e}"[:MAX_TEXT], "traceback": tb[-MAX_TEXT:]})
             return EXIT_FAILED
         finally:
-            self.close()
-
-    def close(self) -> None:
-        self.heartbeat.stop.set()
-        if self.heartbeat.is_alive():
-            self.heartbeat.join()
-        self.sock.close()  # lingers to deliver the last message
-        self.ctx.term()
-
-    def handshake(self) -> None:
-        default = resolve_device("auto")
-        self.send(P.HELLO, {
-            "protocol": P.PROTOCOL_VERSION, "rank": self.rank, "world_size": self.world_size,
-            "pid": os.getpid(), "hostname": socket.gethostname(), "device": str(default),
-            "device_name": device_name(default), "torch_version": torch.__version__,
-            "python_version": platform.python_version(), "trqat_version": __version__,
-        })
-        self.heartbeat.start()
-        msg = self.recv((P.WELCOME, P.REJECT))
-        if msg["type"] == P.REJECT:
-            log(f"rejected by the controller: {msg['body']['reason']}")
-            raise Exit(EXIT_REJECTED)
-        config, resume = msg["body"]["config"], msg["body"]["resume"]
-        self.trainer = t = self.build(config)
-        start = t.load(resume) if resume is not None else 0
-        if resume is not None:
-            log(f"resumed from {os.path.join(resume, CHECKPOINT_FILE)} at step {start}")
-        self.send(P.READY, {
-            "device": str(t.device), "layers": t.layer_info(), "params": t.param_counts(),
-            "train_size": len(t.data.train), "test_size": len(t.data.test),
-            "steps_per_epoch": t.data.steps_per_epoch, "start_step": start,
-        })
+            self.session.close()
+            if self.trace is not None:
+                self.trace.close()
+            distributed.shutdown()
 
     def build(self, config: Dict[str, Any]) -> Trainer:
         wcfg = config["worker"]
-        device = resolve_device(wcfg.get("device", "auto"))
-        if device.type == "cpu":  # some builds default to 1 thread
-            torch.set_num_threads(wcfg.get("threads") or os.cpu_count() or 1)
-        trainer = Trainer(config, device)
+        device = resolve_device(wcfg["device"], self.ranks.local_rank)
+        if device.type == "cpu":  # some builds default to 1 thread; ranks on one machine share its cores
+            torch.set_num_threads(wcfg["threads"] or max(1, (os.cpu_count() or 1) // self.ranks.world_size))
+        distributed.init(self.ranks, device, wcfg["backend"])
+        trainer = Trainer(config, device, self.ranks)
         q = config["quant"]
-        log(f"device {device} ({device_name(device)}), torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
-        log(f"model {config['model']['name']} W{q['weight_bits']}A{q['act_bits']} ({config['mode']}), "
-            f"{len(trainer.layers)} quantized layers, {len(trainer.data.train)} train / "
-            f"{len(trainer.data.test)} test samples")
+        logger.info("device %s, torch %s, %d threads; model %s W%sA%s (%s), %d quantized layers, %d train / %d test samples",
+                    device, torch.__version__, torch.get_num_threads(), config["model"]["name"], q["weight_bits"],
+                    q["act_bits"], config["mode"], len(trainer.layers), len(trainer.data.train), len(trainer.data.test))
+        if wcfg["trace"] and os.environ.get("TRQAT_RUN_DIR"):
+            folder = os.path.join(os.environ["TRQAT_RUN_DIR"], "ranks")
+            os.makedirs(folder, exist_ok=True)
+            self.trace = open(os.path.join(folder, f"rank-{self.ranks.rank}.jsonl"), "a")
         return trainer
 
-    # --- commands --------------------------------------------------------------------------
-    def execute(self, cmd: Dict[str, Any]) -> None:
-        started = time.perf_counter()
-        body = cmd["body"]
-        if cmd["type"] == P.TRAIN:
-            self.train(body["start"], body["end"], started)
-        elif cmd["type"] == P.EVAL:
-            result = self.trainer.evaluate()
-            self.send(P.EVALUATED, {**result, "seconds": time.perf_counter() - started})
-        else:
-            path = self.trainer.save(body["path"])
-            self.send(P.SAVED, {"path": body["path"], "bytes": os.path.getsize(path)})
+    def train(self, total: int) -> None:
+        t, s = self.trainer, self.session
+        assert t is not None
+        overlap = t.device.type == "cuda"  # queue forward/backward before waiting for the counts' copy
+        rank0 = self.ranks.rank == 0
+        while t.step < total:
+            step = t.step
+            report = t.begin_step()
+            if overlap:
+                t.forward_backward(step)
+            counts, last = report.result()
+            s.step(step, counts, last)
+            if not overlap:  # the controller decides while this process computes
+                t.forward_backward(step)
+            lr = s.lr(step)
+            self.check_lrs(lr)
+            t.set_lrs(lr["lr_quant"], lr["lr_other"])
+            t.optimizer_step()
+            self.record(step, counts, lr)
+            if lr["eval"]:
+                started = time.perf_counter()
+                result = t.evaluate()
+                self.record(step, None, None, evaluated=result)
+                if rank0:
+                    s.send(P.EVALUATED, {**result, "seconds": time.perf_counter() - started, "last": t.take_stats()})
+            if lr["save"] is not None:
+                path = t.save(lr["save"])
+                if path is not None:
+                    s.send(P.SAVED, {"path": lr["save"], "bytes": os.path.getsize(path), "last": t.take_stats()})
+            if lr["stop"]:
+                break
 
     def check_lrs(self, lr: Dict[str, Any]) -> None:
         """lr_other: a finite number >= 0; lr_quant: the same, or a list of them with one entry per
@@ -169,60 +160,53 @@ class Worker:
             for v in values:
                 if not (math.isfinite(v) and v >= 0):
                     raise BadMessage(f"message field 'body.{key}' must hold finite numbers >= 0, got {v}")
-        n = len(self.trainer.layers)
+        n = len(self.trainer.layers) if self.trainer else 0
         if isinstance(lr["lr_quant"], list) and len(lr["lr_quant"]) != n:
             raise BadMessage(f"message field 'body.lr_quant' is a list of {len(lr['lr_quant'])} LRs but the "
                              f"model has {n} quantized layers (one LR per layer in ready.layers order)")
 
-    def train(self, start: int, end: int, started: float) -> None:
-        t = self.trainer
-        if start != t.step or end < start:
-            raise BadMessage(f"train {{start: {start}, end: {end}}} does not fit: the next step is {t.step}")
-        stats: Dict[str, Any] = {"loss": None, "correct": None, "samples": None}
-        step = start - 1
-        for step in range(start, end):
-            counts = t.count_transitions()
-            self.send(P.STEP, {"step": step, "counts": counts, **stats})
-            t.forward_backward(step)
-            lr = self.recv((P.LR,))["body"]
-            if lr["step"] != step:
-                raise BadMessage(f"lr for step {lr['step']} while step {step} is waiting")
-            self.check_lrs(lr)
-            t.set_lrs(lr["lr_quant"], lr["lr_other"])
-            t.optimizer_step()
-            # read one step late: the next count_transitions has synchronised with the device anyway
-            stats = dict(zip(("loss", "correct", "samples"), t.last_stats()))
-            if lr["stop"]:  # the controller ends the command early (Ctrl-C): this step was the last
-                break
-        self.send(P.TRAINED, {"end": max(start, step + 1), **stats, "seconds": time.perf_counter() - started})
+    def record(self, step: int, counts: Optional[list], lr: Optional[Dict[str, Any]], evaluated: Optional[Dict[str, Any]] = None) -> None:
+        """worker.trace: this rank's own record of what it measured and applied, one JSON line per event."""
+        if self.trace is None:
+            return
+        line: Dict[str, Any] = {"step": step}
+        if lr is not None:
+            line.update(counts=counts, lr_quant=lr["lr_quant"], lr_other=lr["lr_other"])
+        if evaluated is not None:
+            line.update(evaluated=evaluated, state_sha256=state_digest(self.trainer.model))  # type: ignore[union-attr]
+        self.trace.write(json.dumps(line) + "\n")
+        self.trace.flush()
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """A fingerprint of every parameter and buffer: equal on every rank when the ranks agree."""
+    h = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _controller_gone(reason: str) -> None:
     """Called by the heartbeat thread: a worker without a controller has nothing left to do."""
-    log(f"{reason}; exiting")
+    logger.info("%s; exiting", reason)
     os._exit(EXIT_CONTROLLER_GONE)
-
-
-
-
 
 
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trqat.worker", description=__doc__.splitlines()[0])
-    parser.add_argument("--endpoint", default=os.environ.get("TRQAT_ENDPOINT"),
-                        help="controller ZeroMQ endpoint (default: $TRQAT_ENDPOINT)")
+    parser.add_argument("--endpoint", default=None, help="controller ZeroMQ endpoint (default: $TRQAT_ENDPOINT or the auth file's)")
     args = parser.parse_args(argv)
-    if not args.endpoint:
-        log("no controller endpoint: set TRQAT_ENDPOINT or pass --endpoint")
+    try:
+        ranks = ranks_from_env()
+        to_stderr(f"trqat worker {ranks.rank}" if ranks.world_size > 1 else "trqat worker")
+        credentials = Credentials.from_env(args.endpoint)
+    except (TransportError, ValueError) as e:
+        print(f"trqat worker: {e}", file=sys.stderr)
         return EXIT_FAILED
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the controller coordinates Ctrl-C
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # terminate at once, even inside a torch kernel
-    worker = Worker(args.endpoint,
-                    rank=env_int("TRQAT_RANK", "RANK", default=0),
-                    world_size=env_int("TRQAT_WORLD_SIZE", "WORLD_SIZE", default=1),
-                    heartbeat_ms=env_int("TRQAT_HEARTBEAT_MS", default=1000),
-                    timeout_ms=env_int("TRQAT_CONTROLLER_TIMEOUT_MS", default=10000))
-    return worker.run()
+    return Worker(credentials, ranks).run()
 
 
 if __name__ == "__main__":

@@ -13,26 +13,23 @@ import time
 import zmq
 
 from trqat import protocol as P
-try:  # the worker's own socket helpers, wherever this version of trqat keeps them
-    from trqat.transport import POLL_MS, Sender, dealer
-except ImportError:
-    from trqat.worker import POLL_MS, Sender, _dealer as dealer
+from trqat.transport import POLL_MS, Credentials, Sender, dealer
 from null_worker import NullTrainer
 
 
 def main() -> None:
     endpoint, n, layers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     ctx = zmq.Context()
-    sock = dealer(ctx, endpoint)
+    sock = dealer(ctx, Credentials(endpoint, ""))
     sender = Sender(secrets.token_hex(8))
     trainer = NullTrainer({"data": {"batch_size": 128}}, layers)
     trainer._first = False
-    stats = {"loss": 0.5, "correct": 60, "samples": 128}
+    last = {"loss": 0.5, "correct": 60, "samples": 128}
     rtt = []
     for step in range(n):
-        counts = trainer.count_transitions()
+        counts = trainer.counts()
         t0 = time.perf_counter_ns()
-        sock.send(sender.frame(P.STEP, {"step": step, "counts": counts, **stats}))
+        sock.send(sender.frame(P.STEP, {"step": step, "counts": counts, "last": last}))
         while not sock.poll(POLL_MS):
             pass
         msg = P.decode(sock.recv())

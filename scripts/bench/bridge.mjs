@@ -7,7 +7,7 @@
 //   bare      ROUTER answers each frame with a fixed, pre-encoded `lr` frame (no decoding at all)
 //   msgpack   + msgpackr unpack of the frame and pack of the reply, no validation
 //   protocol  + the controller's decodeWorkerMessage (zod validation) and encode (src/bridge/protocol.ts)
-//   trqat     the real controller: train() with BridgeServer, WorkerLink, TrController.step and the
+//   trqat     the real controller: train() with BridgeServer, SessionTable, StepLoop, TrController.step and the
 //             metrics log, driving null_worker.py (the real trqat.worker.Worker without tensors)
 // Round trip = on the Python side, from before encoding `step` to after decoding `lr`.
 //
@@ -28,7 +28,10 @@ const warm = Math.min(200, Math.floor(steps / 10));
 const dir = outDir(opts, 'bridge');
 
 const { loadConfig, train } = await importDist();
-const { decodeWorkerMessage, encode } = await importDist('bridge/protocol.js');
+const { decodeWorkerMessage, encode, PROTOCOL_VERSION } = await importDist('bridge/protocol.js');
+
+/** An `lr` reply as the controller sends it. */
+const lrBody = (step) => ({ step, lr_quant: 0.1, lr_other: 0.1, k: null, K: 0, R: 1e-3, U: 0.1, stop: false, eval: false, save: null, state: { K: 0, U: 0.1, last_step: step } });
 
 const pyEnv = { PYTHONPATH: [join(ROOT, 'python'), BENCH_DIR, process.env.PYTHONPATH].filter(Boolean).join(':') };
 
@@ -44,14 +47,14 @@ async function socketPair(mode, layers) {
     for await (const [id, frame] of sock) {
       let reply;
       if (mode === 'bare') {
-        fixed ??= encode('lr', unpackr.unpack(frame).sid, 0, { step: 0, lr_quant: 0.1, lr_other: 0.1, stop: false });
+        fixed ??= encode('lr', unpackr.unpack(frame).sid, 0, lrBody(0));
         reply = fixed;
       } else if (mode === 'msgpack') {
         const msg = unpackr.unpack(frame);
-        reply = packr.pack({ v: 1, type: 'lr', sid: msg.sid, seq: seq++, body: { step: msg.body.step, lr_quant: 0.1, lr_other: 0.1, stop: false } });
+        reply = packr.pack({ v: PROTOCOL_VERSION, type: 'lr', sid: msg.sid, seq: seq++, body: lrBody(msg.body.step) });
       } else {
         const msg = decodeWorkerMessage(frame);
-        reply = encode('lr', msg.sid, seq++, { step: msg.body.step, lr_quant: 0.1, lr_other: 0.1, stop: false });
+        reply = encode('lr', msg.sid, seq++, lrBody(msg.body.step));
       }
       await sock.send([id, reply]);
     }
@@ -157,7 +160,7 @@ let text = table(
     loadNote(),
     `${steps} exchanges per run (first ${warm} dropped) × ${reps} repetitions, interleaved in rotating order; figures are median [min–max] over repetitions of each run's p50/p99.`,
     'Python side identical in every row (trqat.protocol encode + zmq DEALER send, poll + recv + decode + checks); ZeroMQ over tcp://127.0.0.1.',
-    'bare: fixed pre-encoded reply; msgpack: + unpack/pack; protocol: + zod validation and the real encode; trqat: the real controller (train(), BridgeServer, WorkerLink, TrController, metrics log) with a no-tensor worker.',
+    'bare: fixed pre-encoded reply; msgpack: + unpack/pack; protocol: + zod validation and the real encode; trqat: the real controller (train(), BridgeServer, SessionTable, StepLoop, TrController, metrics log) with a no-tensor worker.',
   ],
 );
 text += '\n';

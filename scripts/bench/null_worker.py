@@ -7,7 +7,7 @@ Started through null-worker.sh as `worker.python`. Environment:
   TRQAT_BENCH_LAYERS  number of quantized layers to report (default 18)
   TRQAT_BENCH_OUT     where to write the measurements (JSON) at shutdown
 Round trip = from just before the `step` message is encoded to just after the `lr` reply is decoded
-and checked (Worker.send + Worker.recv), the same span bare_peer.py measures.
+and checked (Session.step + Session.lr), the same span bare_peer.py measures.
 """
 import json
 import os
@@ -30,7 +30,7 @@ def layer_sizes(n: int) -> List[int]:
 class NullTrainer:
     def __init__(self, config: Dict[str, Any], n_layers: int):
         self.config = config
-        self.device = "cpu"
+        self.device = SimpleNamespace(type="cpu")
         self.numels = layer_sizes(n_layers)
         self.layers = [(f"layer{i}", None) for i in range(n_layers)]  # Trainer.layers: (name, module)
         rng = random.Random(0)
@@ -52,14 +52,19 @@ class NullTrainer:
     def load(self, path: str) -> int:
         return self.step
 
-    def count_transitions(self):
+    def counts(self):
         if self._first:
             self._first = False
             return None
         return self.pool[self.step % len(self.pool)]
 
+    def begin_step(self):
+        counts, last = self.counts(), self.take_stats()
+        return SimpleNamespace(result=lambda: (counts, last))
+
     def forward_backward(self, step: int) -> None:
         self._pending = step
+        self._stats = True
 
     def set_lrs(self, lr_quant, lr_other) -> None:
         self.lrs = (lr_quant, lr_other)
@@ -67,8 +72,11 @@ class NullTrainer:
     def optimizer_step(self) -> None:
         self.step, self._pending = self._pending + 1, None
 
-    def last_stats(self):
-        return 0.5, 60, self.config["data"]["batch_size"]
+    def take_stats(self):
+        if not getattr(self, "_stats", False):
+            return None
+        self._stats = False
+        return {"loss": 0.5, "correct": 60, "samples": self.config["data"]["batch_size"]}
 
     def evaluate(self):
         return {"top1": 10.0, "loss": 2.3, "samples": 1}
@@ -87,32 +95,34 @@ class NullWorker(W.Worker):
         self.rtt_ns: List[int] = []
         self._t0: Optional[int] = None
         self.cpu0 = self.wall0 = None
+        session = self.session
+        step, lr = session.step, session.lr
+
+        def timed_step(*a, **k):
+            self._t0 = time.perf_counter_ns()
+            if self.cpu0 is None:
+                self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
+            step(*a, **k)
+
+        def timed_lr(*a, **k):
+            msg = lr(*a, **k)
+            self.rtt_ns.append(time.perf_counter_ns() - self._t0)
+            self.cpu1, self.wall1 = time.process_time(), time.perf_counter()
+            return msg
+
+        session.step, session.lr = timed_step, timed_lr
 
     def build(self, config):
         return NullTrainer(config, int(os.environ.get("TRQAT_BENCH_LAYERS", "18")))
 
-    def send(self, type, body=None):
-        if type == P.STEP:
-            self._t0 = time.perf_counter_ns()
-            if self.cpu0 is None:
-                self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
-        super().send(type, body)
-
-    def recv(self, expected):
-        msg = super().recv(expected)
-        if msg["type"] == P.LR and self._t0 is not None:
-            self.rtt_ns.append(time.perf_counter_ns() - self._t0)
-            self._t0 = None
-            self.cpu1, self.wall1 = time.process_time(), time.perf_counter()
-        return msg
-
-    def close(self):
+    def run(self):
+        code = super().run()
         out = os.environ.get("TRQAT_BENCH_OUT")
         if out and self.rtt_ns:
             with open(out, "w") as f:
                 json.dump({"rtt_ns": self.rtt_ns, "cpu_s": self.cpu1 - self.cpu0,
                            "wall_s": self.wall1 - self.wall0, "layers": len(self.trainer.numels)}, f)
-        super().close()
+        return code
 
 
 if __name__ == "__main__":

@@ -161,7 +161,7 @@ out += table(
   ]),
   [
     'tracking bytes = sum of TransitionCounter.prev nbytes (the stored int8 levels) / quantized weights, after a run.',
-    'peak RSS = VmHWM at the end of training (the worker before its final evaluation; the plain loop after its last step); the controller is a separate Node process.',
+    'peak RSS = VmHWM at the end of training (the worker after its final evaluation, which needs less memory than a training step; the plain loop after its last step); the controller is a separate Node process.',
   ],
 );
 console.log(out);

@@ -29,7 +29,7 @@ const threads = Number(opts.threads ?? (budget === 'tiny' || cpus().length <= 2 
 const dir = outDir(opts, 'scaling');
 
 const { loadConfig, TrController } = await importDist();
-const { decodeWorkerMessage, encode } = await importDist('bridge/protocol.js');
+const { decodeWorkerMessage, encode, PROTOCOL_VERSION } = await importDist('bridge/protocol.js');
 const { ok: models, skipped } = await availableModels(wanted);
 
 // a) per model --------------------------------------------------------------------------------
@@ -79,13 +79,13 @@ for (const layers of [controllerLayers[0], ...controllerLayers]) {
     const config = loadConfig(null, ['train.steps=1000000']);
     const controller = new TrController(config, controllerIters + 10, sizes);
     const frames = Array.from({ length: 64 }, (_, j) =>
-      packr.pack({ v: 1, type: 'step', sid: 'abcdef0123456789', seq: j, body: { step: 0, counts: sizes.map((n) => (n * (j + 1)) % 97), loss: 0.5, correct: 60, samples: 128 } }),
+      packr.pack({ v: PROTOCOL_VERSION, type: 'step', sid: 'abcdef0123456789', seq: j, body: { step: 0, counts: sizes.map((n) => (n * (j + 1)) % 97), last: { loss: 0.5, correct: 60, samples: 128 } } }),
     );
     const t0 = process.hrtime.bigint();
     for (let t = 0; t < controllerIters; t++) {
       const msg = decodeWorkerMessage(frames[t % 64]);
       const d = controller.step(t, t === 0 ? null : msg.body.counts);
-      encode('lr', msg.sid, t, { step: t, lr_quant: d.lr_quant, lr_other: d.lr_other, stop: false });
+      encode('lr', msg.sid, t, { step: t, lr_quant: d.lr_quant, lr_other: d.lr_other, k: d.k, K: d.K, R: d.R, U: d.U, stop: false, eval: false, save: null, state: controller.stateDict() });
     }
     samples.push(Number(process.hrtime.bigint() - t0) / 1000 / controllerIters);
   }

@@ -1,6 +1,6 @@
 // One trqat run in its own Node process, as the CLI would run it: the real controller (train())
 // driving the real worker over ZeroMQ. Reports the step times of the steady state, the worker's
-// peak RSS at the end of training (before the final evaluation) and the controller's peak RSS.
+// peak RSS at the end of training (after the final evaluation, which needs less than a training step) and the controller's peak RSS.
 //
 // Usage: node trqat_run.mjs --warmup W --dump-config FILE? -- key=value ...   (config overrides)
 // Prints one JSON line.
@@ -47,10 +47,10 @@ const summary = await train(config, {
       runDir = event.runDir;
       layers = event.layers;
       quantizedWeights = event.quantizedWeights;
-      workerPid = JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')).worker?.pid ?? null;
+      workerPid = JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')).ranks?.[0]?.pid ?? null;
     } else if (event.type === 'step') {
       times.push(event.record.time);
-      // The last step's record arrives with `trained`, before the final evaluation.
+      // The last step's record arrives with the final evaluation's answer (its statistics travel with it).
       if (event.record.step === event.plan.total_steps - 1 && workerPid) workerPeak = vmHwm(workerPid);
     }
   },

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { ControllerState } from '../schedules/controller.js';
 
 /** Version of docs/protocol.md this controller speaks. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** Largest frame either side accepts. */
 export const MAX_MESSAGE_BYTES = 1 << 20;
 
@@ -36,18 +36,22 @@ export const controllerStateSchema = z.looseObject({
   last_step: z.number().int().min(-1),
 });
 
-/** hello.role: a managed worker (started by `trqat train`) or a client (a user's own training script). */
+/** The statistics of a session's last completed step, carried by the next message it sends. */
+export const lastStatsSchema = z.object({ loss: lossValue, correct: count.nullable(), samples: count.nullable() });
+export type LastStats = z.infer<typeof lastStatsSchema>;
+
+/** hello.role: a managed worker (started by `trqat train` or a launcher) or a client (a user's own training script). */
 export const peerRoles = ['worker', 'client'] as const;
 export type PeerRole = (typeof peerRoles)[number];
 
-/** Bodies of the messages a worker (or a client) may send, by type. */
+/** Bodies of the messages a session (worker or client) may send, by type. */
 export const workerBodies = {
   hello: z.object({
     protocol: z.number().int(),
-    /** Optional, default "worker"; "client" for a user's script (docs/protocol.md, "Client sessions"). */
-    role: z.enum(peerRoles).optional(),
+    role: z.enum(peerRoles),
     rank: z.number().int().min(0),
     world_size: z.number().int().positive(),
+    local_rank: z.number().int().min(0).optional(),
     pid: z.number().int(),
     hostname: z.string(),
     device: z.string(),
@@ -55,7 +59,11 @@ export const workerBodies = {
     torch_version: z.string(),
     python_version: z.string(),
     trqat_version: z.string(),
+    /** The run's secret (TRQAT_SECRET or the auth file): only the run's own processes know it. */
+    secret: z.string().max(256),
   }),
+  /** A session's second socket (its heartbeat thread) joins the session. */
+  attach: z.object({ secret: z.string().max(256) }),
   ready: z.object({
     device: z.string(),
     layers: z.array(layerSchema),
@@ -72,22 +80,15 @@ export const workerBodies = {
   step: z.object({
     step: count,
     counts: z.array(count).nullable(),
-    loss: lossValue,
-    correct: count.nullable(),
-    samples: count.nullable(),
+    last: lastStatsSchema.nullable(),
   }),
-  trained: z.object({ end: count, loss: lossValue, correct: count.nullable(), samples: count.nullable(), seconds: z.number() }),
-  evaluated: z.object({ top1: z.number(), loss: lossValue.unwrap(), samples: count, seconds: z.number() }),
-  saved: z.object({ path: z.string(), bytes: count }),
-  /** Clients may add the stats of their last step, and the error that ended their script. */
-  bye: z.object({
-    loss: lossValue.optional(),
-    correct: count.nullable().optional(),
-    samples: count.nullable().optional(),
-    error: z.string().nullable().optional(),
-  }),
+  evaluated: z.object({ top1: z.number(), loss: lossValue.unwrap(), samples: count, seconds: z.number(), last: lastStatsSchema.nullable().optional() }),
+  saved: z.object({ path: z.string(), bytes: count, last: lastStatsSchema.nullable().optional() }),
+  /** The end of a session: the stats of its last step, and the error that ended a client's script. */
+  bye: z.object({ last: lastStatsSchema.nullable().optional(), error: z.string().nullable().optional() }),
   heartbeat: z.object({}),
-  error: z.object({ message: z.string(), traceback: z.string().optional() }),
+  /** `kind: "config"`: the config cannot work (a missing dataset, an unknown optimizer): exit 2, not a crash. */
+  error: z.object({ message: z.string(), traceback: z.string().optional(), kind: z.enum(['config', 'runtime']).optional() }),
 } as const;
 
 export type WorkerMessageType = keyof typeof workerBodies;
@@ -99,21 +100,39 @@ export interface WorkerMessage<T extends WorkerMessageType = WorkerMessageType> 
   body: WorkerBody<T>;
 }
 
+/** The LRs of one step, sent to every rank, with the directives a managed worker follows. */
+export interface LrBody {
+  step: number;
+  /** One LR for every quantized layer, or one per layer (per-layer TR scope) in `layers` order. */
+  lr_quant: number | number[];
+  lr_other: number;
+  /** The schedule's numbers of this step, for the script's own logger. */
+  k: number | null;
+  K: number;
+  R: number | null;
+  U: number | null;
+  /** This was the last step: the session ends (bye) after following the other directives. */
+  stop: boolean;
+  /** Evaluate after this step's update (managed workers; rank 0 reports). */
+  eval: boolean;
+  /** Save the checkpoint of the state after this step into this folder (managed workers; rank 0 writes). */
+  save: string | null;
+  /** The controller's state after this step (clients keep it in their checkpoints). */
+  state: ControllerState;
+}
+
 /** Bodies the controller sends, by type. */
 export interface ControllerBodies {
   welcome: { config: unknown; resume: string | null };
   reject: { reason: string };
-  train: { start: number; end: number };
-  /** `lr_quant` is one LR for every quantized layer, or one per layer (per-layer TR scope) in `layers` order. */
-  lr: { step: number; lr_quant: number | number[]; lr_other: number; stop: boolean; state?: ControllerState };
-  /** The answer to a client's ready: the run's plan (client sessions only). */
+  /** The answer to a ready: the run's plan. */
   plan: { total_steps: number; steps_per_epoch: number; start_step: number };
-  eval: Record<string, never>;
-  save: { path: string };
-  shutdown: Record<string, never>;
+  lr: LrBody;
+  /** The run ended or failed: a worker exits, a client raises. Sent to every socket of every session. */
+  abort: { reason: string };
   heartbeat_ack: Record<string, never>;
   error: { message: string };
-  /** The answer to a client's bye. */
+  /** The answer to a bye. */
   bye: Record<string, never>;
 }
 export type ControllerStateBody = z.infer<typeof controllerStateSchema>;

@@ -12,7 +12,7 @@ import {
 } from './protocol.js';
 
 export interface ServerEvents {
-  /** A valid message (heartbeats included, after they have been acknowledged). */
+  /** A valid message (heartbeats included: the session table acknowledges those of known peers). */
   message(message: WorkerMessage, routingId: Buffer): void;
   /** A frame that was refused; it has already been answered with an error or a reject. */
   refused(error: ProtocolError): void;
@@ -23,7 +23,7 @@ const HIGH_WATER_MARK = 1000;
 
 /**
  * The controller's ROUTER socket. Workers connect DEALER sockets; every frame is validated,
- * heartbeats are acknowledged here, bad frames are answered and dropped, never thrown.
+ * bad frames are answered and dropped, never thrown.
  */
 export class BridgeServer {
   private sendChain: Promise<void> = Promise.resolve();
@@ -39,14 +39,18 @@ export class BridgeServer {
     void this.receiveLoop();
   }
 
-  /** Binds `endpoint` ("tcp://127.0.0.1:*" picks a free port); `endpoint` on the result is the real address. */
-  static async bind(endpoint: string, events: ServerEvents): Promise<BridgeServer> {
+  /**
+   * Binds `endpoint` ("tcp://127.0.0.1:*" picks a free port); `endpoint` on the result is the real
+   * address. With `curveSecretKey` the socket is a CURVE server: peers need its public key.
+   */
+  static async bind(endpoint: string, events: ServerEvents, curveSecretKey: string | null = null): Promise<BridgeServer> {
     const socket = new Router({
       // Long enough for a last bye/reject to leave before close; never blocks a healthy exit.
       linger: 500,
       maxMessageSize: MAX_MESSAGE_BYTES,
       receiveHighWaterMark: HIGH_WATER_MARK,
       sendHighWaterMark: HIGH_WATER_MARK,
+      ...(curveSecretKey ? { curveServer: true, curveSecretKey } : {}),
     });
     try {
       await socket.bind(endpoint);
@@ -98,7 +102,6 @@ export class BridgeServer {
       this.refuse(routingId, error instanceof ProtocolError ? error : new ProtocolError(String(error)));
       return;
     }
-    if (message.type === 'heartbeat') void this.send(routingId, 'heartbeat_ack', message.sid, {}).catch(() => undefined);
     this.events.message(message, routingId);
   }
 

@@ -1,11 +1,23 @@
-import type { RunEvent, RunSummary } from '../run/train.js';
+import type { RunEvent, RunSummary } from '../run/record.js';
 
-/** Formats run events as the human-readable lines the CLI prints. */
-export function formatEvent(event: RunEvent, logEvery: number): string | null {
+/**
+ * Formats run events as the human-readable lines the CLI prints: plain lines, no control
+ * characters, so a log file or a CI console reads the same as a terminal. Ranks joining and
+ * leaving are shown for client runs (`ranks`) and for data-parallel runs.
+ */
+export function formatEvent(event: RunEvent, logEvery: number, ranks = false): string | null {
   switch (event.type) {
+    case 'listening':
+      return `run folder ${event.runDir}`;
+    case 'rank': {
+      if (!ranks && event.worldSize === 1) return null;
+      const r = event.rank;
+      return `rank ${r.rank}/${event.worldSize} connected (pid ${r.pid} on ${r.hostname}, ${r.device}, trqat ${r.trqat_version})`;
+    }
+    case 'rank-left':
+      return event.reason === 'bye' ? null : `rank ${event.rank.rank} left: ${event.reason}`;
     case 'started':
       return (
-        `run folder ${event.runDir}\n` +
         `device ${event.device}, ${event.layers} quantized layers (${event.quantizedWeights.toLocaleString('en-US')} weights), ` +
         `${event.plan.total_steps} steps (${event.plan.steps_per_epoch} per epoch)` +
         (event.startStep > 0 ? `, resuming at step ${event.startStep}` : '')
@@ -18,8 +30,8 @@ export function formatEvent(event: RunEvent, logEvery: number): string | null {
       const fields = [
         `step ${done}/${plan.total_steps}`,
         `ep ${record.epoch.toFixed(2)}`,
-        `loss ${record.loss.toFixed(4)}`,
-        `acc ${record.acc.toFixed(1)}%`,
+        `loss ${Number.isFinite(record.loss) ? record.loss.toFixed(4) : '-'}`,
+        `acc ${Number.isFinite(record.acc) ? `${record.acc.toFixed(1)}%` : '-'}`,
         `k ${sci(record.k)}`,
         `K ${sci(record.K)}`,
         record.R === null ? `lr_q ${sci(record.lr_other)}` : `R ${sci(record.R)}`,
@@ -54,15 +66,15 @@ export function duration(seconds: number): string {
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
-/** The closing lines of a run: where it ended, how well it did, where its folder is. */
-export function formatSummary(summary: RunSummary): string {
+/** The closing lines of a run: where it ended, how well it did, where its folder is (and how to continue it). */
+export function formatSummary(summary: RunSummary, resumable: boolean): string {
   const percent = (value: number | null) => (value === null ? '-' : `${value.toFixed(2)}%`);
   const lines = [
-    `\n${summary.status === 'completed' ? 'done' : 'interrupted'}: step ${summary.step}/${summary.total_steps}, ` +
+    `\n${summary.status === 'completed' ? 'done' : 'stopped'}: step ${summary.step}/${summary.total_steps}, ` +
       `final top-1 ${summary.final_top1 === null ? 'not evaluated' : percent(summary.final_top1)}, best ${percent(summary.best_top1)}, ${duration(summary.elapsed_s)}`,
     `run folder: ${summary.run_dir}`,
   ];
   if (summary.tracking_error !== null) lines.splice(1, 0, `tracking error mean|K - R|/R(0): ${summary.tracking_error.toFixed(3)}`);
-  if (summary.status === 'interrupted') lines.push(`to continue: trqat resume ${summary.run_dir}`);
+  if (summary.status === 'stopped' && resumable) lines.push(`to continue: trqat resume ${summary.run_dir}`);
   return lines.join('\n');
 }

@@ -1,4 +1,5 @@
 import { ConfigError } from '../errors.js';
+import { isLoopback } from '../bridge/auth.js';
 import type { ParsedConfig } from './schema.js';
 
 /** The config with every derived default filled in: what the run folder records and the worker gets. */
@@ -54,6 +55,20 @@ export function resolveConfig(parsed: ParsedConfig): ResolvedConfig {
   const { heartbeat_interval_ms: interval, heartbeat_timeout_ms: timeout } = parsed.worker;
   if (timeout < 2 * interval) {
     throw new ConfigError(`worker.heartbeat_timeout_ms (${timeout}) must be at least twice worker.heartbeat_interval_ms (${interval}), or every healthy worker would be declared dead`);
+  }
+  if (parsed.bridge.curve === 'off' && !isLoopback(parsed.bridge.endpoint)) {
+    throw new ConfigError(
+      `bridge.endpoint ${parsed.bridge.endpoint} can be reached from other machines, and bridge.curve=off would let any of them join the run; ` +
+        'use bridge.curve=auto (the default: ZeroMQ CURVE keys are made for the run) or bind a loopback address (tcp://127.0.0.1:*)',
+    );
+  }
+  const { nproc_per_node: ranks, launch } = parsed.worker;
+  const split = (launch === 'local' ? ranks : 1) * parsed.train.accumulate_steps;
+  if (data.batch_size % split !== 0) {
+    throw new ConfigError(
+      `data.batch_size (${data.batch_size}) is the batch of one optimizer step over all ranks, split into ${launch === 'local' ? ranks : 1} rank(s) x ` +
+        `${parsed.train.accumulate_steps} micro-batch(es): make it a multiple of ${split}`,
+    );
   }
   const shape = datasetShape(data);
   const lr = optimizer.lr ?? DEFAULT_LR[optimizer.name] ?? OTHER_OPTIMIZER_LR;

@@ -120,6 +120,8 @@ export const configSchema = z.strictObject({
       keep_checkpoints: z.number().int().positive().default(3),
       /** Progress line every N steps (the metrics log gets every step). */
       log_every: z.number().int().positive().default(20),
+      /** Micro-batches per optimizer step: data.batch_size is split into this many (less memory, same step). */
+      accumulate_steps: z.number().int().positive().default(1),
       /** Clip the global gradient norm to this value; null = off. */
       grad_clip: z.number().positive().nullable().default(null),
       label_smoothing: z.number().min(0).lt(1).default(0),
@@ -173,8 +175,23 @@ export const configSchema = z.strictObject({
       /** Python interpreter; default: $TRQAT_PYTHON, then ./.venv/bin/python, then python3. */
       python: z.string().min(1).nullable().default(null),
       device: z.string().regex(/^(auto|cpu|cuda(:\d+)?)$/, 'use "auto", "cpu", "cuda" or "cuda:N"').default('auto'),
-      amp: z.boolean().default(false),
+      /** "local": the controller starts nproc_per_node ranks here; "external": ranks started by torchrun, srun, ... connect. */
+      launch: z.enum(['local', 'external']).default('local'),
+      /** Data-parallel ranks the controller starts on this machine (one per GPU); torch.distributed when > 1. */
+      nproc_per_node: z.number().int().positive().max(1024).default(1),
+      /** torch.distributed backend: "auto" is nccl on CUDA, gloo on the CPU. */
+      backend: z.enum(['auto', 'nccl', 'gloo']).default('auto'),
+      /** Mixed precision on CUDA (ignored on the CPU); true/false from older configs mean fp16/off. */
+      amp: z.preprocess((value) => (value === true ? 'fp16' : value === false ? 'off' : value), z.enum(['off', 'bf16', 'fp16'])).default('off'),
+      /** Channels-last memory format for convolutions (faster on tensor cores). */
+      channels_last: z.boolean().default(false),
+      /** torch.compile the model (torch >= 2; ignored with a warning on older torch). */
+      compile: z.boolean().default(false),
+      /** Synchronised BatchNorm statistics across ranks (CUDA only). */
+      sync_bn: z.boolean().default(false),
       threads: z.number().int().positive().nullable().default(null),
+      /** Every rank writes ranks/rank-N.jsonl: the counts it measured and the LRs it applied, step by step. */
+      trace: z.boolean().default(false),
       startup_timeout_ms: z.number().int().positive().max(MAX_TIMER_MS).default(120_000),
       heartbeat_interval_ms: z.number().int().positive().max(MAX_TIMER_MS).default(1000),
       heartbeat_timeout_ms: z.number().int().positive().max(MAX_TIMER_MS).default(5000),
@@ -186,6 +203,8 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** "tcp://127.0.0.1:*" picks a free loopback port; "ipc:///path" for a Unix socket. */
       endpoint: z.string().regex(/^(tcp|ipc):\/\//, 'must start with tcp:// or ipc://').default('tcp://127.0.0.1:*'),
+      /** ZeroMQ CURVE encryption and keys: "auto" turns it on for endpoints other machines can reach. */
+      curve: z.enum(['auto', 'on', 'off']).default('auto'),
     })
     .prefault({}),
 });

@@ -1,0 +1,188 @@
+import { createWriteStream, existsSync, type WriteStream } from 'node:fs';
+import { createServer } from 'node:net';
+import { delimiter, join } from 'node:path';
+import { constants as osConstants } from 'node:os';
+import { execa, type ResultPromise } from 'execa';
+import { PACKAGE_ROOT } from '../paths.js';
+
+/** How long a process gets to exit after SIGTERM before it is killed (execa escalates). */
+export const KILL_GRACE_MS = 5000;
+/** Lines of a process's stderr kept for error messages. */
+const STDERR_TAIL_LINES = 30;
+
+export interface ProcessExit {
+  code: number | null;
+  signal: string | null;
+  /** Why the process could not be started at all (no such interpreter, not executable). */
+  spawnError?: string;
+}
+
+/** Python interpreter: config, then $TRQAT_PYTHON, then the project's .venv, then python3 on PATH. */
+export function resolvePython(configured: string | null): string {
+  if (configured) return configured;
+  if (process.env['TRQAT_PYTHON']) return process.env['TRQAT_PYTHON'];
+  const venv = join(PACKAGE_ROOT, '.venv', 'bin', 'python');
+  return existsSync(venv) ? venv : 'python3';
+}
+
+/** PYTHONPATH with the project's python/ first, so the trqat package imports from this checkout. */
+function pythonPath(): string {
+  return [join(PACKAGE_ROOT, 'python'), process.env['PYTHONPATH']].filter(Boolean).join(delimiter);
+}
+
+/**
+ * Environment for a user's script under `trqat run`: the project's .venv first on PATH (so "python"
+ * is the interpreter setup made) unless the user has activated an environment of their own, and the
+ * trqat package importable even without `pip install -e python/`.
+ */
+export function scriptEnv(): Record<string, string> {
+  const env: Record<string, string> = { PYTHONPATH: pythonPath() };
+  const venvBin = join(PACKAGE_ROOT, '.venv', 'bin');
+  const ownEnvironment = process.env['VIRTUAL_ENV'] || process.env['CONDA_PREFIX'];
+  if (!ownEnvironment && existsSync(venvBin)) env['PATH'] = [venvBin, process.env['PATH']].filter(Boolean).join(delimiter);
+  return env;
+}
+
+/** A free TCP port on loopback for torch.distributed's rendezvous (MASTER_PORT). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** The standard environment contract of torch.distributed for local rank `rank` of `world` (torchrun sets the same). */
+export function rankEnv(rank: number, world: number, masterPort: number): Record<string, string> {
+  return {
+    RANK: String(rank),
+    LOCAL_RANK: String(rank),
+    WORLD_SIZE: String(world),
+    LOCAL_WORLD_SIZE: String(world),
+    MASTER_ADDR: '127.0.0.1',
+    MASTER_PORT: String(masterPort),
+  };
+}
+
+export interface LaunchOptions {
+  command: readonly string[];
+  env: Record<string, string>;
+  cwd?: string;
+  /**
+   * 'pipe': stderr is kept as a tail (and appended to `logPath`); 'inherit': the user's script writes
+   * to this terminal; 'collect': stdout and stderr are kept whole (`output`), for callers that show them.
+   */
+  stdio: 'pipe' | 'inherit' | 'collect';
+  logPath?: string | null;
+}
+
+/** One OS process of the run (a worker rank, or one copy of the user's command), started with execa. */
+export class RunProcess {
+  readonly exited: Promise<ProcessExit>;
+  private readonly tail: string[] = [];
+  private partialLine = '';
+  private exitInfo: ProcessExit | null = null;
+  private readonly log: WriteStream | null;
+  private readonly child: ResultPromise;
+
+  constructor(
+    readonly rank: number,
+    options: LaunchOptions,
+  ) {
+    const { stdio } = options;
+    const inherit = stdio === 'inherit';
+    this.child = execa(options.command[0]!, options.command.slice(1), {
+      cwd: options.cwd,
+      env: options.env,
+      stdin: inherit ? 'inherit' : 'ignore',
+      stdout: inherit ? 'inherit' : stdio === 'collect' ? 'pipe' : 'ignore',
+      stderr: inherit ? 'inherit' : 'pipe',
+      buffer: stdio === 'collect',
+      reject: false,
+      forceKillAfterDelay: KILL_GRACE_MS,
+    });
+    this.log = stdio === 'pipe' && options.logPath ? createWriteStream(options.logPath, { flags: 'a' }) : null;
+    // A full or failing disk must not take the controller down: the in-memory tail still works.
+    this.log?.on('error', () => this.log?.destroy());
+    if (stdio === 'pipe') this.child.stderr?.on('data', (chunk: Buffer) => this.onStderr(chunk));
+    this.exited = this.child.then(
+      (result) => {
+        this.output = { stdout: String(result.stdout ?? ''), stderr: String(result.stderr ?? '') };
+        return this.onExit(exitOf(result));
+      },
+      (error: Parameters<typeof exitOf>[0]) => this.onExit(exitOf(error)),
+    );
+  }
+
+  /** stdout and stderr of a 'collect' process, once it has exited. */
+  output = { stdout: '', stderr: '' };
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  get exit(): ProcessExit | null {
+    return this.exitInfo;
+  }
+
+  /** The last lines the process wrote to stderr (piped processes only). */
+  stderrTail(): string {
+    return [...this.tail, this.partialLine].filter((line) => line.length > 0).join('\n');
+  }
+
+  /** SIGTERM (or `signal`), then SIGKILL after KILL_GRACE_MS if it is still there. */
+  stop(signal: NodeJS.Signals = 'SIGTERM'): void {
+    if (this.exitInfo === null) this.child.kill(signal);
+  }
+
+  private onStderr(chunk: Buffer): void {
+    this.log?.write(chunk);
+    const lines = (this.partialLine + chunk.toString('utf8')).split('\n');
+    this.partialLine = lines.pop() ?? '';
+    this.tail.push(...lines);
+    if (this.tail.length > STDERR_TAIL_LINES) this.tail.splice(0, this.tail.length - STDERR_TAIL_LINES);
+  }
+
+  private async onExit(exit: ProcessExit): Promise<ProcessExit> {
+    this.exitInfo = exit;
+    if (this.log && !this.log.destroyed) await new Promise<void>((resolve) => this.log!.end(resolve));
+    return exit;
+  }
+}
+
+/** The command of a managed worker rank. */
+export function workerCommand(python: string | null): string[] {
+  return [resolvePython(python), '-u', '-m', 'trqat.worker'];
+}
+
+/** Environment every managed worker gets on top of the run's credentials. */
+export function workerEnv(heartbeatMs: number, controllerTimeoutMs: number): Record<string, string> {
+  return { TRQAT_HEARTBEAT_MS: String(heartbeatMs), TRQAT_CONTROLLER_TIMEOUT_MS: String(controllerTimeoutMs), PYTHONPATH: pythonPath() };
+}
+
+/** How a process ended, for messages. */
+export function describeExit(exit: ProcessExit): string {
+  if (exit.spawnError) return `could not be started (${exit.spawnError})`;
+  if (exit.signal) return `was killed by ${exit.signal}`;
+  return `exited with code ${exit.code}`;
+}
+
+/** The exit status a shell would report: the code, or 128 + the signal's number. */
+export function exitStatus(exit: ProcessExit): number {
+  if (exit.spawnError) return 127;
+  if (exit.signal) return 128 + ((osConstants.signals as Record<string, number>)[exit.signal] ?? 0);
+  return exit.code ?? 1;
+}
+
+/** execa reports a process that never started with no exit code and no signal, and a cause. */
+function exitOf(result: { exitCode?: number; signal?: string; failed?: boolean; cause?: unknown; shortMessage?: string }): ProcessExit {
+  const exit: ProcessExit = { code: result.exitCode ?? null, signal: result.signal ?? null };
+  if (result.failed && exit.code === null && exit.signal === null) {
+    exit.spawnError = result.cause instanceof Error ? result.cause.message : (result.shortMessage ?? 'unknown reason');
+  }
+  return exit;
+}

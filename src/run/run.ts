@@ -1,0 +1,643 @@
+import { join } from 'node:path';
+import { controllerSettings, totalSteps, type ResolvedConfig } from '../config/resolve.js';
+import { ConfigError, TrqatError } from '../errors.js';
+import { makeCredentials, peerEnv, writeAuthFile, type Credentials } from '../bridge/auth.js';
+import { describeExit, RunProcess, type ProcessExit } from '../bridge/launcher.js';
+import { VersionMismatchError, type ControllerBodies, type LayerInfo, type LrBody, type ProtocolError, type WorkerBody, type WorkerMessage } from '../bridge/protocol.js';
+import { SessionTable, type Outcome, type Session, type SessionHandler } from '../bridge/sessions.js';
+import { TrController, type ControllerState } from '../schedules/controller.js';
+import { Checkpoints, CHECKPOINT_FORMAT, type CheckpointRef, type ControllerCheckpoint } from './checkpoints.js';
+import { lockRunDir } from './files.js';
+import type { EvalRecord, StepRecord } from './metrics.js';
+import { rankInfo, RunRecord, type RunEvent, type RunKind, type RunPlan, type RunSummary } from './record.js';
+import { StepLoop, StepMismatch, type Directives } from './step-loop.js';
+
+export interface RunOptions {
+  onEvent?: (event: RunEvent) => void;
+  /** Aborting stops the run cleanly: the next step is the last, managed runs write a checkpoint. */
+  signal?: AbortSignal;
+  /** Client runs: after a stop, how long scripts get to say bye before the run is closed anyway. */
+  stopGraceMs?: number;
+}
+
+/** A run in progress: managed (`trqat train`) or client (`trqat run`, `trqat serve`) alike. */
+export interface RunHandle {
+  runDir: string;
+  /** The endpoint sessions connect to (TRQAT_ENDPOINT). */
+  endpoint: string;
+  /** The environment a process of this run needs to join it (endpoint and credentials). */
+  peerEnv: Record<string, string>;
+  /** Resolves when the run ends (completed or stopped); rejects when it failed. */
+  done: Promise<RunSummary>;
+  /** Stops cleanly, like aborting `signal`. */
+  stop(): void;
+  /** Stops at once (a second Ctrl-C): the log is written, run.json says stopped, the processes are killed. */
+  stopNow(reason: string): void;
+}
+
+/** The run failed: a rank died, hung or reported an error; the message holds what is known (stderr tail). */
+export class RunFailure extends TrqatError {}
+
+/** After a clean end, how long the processes of the run get to exit by themselves. */
+const EXIT_GRACE_MS = 10_000;
+const DEFAULT_STOP_GRACE_MS = 30_000;
+/** A worker whose controller is silent this many heartbeats exits. */
+const CONTROLLER_TIMEOUT_FACTOR = 10;
+
+export interface RunSpec {
+  kind: RunKind;
+  runDir: string;
+  config: ResolvedConfig;
+  /** Managed runs resumed from a checkpoint. */
+  checkpoint: CheckpointRef | null;
+  /** trqat run: the user's command, for run.json. */
+  command?: string[];
+  /** A resume changed settings (worker.*): config.json is rewritten. */
+  configChanged?: boolean;
+}
+
+/** How long a worker waits for a silent controller before it gives up. */
+export function controllerTimeoutMs(config: ResolvedConfig): number {
+  return Math.max(config.worker.heartbeat_timeout_ms, CONTROLLER_TIMEOUT_FACTOR * config.worker.heartbeat_interval_ms);
+}
+
+/**
+ * One run: its sessions (every rank of trqat's workers or of the user's script), its one step
+ * loop, its record. A managed session also gets directives (evaluate, checkpoint, stop) with its
+ * LRs; a client session may ignore them. Processes the run started are supervised here.
+ */
+export class Run implements SessionHandler {
+  readonly done: Promise<RunSummary>;
+  private config: ResolvedConfig;
+  private readonly record: RunRecord;
+  private readonly credentials: Credentials;
+  private readonly checkpoints: Checkpoints;
+  private readonly unlock: () => void;
+  private table: SessionTable | null = null;
+  private readonly processes: RunProcess[] = [];
+  private controller: TrController | null = null;
+  private plan: RunPlan | null = null;
+  private loop: StepLoop | null = null;
+  private layers: LayerInfo[] = [];
+  private startStep = 0;
+  private worldSize: number | null = null;
+  /** What each rank is doing, for error messages ("training step 37"). */
+  private readonly activity = new Map<number, string>();
+  private readonly closedRanks = new Set<number>();
+  private pendingCheckpoint: { step: number; commit: (state: ControllerCheckpoint) => CheckpointRef; state: ControllerState; saved: boolean } | null = null;
+  private lastEvalStep = -1;
+  private clientError: string | null = null;
+  private stopRequested = false;
+  private ended = false;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private progressTimer: NodeJS.Timeout | null = null;
+  private resolveDone!: (summary: RunSummary) => void;
+  private rejectDone!: (error: Error) => void;
+
+  private constructor(
+    private readonly spec: RunSpec,
+    private readonly options: RunOptions,
+  ) {
+    this.config = spec.config;
+    this.credentials = makeCredentials(spec.config.bridge.endpoint, spec.config.bridge.curve);
+    this.unlock = lockRunDir(spec.runDir);
+    this.checkpoints = new Checkpoints(spec.runDir, spec.config.train.keep_checkpoints);
+    try {
+      this.record = new RunRecord(spec.runDir, spec.config, spec.kind, spec.checkpoint?.step ?? null, (event) => this.emit(event));
+    } catch (error) {
+      this.unlock();
+      throw error;
+    }
+    if (spec.configChanged) this.record.updateConfig(spec.config);
+    if (spec.command) this.record.set({ command: spec.command });
+    this.done = new Promise<RunSummary>((resolve, reject) => {
+      this.resolveDone = resolve;
+      this.rejectDone = reject;
+    });
+    this.done.catch(() => undefined); // callers that only stop() must not see an unhandled rejection
+  }
+
+  /** Creates the run's record, binds its endpoint and starts accepting sessions. */
+  static async open(spec: RunSpec, options: RunOptions): Promise<Run> {
+    const run = new Run(spec, options);
+    try {
+      run.table = await SessionTable.bind(spec.config.bridge.endpoint, run.credentials, spec.config.worker.heartbeat_timeout_ms, run);
+    } catch (error) {
+      run.fail(error as Error);
+      throw error;
+    }
+    const external = spec.kind === 'client' || spec.config.worker.launch === 'external';
+    const authFile = external ? writeAuthFile(spec.runDir, run.credentials, run.endpoint) : null;
+    const signal = options.signal;
+    if (signal?.aborted) run.stop();
+    else signal?.addEventListener('abort', () => run.stop(), { once: true });
+    run.emit({ type: 'listening', endpoint: run.endpoint, runDir: spec.runDir, authFile });
+    // A client run waits for its script as long as it takes; trqat's own workers must be ready in time.
+    if (spec.kind === 'managed') {
+      run.later(() => {
+        if (run.plan && run.readyRanks() >= run.worldSize!) return;
+        run.fail(new RunFailure(`not every rank was ready within worker.startup_timeout_ms (${spec.config.worker.startup_timeout_ms} ms): ${run.readyRanks()} of ${run.worldSize ?? '?'} ready`));
+      }, spec.config.worker.startup_timeout_ms);
+    }
+    return run;
+  }
+
+  get endpoint(): string {
+    return this.table!.endpoint;
+  }
+
+  handle(): RunHandle {
+    return {
+      runDir: this.spec.runDir,
+      endpoint: this.endpoint,
+      peerEnv: this.peerEnv(),
+      done: this.done,
+      stop: () => this.stop(),
+      stopNow: (reason) => this.stopNow(reason),
+    };
+  }
+
+  /** TRQAT_ENDPOINT and the credentials, for processes this run starts. */
+  peerEnv(): Record<string, string> {
+    return {
+      ...peerEnv(this.credentials, this.endpoint),
+      TRQAT_RUN_DIR: this.spec.runDir,
+      TRQAT_HEARTBEAT_MS: String(this.config.worker.heartbeat_interval_ms),
+      TRQAT_CONTROLLER_TIMEOUT_MS: String(controllerTimeoutMs(this.config)),
+    };
+  }
+
+  /** Supervises a process this run started: its exit before its session's bye fails a managed run. */
+  supervise(process: RunProcess): void {
+    this.processes.push(process);
+    void process.exited.then((exit) => this.processExited(process, exit));
+  }
+
+  stop(): void {
+    if (this.ended || this.stopRequested) return;
+    this.stopRequested = true;
+    if (!this.table || this.table.active().length === 0) {
+      if (this.spec.kind === 'client' || !this.plan) this.finish();
+      return;
+    }
+    if (this.spec.kind === 'client') this.later(() => this.finish(), this.options.stopGraceMs ?? DEFAULT_STOP_GRACE_MS);
+  }
+
+  stopNow(reason: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.loop?.flush();
+    this.record.end('stopped', this.controller?.trackingError ?? null, reason);
+    this.table?.abort(reason);
+    for (const process of this.processes) process.stop('SIGKILL');
+    this.unlock();
+  }
+
+  // --- sessions --------------------------------------------------------------------------------
+  hello(hello: WorkerBody<'hello'>): string | null {
+    const role = this.spec.kind === 'managed' ? 'worker' : 'client';
+    if (hello.role !== role) {
+      return role === 'worker'
+        ? 'this endpoint runs a managed training (trqat train) with its own workers; connect your script to "trqat run" or "trqat serve"'
+        : 'this controller (trqat run / trqat serve) serves client sessions (trqat.client.Client); managed workers are started by "trqat train"';
+    }
+    if (this.ended) return 'this run has ended';
+    if (this.stopRequested) return 'this run is stopping';
+    const expected = this.worldSize ?? (this.spec.kind === 'managed' && this.config.worker.launch === 'local' ? this.config.worker.nproc_per_node : null);
+    if (expected !== null && hello.world_size !== expected) {
+      return `world size ${hello.world_size} does not match the run's world size ${expected}`;
+    }
+    if (hello.rank >= hello.world_size) return `rank ${hello.rank} is not below the world size ${hello.world_size}`;
+    const twin = this.table?.active().find((s) => s.rank === hello.rank);
+    if (twin) return `rank ${hello.rank} is already connected (pid ${twin.hello.pid} on ${twin.hello.hostname}); every rank connects once`;
+    if (this.closedRanks.has(hello.rank)) return `rank ${hello.rank} has already said bye to this run`;
+    this.worldSize = hello.world_size;
+    return null;
+  }
+
+  welcome(session: Session): ControllerBodies['welcome'] {
+    const info = rankInfo(session.hello);
+    this.record.addRank(info);
+    this.activity.set(session.rank, 'building the model and loading data');
+    this.emit({ type: 'rank', rank: info, worldSize: session.hello.world_size });
+    return { config: this.config, resume: this.spec.checkpoint?.path ?? null };
+  }
+
+  ready(session: Session, body: WorkerBody<'ready'>): Outcome<ControllerBodies['plan']> {
+    if (this.ended) return { refuse: 'this run has ended' };
+    const outcome = this.plan ? this.join(body) : this.makePlan(body);
+    if ('ok' in outcome) this.activity.set(session.rank, `waiting for the other ranks before step ${this.startStep}`);
+    return outcome;
+  }
+
+  message(session: Session, message: WorkerMessage): void {
+    if (this.ended) return;
+    try {
+      this.dispatch(session, message);
+    } catch (error) {
+      this.fail(error instanceof StepMismatch ? new RunFailure(`${error.message}: data-parallel ranks must hold identical weights (wrap the model in DistributedDataParallel, initialise it identically on every rank)`) : (error as Error));
+    }
+  }
+
+  lost(session: Session, reason: string): void {
+    if (this.ended) return;
+    this.emit({ type: 'rank-left', rank: rankInfo(session.hello), reason: `lost: ${reason}` });
+    const process = this.processOf(session.rank);
+    process?.stop('SIGKILL'); // hung: it would not answer SIGTERM any sooner
+    this.fail(new RunFailure(this.withStderr(`rank ${session.rank} (pid ${session.hello.pid} on ${session.hello.hostname}) stopped answering (${reason}) while ${this.doing(session.rank)}`, process)));
+  }
+
+  refused(error: ProtocolError): void {
+    // Our own worker with another protocol version cannot take part: say so instead of waiting for it.
+    // (A user's script raises the refusal itself and exits, which ends a client run.)
+    if (this.spec.kind === 'managed' && error instanceof VersionMismatchError && this.processes.some((p) => p.pid === error.pid)) {
+      this.fail(new RunFailure(`the worker was refused at the handshake: ${error.message}`));
+    }
+  }
+
+  warn(message: string): void {
+    this.emit({ type: 'warning', message });
+  }
+
+  // --- messages of ready sessions -----------------------------------------------------------
+  private dispatch(session: Session, message: WorkerMessage): void {
+    const loop = this.loop;
+    switch (message.type) {
+      case 'step': {
+        const body = message.body as WorkerBody<'step'>;
+        this.activity.set(session.rank, `training step ${body.step}`);
+        const refusal = loop!.report(session.rank, body);
+        if (refusal !== null) this.table!.send(session, 'error', { message: refusal });
+        return;
+      }
+      case 'evaluated': {
+        const body = message.body as WorkerBody<'evaluated'>;
+        loop!.stats(session.rank, body.last);
+        this.onEvaluated(body);
+        const step = loop!.next;
+        this.activity.set(session.rank, this.pendingCheckpoint ? `saving the checkpoint of step ${step}` : `training step ${step}`);
+        return;
+      }
+      case 'saved': {
+        const body = message.body as WorkerBody<'saved'>;
+        loop!.stats(session.rank, body.last);
+        if (this.pendingCheckpoint) this.pendingCheckpoint.saved = true;
+        this.maybeCommit();
+        this.activity.set(session.rank, `training step ${loop!.next}`);
+        return;
+      }
+      case 'bye': {
+        const body = message.body as WorkerBody<'bye'>;
+        loop?.stats(session.rank, body.last);
+        this.closedRanks.add(session.rank);
+        this.activity.set(session.rank, 'exiting');
+        // Ctrl-C in the script (KeyboardInterrupt) is a stop, not a failure.
+        if (body.error && !body.error.startsWith('KeyboardInterrupt')) this.clientError ??= `rank ${session.rank} reported: ${body.error}`;
+        this.emit({ type: 'rank-left', rank: rankInfo(session.hello), reason: body.error ? `error: ${body.error}` : 'bye' });
+        loop?.leave(session.rank);
+        this.checkFinished();
+        return;
+      }
+      case 'error': {
+        const body = message.body as WorkerBody<'error'>;
+        if (this.spec.kind === 'client') {
+          this.warn(`rank ${session.rank} (pid ${session.hello.pid}) reported an error: ${body.message}`);
+          return;
+        }
+        if (body.kind === 'config') {
+          this.fail(new ConfigError(body.message));
+          return;
+        }
+        // The traceback says what the stderr tail would, without the repetition.
+        const text = `rank ${session.rank} reported an error while ${this.doing(session.rank)}: ${body.message}`;
+        this.fail(new RunFailure(body.traceback ? `${text}\n${body.traceback.trimEnd()}` : this.withStderr(text, this.processOf(session.rank))));
+        return;
+      }
+      default:
+        this.table!.send(session, 'error', { message: `"${message.type}" is not expected here` });
+    }
+  }
+
+  private onEvaluated(body: WorkerBody<'evaluated'>): void {
+    const step = this.loop!.next;
+    if (step === this.lastEvalStep) return; // every rank of a script may report the same evaluation: the first is logged
+    this.lastEvalStep = step;
+    const record: EvalRecord = {
+      type: 'eval',
+      step,
+      epoch: step / this.plan!.steps_per_epoch,
+      top1: body.top1,
+      loss: body.loss,
+      samples: body.samples,
+      seconds: body.seconds,
+      tracking_error: this.config.mode === 'tr' ? this.controller!.trackingError : null,
+      time: Date.now() / 1000,
+    };
+    this.record.eval(record);
+    this.armProgress();
+  }
+
+  // --- the plan ------------------------------------------------------------------------------
+  private makePlan(body: WorkerBody<'ready'>): Outcome<ControllerBodies['plan']> {
+    const client = this.spec.kind === 'client';
+    if (client && body.layers.length === 0) return { refuse: 'the model has no quantized layers: quantize it first (trqat.quantize)' };
+    const configured = this.config.train.steps;
+    const total = client ? (configured ?? body.total_steps ?? null) : totalSteps(this.config, body.steps_per_epoch);
+    if (total === null) {
+      return {
+        refuse:
+          'the run length is unknown: set train.steps in the config (e.g. --set train.steps=N), or pass total_steps=N ' +
+          '(or steps_per_epoch=N, for train.epochs epochs) to trqat.client.Client',
+      };
+    }
+    if (client && configured !== null && body.total_steps != null && body.total_steps !== configured) {
+      this.warn(`the client asked for ${body.total_steps} steps; the config's train.steps = ${configured} wins`);
+    }
+    const start = body.start_step;
+    if (start >= total) return { refuse: `the run continues at step ${start}, but it has only ${total} steps` };
+    if (client) this.adoptBits(body.layers);
+    const controller = new TrController(this.config, total, body.layers.map((layer) => layer.numel));
+    const restored = this.restore(controller, body, start);
+    if (restored !== null) return { refuse: restored };
+    const evalEvery = client ? 0 : (this.config.train.eval_every ?? body.steps_per_epoch);
+    this.plan = {
+      total_steps: total,
+      steps_per_epoch: body.steps_per_epoch,
+      eval_every: evalEvery,
+      checkpoint_every: client ? 0 : (this.config.train.checkpoint_every ?? evalEvery),
+      world_size: this.worldSize!,
+      controller: controllerSettings(this.config, total),
+    };
+    this.controller = controller;
+    this.layers = body.layers;
+    this.startStep = start;
+    this.loop = new StepLoop(controller, body.layers, total, body.steps_per_epoch, this.worldSize!, start, {
+      directives: (t) => this.directives(t),
+      answer: (ranks, lr) => this.answer(ranks, lr),
+      record: (record) => this.onRecord(record),
+    });
+    this.record.start(this.plan, body, start, this.endpoint, controller.quantizedWeights);
+    this.armProgress();
+    return { ok: this.planBody() };
+  }
+
+  /** Continues the schedules: from the checkpoint (managed) or the client's saved state. Returns a refusal. */
+  private restore(controller: TrController, body: WorkerBody<'ready'>, start: number): string | null {
+    const checkpoint = this.spec.checkpoint;
+    if (checkpoint) {
+      const saved = Checkpoints.readController(checkpoint);
+      if (saved.step !== start) throw new TrqatError(`checkpoint ${checkpoint.path} is inconsistent: controller.json is at step ${saved.step}, worker.pt at step ${start}`);
+      if (saved.total_steps !== controller.totalSteps) {
+        throw new TrqatError(`checkpoint ${checkpoint.path} belongs to a ${saved.total_steps}-step plan, but the config now gives ${controller.totalSteps} steps`);
+      }
+      controller.loadStateDict(saved.controller);
+      this.record.bestTop1 = saved.best_top1;
+      this.record.elapsedBefore = saved.elapsed_s;
+      return null;
+    }
+    const state = body.controller_state ?? null;
+    if (state) {
+      if (state.last_step !== start - 1) return `controller_state is at step ${state.last_step}, but the client continues at step ${start} (expected ${start - 1})`;
+      try {
+        controller.loadStateDict(state as unknown as ControllerState);
+      } catch (error) {
+        return `cannot continue from the client's controller_state: ${(error as Error).message}`;
+      }
+    } else if (start > 0) {
+      controller.loadStateDict({ ...controller.stateDict(), last_step: start - 1 });
+      this.warn(`the client continues at step ${start} without controller state: K restarts at 0 and U at U(0) (save client.state_dict() in your checkpoints)`);
+    }
+    return null;
+  }
+
+  /** A further rank's ready must describe the same model and start. */
+  private join(body: WorkerBody<'ready'>): Outcome<ControllerBodies['plan']> {
+    const sizes = (layers: readonly LayerInfo[]) => layers.map((l) => l.numel).join(',');
+    if (sizes(body.layers) !== sizes(this.layers)) {
+      return { refuse: `this rank's quantized layers (${body.layers.length}) differ from rank ${this.firstRank()}'s (${this.layers.length}): every rank must train the same model` };
+    }
+    if (body.start_step !== this.startStep) {
+      return { refuse: `this rank starts at step ${body.start_step}, the run started at step ${this.startStep}: every rank must start at the same step` };
+    }
+    return { ok: this.planBody() };
+  }
+
+  private planBody(): ControllerBodies['plan'] {
+    return { total_steps: this.plan!.total_steps, steps_per_epoch: this.plan!.steps_per_epoch, start_step: this.startStep };
+  }
+
+  /**
+   * R(0) = lambda * sqrt(b_w) uses the weight bits, which a client's script chose: when every layer
+   * has the same bits and the config's differ, the config follows the model (R(0) is recomputed
+   * unless tr.r0 was set to something else), and config.json records it.
+   */
+  private adoptBits(layers: readonly LayerInfo[]): void {
+    const bits = [...new Set(layers.map((l) => l.weight_bits))];
+    const acts = [...new Set(layers.map((l) => l.act_bits))];
+    const quant = this.config.quant;
+    if (bits.length !== 1) {
+      this.warn(`the model's layers have mixed weight bits (${bits.join(', ')}): R(0) uses quant.weight_bits = ${quant.weight_bits}`);
+      return;
+    }
+    const weightBits = bits[0]!;
+    const actBits = acts.length === 1 ? acts[0]! : quant.act_bits;
+    if (weightBits === quant.weight_bits && actBits === quant.act_bits) return;
+    const derived = Math.abs(this.config.tr.r0 - this.config.tr.lambda * Math.sqrt(quant.weight_bits)) <= 1e-12 * this.config.tr.r0;
+    const r0 = derived ? this.config.tr.lambda * Math.sqrt(weightBits) : this.config.tr.r0;
+    this.config = {
+      ...this.config,
+      quant: { ...quant, weight_bits: weightBits as typeof quant.weight_bits, act_bits: actBits as typeof quant.act_bits },
+      tr: { ...this.config.tr, r0 },
+    };
+    this.record.updateConfig(this.config);
+    if (weightBits !== quant.weight_bits) {
+      this.warn(`the model has ${weightBits}-bit weights (the config said ${quant.weight_bits})${derived ? `: R(0) = lambda * sqrt(${weightBits}) = ${r0.toExponential(3)}` : ''}`);
+    }
+  }
+
+  // --- steps -----------------------------------------------------------------------------------
+  private directives(t: number): Directives {
+    const plan = this.plan!;
+    const done = t + 1;
+    const final = done >= plan.total_steps;
+    const stop = final || this.stopRequested;
+    if (this.spec.kind === 'client') return { eval: false, save: null, stop };
+    const boundary = (every: number) => final || (every > 0 && done % every === 0);
+    let save: string | null = null;
+    if (stop || boundary(plan.checkpoint_every)) {
+      const { staging, commit } = this.checkpoints.begin(done);
+      this.pendingCheckpoint = { step: done, commit, state: this.controller!.stateDict(), saved: false };
+      save = staging;
+    }
+    return { eval: boundary(plan.eval_every), save, stop };
+  }
+
+  private answer(ranks: number[], lr: LrBody): void {
+    const sessions = this.table!.active();
+    for (const rank of ranks) {
+      const session = sessions.find((s) => s.rank === rank);
+      if (session) this.table!.send(session, 'lr', lr);
+      const then = lr.eval ? ' and evaluating' : lr.save ? ` and saving the checkpoint of step ${lr.step + 1}` : '';
+      this.activity.set(rank, `finishing step ${lr.step}${then}`);
+    }
+    this.record.set({ step: lr.step + 1 });
+    this.armProgress();
+  }
+
+  private onRecord(record: StepRecord): void {
+    if (!Number.isFinite(record.loss) && record.samples > 0) {
+      const checkpoint = this.record.info.checkpoint_step;
+      this.fail(
+        new RunFailure(
+          `training diverged: the loss of step ${record.step} is ${record.loss}; lower optimizer.lr (or tr.talr.u0), or set train.grad_clip` +
+            (checkpoint > 0 ? ` (the last checkpoint, step ${checkpoint}, is intact)` : ''),
+        ),
+      );
+      return;
+    }
+    this.record.step(record);
+    this.maybeCommit();
+  }
+
+  /** A checkpoint commits once rank 0 saved it and the log holds every step before it. */
+  private maybeCommit(): void {
+    const pending = this.pendingCheckpoint;
+    if (!pending?.saved || !this.record.holds(pending.step)) return;
+    this.pendingCheckpoint = null;
+    this.record.flush(); // a checkpoint never points past what the log holds
+    const ref = pending.commit({
+      format: CHECKPOINT_FORMAT,
+      step: pending.step,
+      total_steps: this.plan!.total_steps,
+      controller: pending.state,
+      best_top1: this.record.bestTop1,
+      elapsed_s: this.record.elapsed(),
+    });
+    this.record.checkpoint(ref);
+  }
+
+  // --- ending --------------------------------------------------------------------------------
+  private checkFinished(): void {
+    if (this.ended || !this.table) return;
+    if (this.table.active().length > 0) return;
+    // Under `trqat run`, a script that reported an error is reported with its exit status.
+    if (this.clientError && this.spec.command) return;
+    if (this.closedRanks.size >= (this.worldSize ?? 1)) this.finish();
+  }
+
+  private processExited(process: RunProcess, exit: ProcessExit): void {
+    if (this.spec.command) this.record.set({ exit });
+    if (this.ended) return;
+    const rank = process.rank;
+    if (this.spec.kind === 'managed') {
+      if (this.closedRanks.has(rank)) return;
+      const hint = exit.spawnError ? ' (set worker.python or TRQAT_PYTHON to a Python with trqat installed, or run "bash scripts/setup.sh")' : '';
+      this.fail(new RunFailure(this.withStderr(`rank ${rank} ${describeExit(exit)}${hint} while ${this.doing(rank)}`, process)));
+      return;
+    }
+    // trqat run: the command's exit decides the run's end if no bye did.
+    const interrupted = exit.signal === 'SIGINT' || exit.code === 130;
+    const failed = (exit.code !== 0 || exit.signal !== null) && !interrupted;
+    if (failed) {
+      const at = this.plan ? ` at step ${this.loop!.next} of ${this.plan.total_steps}` : ' before its first step';
+      this.fail(new RunFailure(`the training script ${describeExit(exit)}${at}${this.clientError ? ` (${this.clientError})` : ''}`));
+    } else if (this.processes.every((p) => p.exit !== null)) {
+      if (!this.plan) this.fail(new RunFailure('the command exited (code 0) without a trqat client connecting: nothing was recorded (add trqat.client.Client to the training loop)'));
+      else this.finish();
+    }
+  }
+
+  private finish(): void {
+    if (this.ended) return;
+    if (this.clientError) {
+      this.fail(new RunFailure(`the training script failed${this.plan ? ` at step ${this.loop!.next} of ${this.plan.total_steps}` : ''}: ${this.clientError}`));
+      return;
+    }
+    this.loop?.flush();
+    this.maybeCommit();
+    const completed = this.plan !== null && this.loop!.next >= this.plan.total_steps && !this.pendingCheckpoint;
+    this.ended = true;
+    const summary = this.record.end(completed ? 'completed' : 'stopped', this.trackingError())!;
+    void this.release(false).then(() => this.resolveDone(summary));
+  }
+
+  private fail(error: Error): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.loop?.flush();
+    this.record.end('failed', this.trackingError(), error.message);
+    this.table?.abort(error.message.split('\n')[0]!);
+    void this.release(true).then(() => this.rejectDone(error));
+  }
+
+  /** Closes the socket, lets (or makes) the processes exit, frees the folder. */
+  private async release(failed: boolean): Promise<void> {
+    for (const timer of this.timers) clearTimeout(timer);
+    if (this.progressTimer) clearTimeout(this.progressTimer);
+    const running = this.processes.filter((p) => p.exit === null);
+    // Processes whose session did not say bye have nothing left to do here.
+    for (const process of running) if (failed || !this.closedRanks.has(process.rank)) process.stop();
+    const exited = Promise.all(running.map((p) => p.exited));
+    const inTime = await Promise.race([exited.then(() => true), delay(EXIT_GRACE_MS).then(() => false)]);
+    if (!inTime) for (const process of running) process.stop();
+    await exited;
+    await this.table?.close();
+    this.unlock();
+  }
+
+  // --- helpers -----------------------------------------------------------------------------------
+  private trackingError(): number | null {
+    return this.config.mode === 'tr' && this.controller ? this.controller.trackingError : null;
+  }
+
+  private readyRanks(): number {
+    return this.table?.all().filter((s) => s.ready !== null).length ?? 0;
+  }
+
+  private firstRank(): number {
+    return this.table?.all().find((s) => s.ready !== null)?.rank ?? 0;
+  }
+
+  private processOf(rank: number): RunProcess | undefined {
+    return this.spec.kind === 'managed' ? this.processes.find((p) => p.rank === rank) : undefined;
+  }
+
+  private doing(rank: number): string {
+    return this.activity.get(rank) ?? 'starting up';
+  }
+
+  private withStderr(text: string, process: RunProcess | undefined): string {
+    const tail = process?.stderrTail() ?? '';
+    return tail ? `${text}\n--- last lines of rank ${process!.rank}'s stderr (${join(this.spec.runDir, logName(process!.rank, this.worldSize ?? 1))}) ---\n${tail}` : text;
+  }
+
+  /** A run that makes no progress for worker.command_timeout_ms fails (a rank stuck in a collective, say). */
+  private armProgress(): void {
+    if (this.progressTimer) clearTimeout(this.progressTimer);
+    const limit = this.config.worker.command_timeout_ms;
+    this.progressTimer = setTimeout(() => {
+      const waiting = [...this.activity.entries()].map(([rank, what]) => `rank ${rank}: ${what}`).join('; ');
+      this.fail(new RunFailure(`no progress within worker.command_timeout_ms (${limit} ms): ${waiting}`));
+    }, limit);
+    this.progressTimer.unref();
+  }
+
+  private later(fn: () => void, ms: number): void {
+    const timer = setTimeout(fn, ms);
+    timer.unref();
+    this.timers.push(timer);
+  }
+
+  private emit(event: RunEvent): void {
+    this.options.onEvent?.(event);
+  }
+}
+
+/** The stderr log of a managed rank: worker.log for a single rank, worker-N.log for several. */
+export function logName(rank: number, worldSize: number): string {
+  return worldSize > 1 ? `worker-${rank}.log` : 'worker.log';
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
