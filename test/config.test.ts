@@ -91,4 +91,19 @@ describe('config for the full method', () => {
     expect(errorOf(() => loadConfig(null, ['worker.heartbeat_interval_ms=10000']))).toMatch(/heartbeat_timeout_ms \(5000\) must be at least twice worker\.heartbeat_interval_ms \(10000\)/);
     expect(errorOf(() => loadConfig(null, ['worker.command_timeout_ms=1e10']))).toMatch(/worker\.command_timeout_ms: .*<=2147483647/);
   });
+
+  it('data parallelism and endpoints: the batch splits evenly, nothing reachable runs without keys, old amp values still read', () => {
+    expect(errorOf(() => loadConfig(null, ['worker.nproc_per_node=3']))).toMatch(
+      /data\.batch_size \(128\) is the batch of one optimizer step over all ranks, split into 3 rank\(s\) x 1 micro-batch\(es\): make it a multiple of 3/,
+    );
+    expect(errorOf(() => loadConfig(null, ['train.accumulate_steps=3']))).toMatch(/make it a multiple of 3/);
+    expect(loadConfig(null, ['worker.nproc_per_node=4', 'train.accumulate_steps=2']).worker.nproc_per_node).toBe(4);
+    expect(errorOf(() => loadConfig(null, ['bridge.endpoint=tcp://0.0.0.0:5555', 'bridge.curve=off']))).toMatch(
+      /bridge\.endpoint tcp:\/\/0\.0\.0\.0:5555 can be reached from other machines.*use bridge\.curve=auto/,
+    );
+    expect(loadConfig(null, ['bridge.endpoint=ipc:///tmp/x.sock', 'bridge.curve=off']).bridge.curve).toBe('off');
+    expect(loadConfig(null, ['worker.amp=true']).worker.amp).toBe('fp16');
+    expect(loadConfig(null, ['worker.amp=false']).worker.amp).toBe('off');
+    expect(errorOf(() => loadConfig(null, ['worker.amp=fp8']))).toMatch(/worker\.amp: .*"off".*"bf16".*"fp16"/);
+  });
 });

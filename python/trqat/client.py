@@ -144,6 +144,8 @@ class Client:
         self.lr_quant: Union[None, float, List[float]] = None
         self.lr_other: Optional[float] = None
         self.controller_state: Optional[Dict[str, Any]] = None
+        # the per-layer transitions this process measured for the current step (layer_names order)
+        self.last_counts: Optional[List[int]] = None
         self._loaded_step: Optional[int] = None
         self._started = self._begun = self._closed = False
         self._stats: Dict[str, Any] = {"loss": None, "correct": None, "samples": None}
@@ -228,7 +230,8 @@ class Client:
         if self.current_step >= (self.total_steps or 0):
             raise RunOver(f"step {self.current_step} is past the end of the run ({self.total_steps} steps): stop "
                           f"when client.should_stop is true, or loop over range(client.total_steps)")
-        self._session.step(self.current_step, self.counter.update(), self._take_stats())
+        self.last_counts = self.counter.update()
+        self._session.step(self.current_step, self.last_counts, self._take_stats())
         self._begun = True
 
     def step_end(self, loss: Any = None, correct: Any = None, samples: Any = None) -> LRs:
