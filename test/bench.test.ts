@@ -64,6 +64,15 @@ describe('benchmarks on a tiny budget', () => {
     expect(rows(stdout, 'Scaling with the number of quantized layers: controller').length).toBe(2);
   });
 
+  it('ddp.mjs prints the data-parallel table', async () => {
+    const { stdout } = await bench('ddp.mjs');
+    const table = rows(stdout, 'Data parallelism on the CPU');
+    expect(table.map((r) => r[0])).toEqual(['trqat, 1 rank', 'trqat, 2 ranks', 'plain DDP loop, 2 ranks']);
+    for (const row of table) expect(row[1]).toMatch(number);
+    expect(table[1]![3]).toMatch(number);
+    expect(table[1]![4]).toMatch(number);
+  });
+
   it('study.mjs runs the study end to end and writes its plots', async () => {
     const { stdout, out } = await bench('study.mjs');
     const grid = rows(stdout, 'TR scheduling against LR scheduling');

@@ -145,8 +145,8 @@ def normalize(images: torch.Tensor, mean: Sequence[float] = (MEAN,), std: Sequen
     x = images.float() / 255
     if len(mean) == 1:
         return (x - mean[0]) / std[0]
-    m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - m) / s
 
 
@@ -234,15 +234,20 @@ class Data:
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.augment, self.device = seed, augment, device
         self.pad, self.mean, self.std = pad, tuple(mean), tuple(std)
+        self._stats: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self.num_classes = num_classes
         self.steps_per_epoch = len(train) // batch_size  # drop_last
         self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
 
-    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _to_device(self, images: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images to the device (a quarter of the bytes of floats), normalized there."""
         if self.device.type == "cuda":
-            return (x.pin_memory().to(self.device, non_blocking=True),
-                    y.pin_memory().to(self.device, non_blocking=True))
-        return x, y
+            images = images.pin_memory().to(self.device, non_blocking=True)
+            y = y.pin_memory().to(self.device, non_blocking=True)
+        if self._stats is None:  # made once on the device: a per-batch tensor would be a host copy every step
+            self._stats = tuple(torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1).to(self.device) for v in (self.mean, self.std))
+        mean, std = self._stats
+        return (images.float() / 255 - mean) / std, y
 
     def train_batch(self, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """This rank's share of the (normalized images, labels) of global step `step`, on the device."""
@@ -254,14 +259,14 @@ class Data:
             images = augment(self.train.images[idx], _generator(self.seed, _AUG, step), self.pad, self.part)
         else:
             images = self.train.images[idx[self.part]]
-        return self._to_device(normalize(images, self.mean, self.std), self.train.labels[idx[self.part]])
+        return self._to_device(images, self.train.labels[idx[self.part]])
 
     def test_batches(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         """This rank's test batches: every world_size-th, starting at its rank."""
         step = self.eval_batch_size * self.ranks.world_size
         for i in range(self.eval_batch_size * self.ranks.rank, len(self.test), step):
             sl = slice(i, i + self.eval_batch_size)
-            yield self._to_device(normalize(self.test.images[sl], self.mean, self.std), self.test.labels[sl])
+            yield self._to_device(self.test.images[sl], self.test.labels[sl])
 
 
 # --- ImageNet ----------------------------------------------------------------------------------
