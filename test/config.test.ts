@@ -56,7 +56,7 @@ describe('config', () => {
   it('lists the allowed keys when a key is unknown (typos do not pass silently)', () => {
     const message = errorOf(() => parseConfig({ optimzer: { lr: 0.1 }, tr: { lamda: 0.1 } }));
     expect(message).toMatch(/optimzer: unknown setting \(allowed here: .*optimizer/);
-    expect(message).toMatch(/tr\.lamda: unknown setting \(allowed here: lambda, r0, schedule, momentum, scope, auto, talr, settle_fraction, warn_tracking_error\)/);
+    expect(message).toMatch(/tr\.lamda: unknown setting \(allowed here: preset, lambda, r0, schedule, momentum, k0, scope, auto, talr, settle_fraction, warn_tracking_error\)/);
   });
 
   it('explains malformed files and overrides', () => {

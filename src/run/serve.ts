@@ -326,7 +326,7 @@ class ClientRun implements ClientHubHandler {
       return { refuse: `controller_state is at step ${state.last_step}, but the client continues at step ${start} (expected ${start - 1})` };
     }
     this.adoptBits(body.layers);
-    const controller = new TrController(this.config, total, body.layers.map((layer) => layer.numel));
+    const controller = new TrController(this.config, total, body.layers.map((layer) => layer.numel), body.steps_per_epoch);
     if (state) {
       try {
         controller.loadStateDict(state as unknown as ControllerState);

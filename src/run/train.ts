@@ -188,7 +188,7 @@ class Run {
       checkpoint_every: this.config.train.checkpoint_every ?? evalEvery,
       controller: controllerSettings(this.config, total),
     };
-    this.controller = new TrController(this.config, total, ready.layers.map((layer) => layer.numel));
+    this.controller = new TrController(this.config, total, ready.layers.map((layer) => layer.numel), ready.steps_per_epoch);
     this.step = ready.start_step;
     if (this.checkpoint) this.restore(ready.start_step);
     this.info = { ...this.info, plan: this.plan, worker: link.hello!, device: ready.device, layers: ready.layers };
