@@ -14,7 +14,7 @@ BASE_CONFIG = {  # every key of docs/worker-config.md, resolved as the controlle
     "mode": "tr",
     "model": {"name": "resnet20", "in_channels": 1, "num_classes": 4, "image_size": 12, "init_checkpoint": None},
     "quant": {"weight_bits": 2, "act_bits": 2, "first_last_fp": True, "full_precision": [], "per_channel": False,
-              "output_scale": "auto"},
+              "output_scale": "auto", "weight_scale_init": "lsq", "act_scale_init": "lsq", "lsq_grad_scale": True},
     "data": {
         "name": "synthetic",
         "root": "/nonexistent",
@@ -28,7 +28,8 @@ BASE_CONFIG = {  # every key of docs/worker-config.md, resolved as the controlle
         "synthetic": {"train_size": 64, "test_size": 48, "image_size": 12, "channels": 1, "num_classes": 4},
     },
     "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,
-                  "quantized_weight_decay": 5e-4, "betas": [0.9, 0.999], "eps": 1e-8, "kwargs": {}},
+                  "quantized_weight_decay": 5e-4, "betas": [0.9, 0.999], "eps": 1e-8, "kwargs": {},
+                  "scale_lr": None, "scale_momentum": None, "no_decay_momentum": None},
     "train": {"grad_clip": None, "label_smoothing": 0.0,
               "distill": {"teacher_checkpoint": None, "teacher_model": None, "temperature": 1.0, "alpha": 1.0}},
     "tr": {"scope": "network"},

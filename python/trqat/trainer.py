@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from .data import build_data
 from .models import build_fp_model, build_model, load_checkpoint_weights, model_image_size
 from .quant import quantized_layers
+from .scales import configure_scales, scale_groups
 from .transitions import TransitionCounter
 
 CHECKPOINT_FORMAT = 1
@@ -112,7 +113,7 @@ def build_optimizer(model: nn.Module, cfg: Dict[str, Any]) -> torch.optim.Optimi
         wd = cfg.get("weight_decay") or 0.0
         qwd = cfg.get("quantized_weight_decay")
         qwd = wd if qwd is None else qwd
-    groups = param_groups(model, wd, qwd)
+    groups = scale_groups(model, param_groups(model, wd, qwd), cfg)
     args: Dict[str, Any] = {"lr": cfg["lr"]}
     if name == "sgd":
         args.update(momentum=cfg.get("momentum", 0.0), nesterov=cfg.get("nesterov", False))
@@ -165,6 +166,7 @@ class Trainer:
             raise ValueError(f"data.name {config['data']['name']!r} has {data_classes} classes but "
                              f"model.num_classes is {num_classes}")
         self.model = build_model(config).to(device)
+        configure_scales(self.model, config["quant"])
         self.layers = quantized_layers(self.model)
         for _, m in self.layers:  # TR: levels may change only through weight updates
             m.freeze_weight_scale(config["mode"] == "tr")
@@ -227,7 +229,7 @@ class Trainer:
             for group in quant_groups:
                 group["lr"] = float(lr_quant)
         for group in self.other_groups:
-            group["lr"] = float(lr_other)
+            group["lr"] = float(lr_other) * group.get("lr_factor", 1.0)  # the "scales" group (trqat.scales)
 
     def count_transitions(self) -> Optional[List[int]]:
         """Per-layer level changes since the previous call (None the first time)."""
