@@ -11,7 +11,7 @@ export const PRESETS: Record<(typeof PRESET_NAMES)[number], RawConfig> = {
   released: {
     quant: { weight_scale_init: 'std', act_scale_init: 'std', lsq_grad_scale: false },
     data: { batch_size: 256 },
-    optimizer: { weight_decay: 1e-4, act_scale_lr: 0.01, act_scale_momentum: 0, no_decay_momentum: 0 },
+    optimizer: { weight_decay: 1e-4, scale_lr: 0.01, scale_momentum: 0, no_decay_momentum: 0 },
     lr_schedule: { name: 'cosine', interval: 'epoch' },
     tr: {
       r0: 5e-3,

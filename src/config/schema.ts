@@ -118,10 +118,13 @@ export const configSchema = z.strictObject({
       quantized_weight_decay: z.number().min(0).nullable().default(null),
       betas: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]).default([0.9, 0.999]),
       eps: z.number().positive().default(1e-8),
-      /** Activation scales in a group of their own: its base LR (on the ordinary schedule's shape); null: optimizer.lr. */
-      act_scale_lr: z.number().positive().nullable().default(null),
-      /** SGD momentum of the activation scales' group; null: optimizer.momentum. */
-      act_scale_momentum: z.number().min(0).max(1).nullable().default(null),
+      /**
+       * The quantizers' learnable scales (activation scales; weight scales too when they train) in a
+       * group of their own, with this base LR on the ordinary schedule's shape; null: optimizer.lr.
+       */
+      scale_lr: z.number().positive().nullable().default(null),
+      /** SGD momentum of the scales' group; null: optimizer.momentum. */
+      scale_momentum: z.number().min(0).max(1).nullable().default(null),
       /** SGD momentum of BN weights, biases and the other undecayed parameters; null: optimizer.momentum. */
       no_decay_momentum: z.number().min(0).max(1).nullable().default(null),
       /** Extra keyword arguments for the optimizer class. */
