@@ -64,17 +64,21 @@ describe('benchmarks on a tiny budget', () => {
     expect(rows(stdout, 'Scaling with the number of quantized layers: controller').length).toBe(2);
   });
 
-  it('study.mjs runs the study end to end and writes its plots', async () => {
+  it('study.mjs runs the study end to end, writes its plots, and resumes without running anything again', async () => {
     const { stdout, out } = await bench('study.mjs');
     const grid = rows(stdout, 'TR scheduling against LR scheduling');
-    expect(grid.map((r) => r[0])).toEqual(['W2A2', 'W1A1']);
-    for (const row of grid) {
-      expect(row[2]).toMatch(number);
-      expect(row[3]).toMatch(number);
-    }
+    expect(grid.map((r) => `${r[0]} / ${r[1]}`)).toEqual(['W2A2 SGD / LR scheduling', 'W2A2 SGD / TR, paper text', 'W2A2 SGD / TR, released code', 'W1A1 SGD / LR scheduling', 'W1A1 SGD / TR, paper text', 'W1A1 SGD / TR, released code']);
+    for (const row of grid) expect(row[2]).toMatch(number);
+    for (const row of grid.filter((r) => r[1].startsWith('TR'))) expect(row[5]).toMatch(number); // tracking error
+    expect(rows(stdout, 'Significance').length).toBe(4);
     expect(rows(stdout, 'Sweeps').length).toBeGreaterThanOrEqual(3);
-    const files = readdirSync(join(out, 'study-tiny'));
-    for (const plot of ['k-vs-r.svg', 'u.svg', 'tr-under-lr.svg', 'curves.csv']) expect(files).toContain(plot);
-    expect(readFileSync(join(out, 'study-tiny', 'k-vs-r.svg'), 'utf8')).toMatch(/^<svg/);
+    const dir = join(out, 'study-tiny');
+    const files = readdirSync(dir);
+    for (const plot of ['k-vs-r-w2a2-sgd.svg', 'u-w2a2-sgd.svg', 'k-w1a1-sgd.svg', 'study.md']) expect(files).toContain(plot);
+    expect(readFileSync(join(dir, 'k-vs-r-w2a2-sgd.svg'), 'utf8')).toMatch(/^<svg/);
+    expect(readdirSync(join(dir, 'results'))).toHaveLength(11); // the FP model and 10 QAT runs
+    const again = await run(process.execPath, [script('study.mjs'), '--tiny', '--out', out], { maxBuffer: 16 * 1024 * 1024 });
+    expect(again.stderr).toMatch(/0 QAT runs to go \(10 done\)/);
+    expect(rows(again.stdout, 'TR scheduling against LR scheduling')).toEqual(grid);
   });
 });

@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import ttest2 from '@stdlib/stats-ttest2';
 
 export const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 export const ROOT = resolve(BENCH_DIR, '..', '..');
@@ -86,6 +87,16 @@ export function medRange(values, digits = 3, scale = 1) {
   if (values.length === 0) return 'n/a';
   const f = (v) => (v * scale).toFixed(digits);
   return values.length === 1 ? f(values[0]) : `${f(median(values))} [${f(min(values))}–${f(max(values))}]`;
+}
+
+/**
+ * Welch's two-sample t-test (unequal variances, Satterthwaite's degrees of freedom), two-sided:
+ * {diff: mean(x) - mean(y), t, df, p}; null when a sample has fewer than 2 values or no spread.
+ */
+export function welch(x, y) {
+  if (x.length < 2 || y.length < 2 || (std(x) === 0 && std(y) === 0)) return null;
+  const out = ttest2(x, y, { variance: 'unequal' });
+  return { diff: mean(x) - mean(y), t: out.statistic, df: out.df, p: out.pValue };
 }
 
 /** "12.3 ± 0.4": mean and sample standard deviation. */
