@@ -288,7 +288,7 @@ class Client:
     def _configure(self, state: Optional[Dict[str, Any]]) -> None:
         cfg = self.config
         mode = cfg.get("mode", "tr")
-        for m in self.layers:  # TR: levels may change only through weight updates (method.md)
+        for m in self.layers:  # TR: levels may change only through weight updates (docs/method.md)
             m.freeze_weight_scale(mode == "tr")
         self._check_optimizer(cfg.get("optimizer", {}))
         split_param_groups(self.optimizer, self.model)

@@ -18,7 +18,7 @@ set when the layer is built from its float weights; the s_a factor is applied on
 activation scale is initialised from the first training batch. Output scales are ordinary trained
 parameters (no weight decay), also under TR scheduling.
 
-Activation quantizers are unsigned (levels 0..2^b-1, method.md's table) unless the model says that a
+Activation quantizers are unsigned (levels 0..2^b-1, docs/method.md's table) unless the model says that a
 layer's input can be negative (LayerNorm or attention outputs, MobileNetV2's linear bottlenecks,
 ReActNet's binary activations): then they use the weights' signed range (-2^(b-1)..2^(b-1)-1,
 gamma = 2^(b-1); b = 1: sign, levels {-1, +1}).

@@ -36,7 +36,7 @@ function datasetShape(data: ParsedConfig['data']): { channels: number; classes: 
 }
 
 /**
- * Fills the defaults that depend on other fields (method.md: R(0) = lambda * sqrt(b_w), U(0) = LR;
+ * Fills the defaults that depend on other fields (docs/method.md: R(0) = lambda * sqrt(b_w), U(0) = LR;
  * m and eta from `controllerDefaults`). `tr.momentum` and `tr.talr.eta` stay null under `tr.auto`:
  * they need the run length, which `controllerSettings` knows.
  */
@@ -108,7 +108,7 @@ export const AUTO_REFERENCE_TRANSITIONS = 100;
 /** Bounds of the running TR's time constant 1/(1-m) under `tr.auto`, in steps. */
 const AUTO_MIN_TIME_CONSTANT = 10;
 const AUTO_MAX_TIME_CONSTANT = 100;
-/** The paper's m of the running TR (unconfirmed; method.md). */
+/** The paper's m of the running TR (unconfirmed; docs/method.md). */
 const PAPER_MOMENTUM = 0.99;
 
 export interface ControllerSettings {

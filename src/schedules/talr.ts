@@ -2,7 +2,7 @@ import type { ParsedConfig } from '../config/schema.js';
 
 /**
  * A transition-adaptive learning rate U(t): raises U when the running TR K lags the target R,
- * lowers it when K exceeds R, holds it when they are equal (method.md, "Other TALR rules").
+ * lowers it when K exceeds R, holds it when they are equal (docs/method.md, "Other TALR rules").
  */
 export interface Talr {
   readonly value: number;
