@@ -71,14 +71,14 @@ describe('benchmarks on a tiny budget', () => {
     for (const row of grid) expect(row[2]).toMatch(number);
     for (const row of grid.filter((r) => r[1]?.startsWith('TR'))) expect(row[5]).toMatch(number); // tracking error
     expect(rows(stdout, 'Significance').length).toBe(4);
-    expect(rows(stdout, 'Sweeps').length).toBeGreaterThanOrEqual(3);
+    expect(rows(stdout, 'Sweeps').length).toBe(2);
     const dir = join(out, 'study-tiny');
     const files = readdirSync(dir);
     for (const plot of ['k-vs-r-w2a2-sgd.svg', 'u-w2a2-sgd.svg', 'k-w1a1-sgd.svg', 'study.md']) expect(files).toContain(plot);
     expect(readFileSync(join(dir, 'k-vs-r-w2a2-sgd.svg'), 'utf8')).toMatch(/^<svg/);
-    expect(readdirSync(join(dir, 'results'))).toHaveLength(11); // the FP model and 10 QAT runs
+    expect(readdirSync(join(dir, 'results'))).toHaveLength(10); // the FP model and 9 QAT runs
     const again = await run(process.execPath, [script('study.mjs'), '--tiny', '--out', out], { maxBuffer: 16 * 1024 * 1024 });
-    expect(again.stderr).toMatch(/0 QAT runs to go \(10 done\)/);
+    expect(again.stderr).toMatch(/0 QAT runs to go \(9 done\)/);
     expect(rows(again.stdout, 'TR scheduling against LR scheduling')).toEqual(grid);
-  });
+  }, 300_000); // ten short runs on a 2-core machine that may be busy
 });

@@ -121,7 +121,7 @@ for (const seed of B.seeds) for (const [bits, opt] of B.settings) for (const arm
 const sweepSeeds = budget === 'quick' ? [0] : B.seeds.slice(0, 1);
 const S = B.length.steps;
 const sweeps = {
-  tiny: { lambda: [5e-3], eta: [], momentum: [], rule: ['multiplicative'], steps: [S * 2] },
+  tiny: { lambda: [5e-3], eta: [], momentum: [], rule: [], steps: [S * 2] },
   quick: { lambda: [5e-3, 5e-4, 1e-4], eta: [0.01, 1], momentum: [0.99], rule: ['multiplicative', 'momentum_multiplicative'], steps: [Math.round(S / 2), S * 2] },
 }[B.sweep] ?? { lambda: [], eta: [], momentum: [], rule: [], steps: [] };
 const sweepArm = B.arms.includes('tr-auto') ? 'tr-auto' : 'tr';
