@@ -37,6 +37,21 @@ function first(table: string[][]): string[] {
   return row;
 }
 
+describe('the study\'s statistics', () => {
+  it('Welch\'s t-test gives R\'s t.test() on Student\'s sleep data', async () => {
+    const lib = script('lib.mjs');
+    const { welch } = (await import(lib)) as { welch: (x: number[], y: number[]) => { t: number; df: number; p: number } | null };
+    const x = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0];
+    const y = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4];
+    // R: t.test(extra ~ group, data = sleep): t = -1.8608, df = 17.776, p-value = 0.07939
+    const out = welch(x, y)!;
+    expect(out.t).toBeCloseTo(-1.8608, 4);
+    expect(out.df).toBeCloseTo(17.776, 3);
+    expect(out.p).toBeCloseTo(0.07939, 5);
+    expect(welch([1, 2], [3])).toBeNull();
+  });
+});
+
 describe('benchmarks on a tiny budget', () => {
   it('overhead.mjs prints the overhead and memory tables', async () => {
     const { stdout } = await bench('overhead.mjs');
