@@ -14,8 +14,8 @@
 //      against R, late-phase transition rate) and plots per setting (SVG): K against R, U, measured k
 //
 // Resumable: each finished run leaves results/<id>.json in the output folder, and a run whose
-// result exists is not run again; the tables and plots are rewritten after every run from all the
-// results there. With --commit, each run's result and the rewritten report are committed at once
+// result exists is not run again; a run stopped midway continues from its latest checkpoint (every
+// 1000 steps). The tables and plots are rewritten after every run from all the results there. With --commit, each run's result and the rewritten report are committed at once
 // (`git commit -- <those paths>`, nothing else; retried while another git holds the index lock).
 //
 // Usage: node scripts/bench/study.mjs --budget tiny|quick|full [--jobs N] [--threads N] [--out DIR]
@@ -81,7 +81,7 @@ const common = [
   ...(B.trainSubset ? [`data.train_subset=${B.trainSubset}`] : []),
   ...(B.testSubset ? [`data.test_subset=${B.testSubset}`] : []),
   'train.eval_every=0',
-  'train.checkpoint_every=0',
+  'train.checkpoint_every=1000', // a stopped study continues a run from here
   'train.keep_checkpoints=1',
   'train.log_every=100',
   `worker.device=${opts.device ?? 'auto'}`,
@@ -230,10 +230,27 @@ function summarize(run, runDir, seconds) {
   };
 }
 
+/** The run folder of a stopped earlier attempt at this run that has a checkpoint to continue from. */
+function unfinished(run) {
+  if (!existsSync(runsDir)) return null;
+  const attempts = readdirSync(runsDir).filter((d) => d.startsWith(`${run.id}-`) && /^\d{8}-\d{6}$/.test(d.slice(run.id.length + 1)));
+  for (const d of attempts.sort().reverse()) {
+    try {
+      const info = readJson(join(runsDir, d, 'run.json'));
+      if (info.status !== 'completed' && info.checkpoint_step > 0) return join(runsDir, d);
+    } catch {
+      // no run.json yet: an attempt that never started
+    }
+  }
+  return null;
+}
+
 async function execute(run, extra = []) {
   const started = Date.now();
   try {
-    const res = await runNodeJson('trqat_run.mjs', ['--warmup', '1', '--', ...run.overrides, ...extra]);
+    const stopped = unfinished(run);
+    if (stopped) process.stderr.write(`study: ${run.id}: continuing ${relative(ROOT, stopped)}\n`);
+    const res = await runNodeJson('trqat_run.mjs', ['--warmup', '1', ...(stopped ? ['--resume', stopped, '--'] : ['--', ...run.overrides, ...extra])]);
     const result = summarize(run, res.run_dir, (Date.now() - started) / 1000);
     if (run === FP) {
       const ckDir = join(res.run_dir, 'checkpoints');
