@@ -114,9 +114,13 @@ function qat({ bits, opt = 'sgd', arm, seed = 0, length = B.length, extra = [], 
   };
 }
 
-// Seed-major order: a stopped study has whole seeds rather than whole settings.
+// Seed-major order, so that a stopped study has whole seeds rather than whole settings; the extra
+// LR arm with the released settings comes after the arms the main comparison needs.
 const runs = [];
-for (const seed of B.seeds) for (const [bits, opt] of B.settings) for (const arm of B.arms) runs.push(qat({ bits, opt, arm, seed }));
+const extraArms = ['lr-released'];
+for (const arms of [B.arms.filter((a) => !extraArms.includes(a)), B.arms.filter((a) => extraArms.includes(a))]) {
+  for (const seed of B.seeds) for (const [bits, opt] of B.settings) for (const arm of arms) runs.push(qat({ bits, opt, arm, seed }));
+}
 
 const sweepSeeds = budget === 'quick' ? [0] : B.seeds.slice(0, 1);
 const S = B.length.steps;
