@@ -37,6 +37,21 @@ function first(table: string[][]): string[] {
   return row;
 }
 
+describe('the study\'s statistics', () => {
+  it('Welch\'s t-test gives R\'s t.test() on Student\'s sleep data', async () => {
+    const lib = script('lib.mjs');
+    const { welch } = (await import(lib)) as { welch: (x: number[], y: number[]) => { t: number; df: number; p: number } | null };
+    const x = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0];
+    const y = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4];
+    // R: t.test(extra ~ group, data = sleep): t = -1.8608, df = 17.776, p-value = 0.07939
+    const out = welch(x, y)!;
+    expect(out.t).toBeCloseTo(-1.8608, 4);
+    expect(out.df).toBeCloseTo(17.776, 3);
+    expect(out.p).toBeCloseTo(0.07939, 5);
+    expect(welch([1, 2], [3])).toBeNull();
+  });
+});
+
 describe('benchmarks on a tiny budget', () => {
   it('overhead.mjs prints the overhead and memory tables', async () => {
     const { stdout } = await bench('overhead.mjs');
@@ -73,17 +88,21 @@ describe('benchmarks on a tiny budget', () => {
     expect(table[1]![4]).toMatch(number);
   });
 
-  it('study.mjs runs the study end to end and writes its plots', async () => {
+  it('study.mjs runs the study end to end, writes its plots, and resumes without running anything again', async () => {
     const { stdout, out } = await bench('study.mjs');
     const grid = rows(stdout, 'TR scheduling against LR scheduling');
-    expect(grid.map((r) => r[0])).toEqual(['W2A2', 'W1A1']);
-    for (const row of grid) {
-      expect(row[2]).toMatch(number);
-      expect(row[3]).toMatch(number);
-    }
-    expect(rows(stdout, 'Sweeps').length).toBeGreaterThanOrEqual(3);
-    const files = readdirSync(join(out, 'study-tiny'));
-    for (const plot of ['k-vs-r.svg', 'u.svg', 'tr-under-lr.svg', 'curves.csv']) expect(files).toContain(plot);
-    expect(readFileSync(join(out, 'study-tiny', 'k-vs-r.svg'), 'utf8')).toMatch(/^<svg/);
-  });
+    expect(grid.map((r) => `${r[0]} / ${r[1]}`)).toEqual(['W2A2 SGD / LR scheduling', 'W2A2 SGD / TR, paper text', 'W2A2 SGD / TR, released code', 'W1A1 SGD / LR scheduling', 'W1A1 SGD / TR, paper text', 'W1A1 SGD / TR, released code']);
+    for (const row of grid) expect(row[2]).toMatch(number);
+    for (const row of grid.filter((r) => r[1]?.startsWith('TR'))) expect(row[5]).toMatch(number); // tracking error
+    expect(rows(stdout, 'Significance').length).toBe(4);
+    expect(rows(stdout, 'Sweeps').length).toBe(2);
+    const dir = join(out, 'study-tiny');
+    const files = readdirSync(dir);
+    for (const plot of ['k-vs-r-w2a2-sgd.svg', 'u-w2a2-sgd.svg', 'k-w1a1-sgd.svg', 'study.md']) expect(files).toContain(plot);
+    expect(readFileSync(join(dir, 'k-vs-r-w2a2-sgd.svg'), 'utf8')).toMatch(/^<svg/);
+    expect(readdirSync(join(dir, 'results'))).toHaveLength(10); // the FP model and 9 QAT runs
+    const again = await run(process.execPath, [script('study.mjs'), '--tiny', '--out', out], { maxBuffer: 16 * 1024 * 1024 });
+    expect(again.stderr).toMatch(/0 QAT runs to go \(9 done\)/);
+    expect(rows(again.stdout, 'TR scheduling against LR scheduling')).toEqual(grid);
+  }, 300_000); // ten short runs on a 2-core machine that may be busy
 });

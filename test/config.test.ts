@@ -56,7 +56,7 @@ describe('config', () => {
   it('lists the allowed keys when a key is unknown (typos do not pass silently)', () => {
     const message = errorOf(() => parseConfig({ optimzer: { lr: 0.1 }, tr: { lamda: 0.1 } }));
     expect(message).toMatch(/optimzer: unknown setting \(allowed here: .*optimizer/);
-    expect(message).toMatch(/tr\.lamda: unknown setting \(allowed here: lambda, r0, schedule, momentum, scope, auto, talr, settle_fraction, warn_tracking_error\)/);
+    expect(message).toMatch(/tr\.lamda: unknown setting \(allowed here: preset, lambda, r0, schedule, momentum, k0, scope, auto, talr, settle_fraction, warn_tracking_error\)/);
   });
 
   it('explains malformed files and overrides', () => {
@@ -105,5 +105,29 @@ describe('config for the full method', () => {
     expect(loadConfig(null, ['worker.amp=true']).worker.amp).toBe('fp16');
     expect(loadConfig(null, ['worker.amp=false']).worker.amp).toBe('off');
     expect(errorOf(() => loadConfig(null, ['worker.amp=fp8']))).toMatch(/worker\.amp: .*"off".*"bf16".*"fp16"/);
+  });
+});
+
+describe('tr.preset', () => {
+  it('released fills the released code\'s values wherever the config leaves them unset', () => {
+    const released = loadConfig(null, ['tr.preset=released']);
+    expect(released.tr).toMatchObject({ r0: 5e-3, k0: 5e-3, scope: 'layer', momentum: 0.99, schedule: { interval: 'epoch' } });
+    expect(released.tr.talr).toMatchObject({ rule: 'momentum_multiplicative', momentum: 0.99, max_ratio: null, eps: 1e-8, u0: 0.1 });
+    expect(released.quant).toMatchObject({ weight_scale_init: 'std', act_scale_init: 'std', lsq_grad_scale: false });
+    expect(released.optimizer).toMatchObject({ weight_decay: 1e-4, quantized_weight_decay: 1e-4, scale_lr: 0.01, scale_momentum: 0, no_decay_momentum: 0 });
+    expect(released.lr_schedule.interval).toBe('epoch');
+    expect(released.data.batch_size).toBe(256);
+    // every item stays settable on its own, and the paper's text stays the default
+    const mixed = loadConfig(null, ['tr.preset=released', 'tr.k0=0', 'optimizer.weight_decay=5e-4', 'tr.schedule.interval=step', 'tr.talr.max_ratio=2']);
+    expect(mixed.tr).toMatchObject({ k0: 0, schedule: { interval: 'step', name: 'cosine' }, talr: { max_ratio: 2, eps: 1e-8 } });
+    expect(mixed.optimizer.weight_decay).toBe(5e-4);
+    const paper = loadConfig(null);
+    expect(paper.tr).toMatchObject({ preset: 'paper', k0: 0, scope: 'network', talr: { rule: 'additive', max_ratio: 2, eps: 0 } });
+    expect(paper.quant.weight_scale_init).toBe('lsq');
+  });
+
+  it('refuses an unknown preset and an unclamped ratio that could divide by zero', () => {
+    expect(errorOf(() => loadConfig(null, ['tr.preset=authors']))).toMatch(/tr\.preset: .*"paper".*"released".*got "authors"/);
+    expect(errorOf(() => loadConfig(null, ['tr.talr.rule=multiplicative', 'tr.talr.max_ratio=null']))).toMatch(/set tr\.talr\.eps > 0/);
   });
 });

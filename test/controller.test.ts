@@ -5,7 +5,7 @@ import { TrController } from '../src/schedules/controller.js';
 const sizes = [100, 300];
 
 describe('TrController', () => {
-  it('follows method.md step by step (checked against a direct transcription of the equations)', () => {
+  it('follows docs/method.md step by step (checked against a direct transcription of the equations)', () => {
     const config = loadConfig(null, ['tr.momentum=0.9', 'tr.lambda=0.01', 'optimizer.lr=0.1']);
     const controller = new TrController(config, 20, sizes);
     const R0 = 0.01 * Math.sqrt(2);

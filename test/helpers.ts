@@ -52,7 +52,7 @@ export interface EquationConstants {
   eta: number;
 }
 
-/** k, K, R, U of every step of a TR run with the additive rule, recomputed from the logged counts (method.md). */
+/** k, K, R, U of every step of a TR run with the additive rule, recomputed from the logged counts (docs/method.md). */
 export function checkEquations(steps: StepRecord[], { sizes, total, r0, u0, m, eta }: EquationConstants): void {
   const N = sizes.reduce((a, b) => a + b, 0);
   let K = 0;

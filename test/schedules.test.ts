@@ -115,3 +115,25 @@ describe('TrackingError', () => {
     expect(tracking.value).toBeCloseTo((0.1 / 0.5 + 0.2 / 0.5) / 2, 15);
   });
 });
+
+describe('per-epoch schedules and the released ratio', () => {
+  it('interval epoch holds each value for an epoch and follows the closed form to rounding', () => {
+    const s = new Schedule(0.1, 40, config({ name: 'cosine', interval: 'epoch' }), 8); // 5 epochs
+    for (let step = 0; step < 40; step++) {
+      const e = Math.floor(step / 8);
+      expect(s.value(step)).toBe(s.value(e * 8));
+      expect(Math.abs(s.value(step) - 0.1 * 0.5 * (1 + Math.cos((Math.PI * e) / 5)))).toBeLessThan(1e-16);
+    }
+    expect(s.value(40)).toBe(0);
+    const milestones = new Schedule(1, 40, config({ name: 'step', interval: 'epoch', milestones: [2, 4] }), 8);
+    expect([0, 15, 16, 31, 32].map((t) => milestones.value(t))).toEqual([1, 1, 0.1, 0.1, 0.1 ** 2]);
+    expect(() => new Schedule(1, 40, config({ interval: 'epoch' }))).toThrow(/needs the steps per epoch/);
+  });
+
+  it('without a clamp the multiplicative rules use R / (K + eps)', async () => {
+    const { MomentumMultiplicativeTalr } = await import('../src/schedules/talr.js');
+    const talr = new MomentumMultiplicativeTalr(0.99, null, 0.1, 1e-8);
+    expect(talr.update(5e-3, 1e-3)).toBe(0.99 * 0.1 + (1 - 0.99) * 0.1 * (5e-3 / (1e-3 + 1e-8)));
+    expect(Number.isFinite(talr.update(5e-3, 0))).toBe(true);
+  });
+});

@@ -13,7 +13,7 @@ BITS = [1, 2, 3, 4, 8]
 
 
 def ref_range(bits, signed):
-    """(alpha, beta, gamma) written out from the table in method.md."""
+    """(alpha, beta, gamma) written out from the table in docs/method.md."""
     if bits == 1:
         return (-1, 1, 1) if signed else (0, 1, 1)
     if signed:

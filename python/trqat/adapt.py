@@ -9,7 +9,7 @@
 
 `quantize` replaces nn.Conv1d / nn.Conv2d / nn.Linear modules (nested anywhere, grouped and
 depthwise convolutions, dilation, strides, with or without bias) by their quantized versions
-(QConv1d / QConv2d / QLinear, modified LSQ, shared/docs/method.md). It checks everything before it
+(QConv1d / QConv2d / QLinear, modified LSQ, docs/method.md). It checks everything before it
 changes anything, and refuses with a ValueError what it cannot quantize.
 """
 import copy
@@ -120,7 +120,7 @@ def quantize(model: nn.Module, weight_bits: int = 2, act_bits: int = 2, *,
       quantized unsigned (levels 0..2^b-1); a layer that sees negative inputs on its first training
       forward warns once, naming it.
     - output_scale: patterns of layers that get a learnable output scale, for layers that no
-      normalization follows (the quantized output is fixed-point, method.md); True for all.
+      normalization follows (the quantized output is fixed-point, docs/method.md); True for all.
     - inplace: False quantizes a deep copy and leaves `model` untouched.
 
     Quantize before you build the optimizer: the quantized layers are new modules (the latent

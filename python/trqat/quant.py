@@ -1,4 +1,4 @@
-"""Modified LSQ quantizer and the quantized Conv2d/Linear layers (docs: shared/docs/method.md).
+"""Modified LSQ quantizer and the quantized Conv2d/Linear layers (docs/method.md).
 
 For an input x and a learnable positive scale s:
 
@@ -18,7 +18,7 @@ set when the layer is built from its float weights; the s_a factor is applied on
 activation scale is initialised from the first training batch. Output scales are ordinary trained
 parameters (no weight decay), also under TR scheduling.
 
-Activation quantizers are unsigned (levels 0..2^b-1, method.md's table) unless the model says that a
+Activation quantizers are unsigned (levels 0..2^b-1, docs/method.md's table) unless the model says that a
 layer's input can be negative (LayerNorm or attention outputs, MobileNetV2's linear bottlenecks,
 ReActNet's binary activations): then they use the weights' signed range (-2^(b-1)..2^(b-1)-1,
 gamma = 2^(b-1); b = 1: sign, levels {-1, +1}).
@@ -64,6 +64,21 @@ def lsq_init_scale(x: torch.Tensor, bits: int, signed: bool, dim: int = -1) -> t
     x = x.detach().abs()
     mean = x.mean() if dim < 0 else x.flatten(1).mean(1).view(-1, *([1] * (x.dim() - 1)))
     return (gamma * 2 * mean / math.sqrt(beta)).clamp_min(1e-8)
+
+
+STD_SCALE_EPS = 1e-6  # the released code divides by |s| + 1e-6; std_init_scale adds it to s once
+
+
+def std_init_scale(x: torch.Tensor, weights: bool, dim: int = -1) -> torch.Tensor:
+    """The authors' released rule (docs/method.md): s = 3 std(W) for weights, 3 std(x) / sqrt(1 - 2/pi)
+    for activations (the first training batch), torch's unbiased std, in the released code's order of
+    operations. Its quantizer divides by |s| + 1e-6; adding the 1e-6 here once gives the same levels
+    and, for s > 0, the same gradients. dim=0: one scale per output channel (as lsq_init_scale).
+    """
+    x = x.detach().float()
+    std = x.std() if dim < 0 else x.flatten(1).std(1).view(-1, *([1] * (x.dim() - 1)))
+    s = std * 3.0 if weights else std / math.sqrt(1 - 2 / math.pi) * 3.0
+    return s + STD_SCALE_EPS
 
 
 def scale_gradient(s: torch.Tensor, g: float) -> torch.Tensor:
@@ -120,6 +135,11 @@ class QuantLayer(nn.Module):
     """
 
     weight: nn.Parameter
+    # Scale rules (quant.weight_scale_init, quant.act_scale_init, quant.lsq_grad_scale), set per layer
+    # by trqat.scales.configure_scales: "lsq" or "std" (std_init_scale); LSQ's gradient scale on or off.
+    weight_scale_init = "lsq"
+    act_scale_init = "lsq"
+    lsq_grad_scale = True
 
     def _setup_quant(self, weight_bits: int, act_bits: int, per_channel: bool,
                      act_signed: bool = False, output_scale: bool = False) -> None:
@@ -146,7 +166,10 @@ class QuantLayer(nn.Module):
         output scale (if any) from the weights and the activation scale (module docstring)."""
         with torch.no_grad():
             dim = 0 if self.per_channel else -1
-            self.weight_scale.copy_(lsq_init_scale(self.weight, self.weight_bits, True, dim))
+            if self.weight_scale_init == "std":
+                self.weight_scale.copy_(std_init_scale(self.weight, True, dim))
+            else:
+                self.weight_scale.copy_(lsq_init_scale(self.weight, self.weight_bits, True, dim))
         if self.has_output_scale:
             self._init_output_scale()
 
@@ -180,6 +203,8 @@ class QuantLayer(nn.Module):
         self.weight_scale.requires_grad_(not frozen)
 
     def _weight_grad_scale(self) -> float:
+        if not self.lsq_grad_scale:
+            return 1.0
         per_scale = self.weight.numel() // self.weight_scale.numel()
         return 1.0 / math.sqrt(per_scale * qrange(self.weight_bits, True)[1])
 
@@ -198,15 +223,17 @@ class QuantLayer(nn.Module):
         if self.training and not self._act_ready:
             self._init_act_scale(x)
         per_sample = x.numel() // max(x.shape[0], 1)
-        g = 1.0 / math.sqrt(per_sample * qrange(self.act_bits, self.act_signed)[1])
+        g = 1.0 / math.sqrt(per_sample * qrange(self.act_bits, self.act_signed)[1]) if self.lsq_grad_scale else 1.0
         return quantize(x, self.act_scale, self.act_bits, self.act_signed, g)
 
     def _init_act_scale(self, x: torch.Tensor) -> None:
         with torch.no_grad():
             if not bool(self.act_initialized):
-                # Data-parallel ranks see different batches: their mean scale is the scale of the whole batch.
-                scale = distributed.mean(lsq_init_scale(x.float(), self.act_bits, self.act_signed))
-                self.act_scale.copy_(scale)
+                scale = std_init_scale(x, False) if self.act_scale_init == "std" else \
+                    lsq_init_scale(x.float(), self.act_bits, self.act_signed)
+                # Data-parallel ranks see different batches: the mean of their scales stands for the whole
+                # batch's (exactly for the LSQ rule, linear in mean|x|; closely for the std rule).
+                self.act_scale.copy_(distributed.mean(scale))
                 self.act_initialized.fill_(1)
                 if self.has_output_scale:
                     self._init_output_scale()

@@ -38,6 +38,7 @@ from .groups import apply_lrs, param_groups, quant_layer_count
 from .log import logger
 from .models import build_fp_model, build_model, load_checkpoint_weights, model_image_size
 from .quant import quantized_layers
+from .scales import configure_scales, scale_groups
 from .transitions import TransitionCounter
 
 CHECKPOINT_FORMAT = 2
@@ -94,7 +95,7 @@ def build_optimizer(model: nn.Module, cfg: Dict[str, Any]) -> torch.optim.Optimi
         wd = qwd = kwargs.pop("weight_decay")
     else:
         wd, qwd = cfg["weight_decay"], cfg["quantized_weight_decay"]
-    groups = param_groups(model, wd, qwd)
+    groups = scale_groups(model, param_groups(model, wd, qwd), cfg)
     args: Dict[str, Any] = {"lr": cfg["lr"]}
     if name == "sgd":
         args.update(momentum=cfg["momentum"], nesterov=cfg["nesterov"])
@@ -152,6 +153,7 @@ class Trainer:
             raise ValueError(f"data.name {config['data']['name']!r} has {data_classes} classes but "
                              f"model.num_classes is {num_classes}")
         self.model = build_model(config).to(device)
+        configure_scales(self.model, config["quant"])
         if wcfg["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
         if wcfg["sync_bn"]:

@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import jstat from 'jstat';
 
 export const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 export const ROOT = resolve(BENCH_DIR, '..', '..');
@@ -86,6 +87,22 @@ export function medRange(values, digits = 3, scale = 1) {
   if (values.length === 0) return 'n/a';
   const f = (v) => (v * scale).toFixed(digits);
   return values.length === 1 ? f(values[0]) : `${f(median(values))} [${f(min(values))}–${f(max(values))}]`;
+}
+
+/**
+ * Welch's two-sample t-test (unequal variances, Satterthwaite's degrees of freedom), two-sided:
+ * {diff: mean(x) - mean(y), t, df, p}; null when a sample has fewer than 2 values or no spread.
+ * The t distribution's CDF is jStat's.
+ */
+export function welch(x, y) {
+  if (x.length < 2 || y.length < 2) return null;
+  const a = std(x) ** 2 / x.length;
+  const b = std(y) ** 2 / y.length;
+  if (a + b === 0) return null;
+  const diff = mean(x) - mean(y);
+  const t = diff / Math.sqrt(a + b);
+  const df = (a + b) ** 2 / (a ** 2 / (x.length - 1) + b ** 2 / (y.length - 1));
+  return { diff, t, df, p: 2 * (1 - jstat.jStat.studentt.cdf(Math.abs(t), df)) };
 }
 
 /** "12.3 ± 0.4": mean and sample standard deviation. */

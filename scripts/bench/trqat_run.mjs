@@ -3,6 +3,7 @@
 // peak RSS at the end of training (after the final evaluation, which needs less than a training step) and the controller's peak RSS.
 //
 // Usage: node trqat_run.mjs --warmup W --dump-config FILE? -- key=value ...   (config overrides)
+//        node trqat_run.mjs --warmup W --resume RUN_DIR --                    (continue a stopped run)
 // Prints one JSON line.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,8 +19,9 @@ const opt = (name, fallback) => {
 };
 const warmup = Number(opt('warmup', '5'));
 
-const { loadConfig, train } = await importDist();
-const config = loadConfig(null, overrides);
+const { loadConfig, resume, train } = await importDist();
+const resumeDir = opt('resume', null);
+const config = resumeDir ? null : loadConfig(null, overrides);
 const dump = opt('dump-config', null);
 if (dump) {
   writeJson(dump, config);
@@ -41,7 +43,7 @@ let runDir = null;
 let workerPeak = null;
 let layers = 0;
 let quantizedWeights = 0;
-const summary = await train(config, {
+const onEvent = {
   onEvent: (event) => {
     if (event.type === 'started') {
       runDir = event.runDir;
@@ -54,7 +56,8 @@ const summary = await train(config, {
       if (event.record.step === event.plan.total_steps - 1 && workerPid) workerPeak = vmHwm(workerPid);
     }
   },
-});
+};
+const summary = resumeDir ? await resume(resumeDir, onEvent) : await train(config, onEvent);
 const stepS = [];
 for (let i = Math.max(1, warmup); i < times.length; i++) stepS.push(times[i] - times[i - 1]);
 const span = times.length > warmup + 1 ? (times.at(-1) - times[warmup]) / (times.length - 1 - warmup) : null;

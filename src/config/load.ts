@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { withPreset } from './presets.js';
 import { configSchema, type ParsedConfig } from './schema.js';
 import { resolveConfig, type ResolvedConfig } from './resolve.js';
 import { ConfigError } from '../errors.js';
@@ -57,9 +58,12 @@ export function applyOverrides(raw: Record<string, unknown>, overrides: readonly
   return result;
 }
 
-/** Validates a raw config; every problem is listed with its path, the bad value and what is allowed. */
+/**
+ * Validates a raw config, after filling in its preset (`tr.preset`); every problem is listed with
+ * its path, the bad value and what is allowed.
+ */
 export function parseConfig(raw: unknown, source = 'config'): ParsedConfig {
-  const result = configSchema.safeParse(raw);
+  const result = configSchema.safeParse(withPreset(raw));
   if (result.success) return result.data;
   const lines = result.error.issues.map((issue) => `  - ${formatIssue(issue, raw)}`);
   throw new ConfigError(`invalid ${source}:\n${lines.join('\n')}`);

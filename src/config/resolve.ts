@@ -7,7 +7,7 @@ export type ResolvedConfig = ParsedConfig & {
   model: { in_channels: number; num_classes: number; image_size: number };
   data: { root: string };
   optimizer: { lr: number; weight_decay: number; quantized_weight_decay: number };
-  tr: { r0: number; talr: { u0: number } };
+  tr: { r0: number; k0: number; talr: { u0: number } };
 };
 
 const DEFAULT_LR: Record<string, number> = { sgd: 0.1, adam: 1e-3, adamw: 3e-4 };
@@ -37,9 +37,9 @@ function datasetShape(data: ParsedConfig['data']): { channels: number; classes: 
 }
 
 /**
- * Fills the defaults that depend on other fields (method.md: R(0) = lambda * sqrt(b_w), U(0) = LR,
- * eta = U(0)). `tr.momentum` and `tr.talr.eta` stay null under `tr.auto`: they need the run length,
- * which `controllerSettings` knows.
+ * Fills the defaults that depend on other fields (docs/method.md: R(0) = lambda * sqrt(b_w), U(0) = LR;
+ * m and eta from `controllerDefaults`). `tr.momentum` and `tr.talr.eta` stay null under `tr.auto`:
+ * they need the run length, which `controllerSettings` knows.
  */
 export function resolveConfig(parsed: ParsedConfig): ResolvedConfig {
   const { data, quant, optimizer, tr } = parsed;
@@ -51,6 +51,9 @@ export function resolveConfig(parsed: ParsedConfig): ResolvedConfig {
   }
   if (data.factory !== null && parsed.model.factory === null && (parsed.model.in_channels === null || parsed.model.num_classes === null)) {
     throw new ConfigError('data.factory: trqat cannot tell the input channels and classes of your data; set model.in_channels and model.num_classes (or use model.factory)');
+  }
+  if (tr.talr.rule !== 'additive' && tr.talr.max_ratio === null && tr.talr.eps === 0) {
+    throw new ConfigError('tr.talr.max_ratio is null (no clamp of R/K), so K = 0 would divide by zero: set tr.talr.eps > 0 (the released code uses 1e-8) or a max_ratio');
   }
   const { heartbeat_interval_ms: interval, heartbeat_timeout_ms: timeout } = parsed.worker;
   if (timeout < 2 * interval) {
@@ -75,6 +78,8 @@ export function resolveConfig(parsed: ParsedConfig): ResolvedConfig {
   const weightDecay = optimizer.weight_decay ?? DEFAULT_WEIGHT_DECAY[optimizer.name] ?? 0;
   const u0 = tr.talr.u0 ?? lr;
   const bits = quant.weight_bits === 32 ? 1 : quant.weight_bits;
+  const r0 = tr.r0 ?? tr.lambda * Math.sqrt(bits);
+  const controller = controllerDefaults(tr, lr, u0, r0, null);
   return {
     ...parsed,
     model: {
@@ -96,9 +101,10 @@ export function resolveConfig(parsed: ParsedConfig): ResolvedConfig {
     },
     tr: {
       ...tr,
-      r0: tr.r0 ?? tr.lambda * Math.sqrt(bits),
-      momentum: tr.momentum ?? (tr.auto ? null : 0.99),
-      talr: { ...tr.talr, u0, eta: tr.talr.eta ?? (tr.auto ? null : u0 > 0 ? u0 : lr) },
+      r0,
+      k0: tr.k0 === 'r0' ? r0 : tr.k0,
+      momentum: controller.momentum,
+      talr: { ...tr.talr, u0, eta: controller.eta },
     },
   };
 }
@@ -117,6 +123,8 @@ export const AUTO_REFERENCE_TRANSITIONS = 100;
 /** Bounds of the running TR's time constant 1/(1-m) under `tr.auto`, in steps. */
 const AUTO_MIN_TIME_CONSTANT = 10;
 const AUTO_MAX_TIME_CONSTANT = 100;
+/** The paper's m of the running TR (unconfirmed; docs/method.md). */
+const PAPER_MOMENTUM = 0.99;
 
 export interface ControllerSettings {
   momentum: number;
@@ -124,16 +132,24 @@ export interface ControllerSettings {
 }
 
 /**
- * The running-TR momentum and TALR step size for a run of `total` steps. Explicit values win;
- * otherwise `tr.auto` derives them (time constant of K = 1% of the run, clamped to 10..100 steps,
- * which gives the paper's m = 0.99 for long runs; eta = U(0) * max(1, 100 / (R(0) T))).
+ * The one owner of the controller's derived defaults. Explicit `tr.momentum` and `tr.talr.eta`
+ * win. Otherwise the paper's: m = 0.99 and eta = U(0), where U(0) = 0 falls back to the optimizer's
+ * LR (eta must be positive). Under `tr.auto` they come from the run length `total` instead (time
+ * constant of K = 1% of the run, clamped to 10..100 steps, which gives m = 0.99 for long runs;
+ * eta = base * max(1, 100 / (R(0) T))), and stay null while the length is not known yet.
  */
-export function controllerSettings(config: ResolvedConfig, total: number): ControllerSettings {
-  const { tr } = config;
-  const timeConstant = Math.min(AUTO_MAX_TIME_CONSTANT, Math.max(AUTO_MIN_TIME_CONSTANT, total / 100));
-  const u0 = tr.talr.u0 > 0 ? tr.talr.u0 : config.optimizer.lr;
+function controllerDefaults(tr: ParsedConfig['tr'], lr: number, u0: number, r0: number, total: number | null): { momentum: number | null; eta: number | null } {
+  const etaBase = u0 > 0 ? u0 : lr;
+  if (!tr.auto) return { momentum: tr.momentum ?? PAPER_MOMENTUM, eta: tr.talr.eta ?? etaBase };
+  const timeConstant = total === null ? null : Math.min(AUTO_MAX_TIME_CONSTANT, Math.max(AUTO_MIN_TIME_CONSTANT, total / 100));
   return {
-    momentum: tr.momentum ?? 1 - 1 / timeConstant,
-    eta: tr.talr.eta ?? u0 * Math.max(1, AUTO_REFERENCE_TRANSITIONS / (tr.r0 * total)),
+    momentum: tr.momentum ?? (timeConstant === null ? null : 1 - 1 / timeConstant),
+    eta: tr.talr.eta ?? (total === null ? null : etaBase * Math.max(1, AUTO_REFERENCE_TRANSITIONS / (r0 * total))),
   };
+}
+
+/** The running-TR momentum and TALR step size in force for a run of `total` steps (see controllerDefaults). */
+export function controllerSettings(config: ResolvedConfig, total: number): ControllerSettings {
+  const { momentum, eta } = controllerDefaults(config.tr, config.optimizer.lr, config.tr.talr.u0, config.tr.r0, total);
+  return { momentum: momentum!, eta: eta! };
 }

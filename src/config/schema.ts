@@ -11,6 +11,11 @@ export const scheduleSchema = z.strictObject({
   /** step: multiply by `factor` at each of these steps. */
   milestones: z.array(z.number().int().min(0)).default([]),
   factor: z.number().min(0).max(1).default(0.1),
+  /**
+   * "step": a new value every step. "epoch": one value per epoch, as torch's schedulers stepped once
+   * per epoch (the authors' released code); warmup_steps and milestones then count epochs.
+   */
+  interval: z.enum(['step', 'epoch']).default('step'),
 });
 export type ScheduleConfig = z.infer<typeof scheduleSchema>;
 
@@ -21,6 +26,9 @@ const syntheticSchema = z.strictObject({
   channels: z.number().int().positive().default(1),
   num_classes: z.number().int().min(2).default(10),
 });
+
+/** Named sets of defaults (src/config/presets.ts holds their values). */
+export const PRESET_NAMES = ['paper', 'released'] as const;
 
 const bits = z.number().int().min(1).max(8);
 /** Node's timers cap at 2^31 - 1 ms (~24.8 days); a longer delay would fire at once. */
@@ -64,6 +72,12 @@ export const configSchema = z.strictObject({
       per_channel: z.boolean().default(false),
       /** Learnable output scale: "auto" where no normalization follows (the model decides), "on", "off". */
       output_scale: z.enum(['auto', 'on', 'off']).default('auto'),
+      /** Initial weight scale: "lsq" (LSQ's rule from mean|W|) or "std" (3 std(W), the released code). */
+      weight_scale_init: z.enum(['lsq', 'std']).default('lsq'),
+      /** Initial activation scale (first batch): "lsq" or "std" (3 std(x) / sqrt(1 - 2/pi), the released code). */
+      act_scale_init: z.enum(['lsq', 'std']).default('lsq'),
+      /** LSQ's gradient scale 1/sqrt(numel * beta) on the scales' gradients; the released code has none. */
+      lsq_grad_scale: z.boolean().default(true),
     })
     .prefault({}),
   data: z
@@ -104,6 +118,15 @@ export const configSchema = z.strictObject({
       quantized_weight_decay: z.number().min(0).nullable().default(null),
       betas: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]).default([0.9, 0.999]),
       eps: z.number().positive().default(1e-8),
+      /**
+       * The quantizers' learnable scales (activation scales; weight scales too when they train) in a
+       * group of their own, with this base LR on the ordinary schedule's shape; null: optimizer.lr.
+       */
+      scale_lr: z.number().positive().nullable().default(null),
+      /** SGD momentum of the scales' group; null: optimizer.momentum. */
+      scale_momentum: z.number().min(0).max(1).nullable().default(null),
+      /** SGD momentum of BN weights, biases and the other undecayed parameters; null: optimizer.momentum. */
+      no_decay_momentum: z.number().min(0).max(1).nullable().default(null),
       /** Extra keyword arguments for the optimizer class. */
       kwargs: z.record(z.string(), z.unknown()).default({}),
     })
@@ -141,12 +164,19 @@ export const configSchema = z.strictObject({
   lr_schedule: scheduleSchema.prefault({}),
   tr: z
     .strictObject({
+      /**
+       * Defaults of the whole method: "paper" (the paper's text) or "released" (the authors' released
+       * code; src/config/presets.ts). Only fills what the config leaves unset.
+       */
+      preset: z.enum(PRESET_NAMES).default('paper'),
       /** R(0) = lambda * sqrt(weight_bits) unless r0 is set. */
       lambda: z.number().positive().default(1e-3),
       r0: z.number().positive().max(1).nullable().default(null),
       schedule: scheduleSchema.prefault({}),
       /** Momentum m of the running TR K(t); default 0.99 (or from the run length with auto). */
       momentum: z.number().min(0).lt(1, 'must be below 1').nullable().default(null),
+      /** K(0): a number (the paper's 0), or "r0" to start at R(0) (the released code). */
+      k0: z.union([z.number().min(0).max(1), z.literal('r0')]).default(0),
       /** "network": one k, K, U over all quantized weights (the paper); "layer": each layer its own K and U. */
       scope: z.enum(['network', 'layer']).default('network'),
       /** Set eta and m from the run length instead of the paper's defaults (beyond the paper; see README). */
@@ -160,8 +190,10 @@ export const configSchema = z.strictObject({
           eta: z.number().positive().nullable().default(null),
           /** m' of the momentum-multiplicative rule. */
           momentum: z.number().min(0).lt(1, 'must be below 1').default(0.9),
-          /** Multiplicative rules: R/K is clamped to [1/max_ratio, max_ratio] (K = 0 would make it infinite). */
-          max_ratio: z.number().gt(1).default(2),
+          /** Multiplicative rules: R/K is clamped to [1/max_ratio, max_ratio] (K = 0 would make it infinite); null: no clamp. */
+          max_ratio: z.number().gt(1).nullable().default(2),
+          /** Multiplicative rules: the ratio is R / (K + eps) (the released code: 1e-8). */
+          eps: z.number().min(0).default(0),
         })
         .prefault({}),
       /** Tracking error mean|K - R|/R(0) skips this fraction of the run at its start (K settling). */

@@ -356,7 +356,7 @@ export class Run implements SessionHandler {
     const start = body.start_step;
     if (start >= total) return { refuse: `the run continues at step ${start}, but it has only ${total} steps` };
     if (client) this.adoptBits(body.layers);
-    const controller = new TrController(this.config, total, body.layers.map((layer) => layer.numel));
+    const controller = new TrController(this.config, total, body.layers.map((layer) => layer.numel), body.steps_per_epoch);
     const restored = this.restore(controller, body, start);
     if (restored !== null) return { refuse: restored };
     const evalEvery = client ? 0 : (this.config.train.eval_every ?? body.steps_per_epoch);

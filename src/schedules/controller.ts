@@ -40,7 +40,7 @@ interface Loop {
 }
 
 /**
- * Owns R(t), K(t), U(t) and the ordinary LR. Per step t (method.md): k(t) from the counts,
+ * Owns R(t), K(t), U(t) and the ordinary LR. Per step t (docs/method.md): k(t) from the counts,
  * K(t) = EMA of k, U(t) = TALR(R(t), K(t)); the quantized weights get U(t) (or the ordinary LR in
  * baseline mode), everything else the ordinary LR. Under `tr.scope: layer` each quantized layer
  * has its own K and U against the same target (beyond the paper).
@@ -59,12 +59,14 @@ export class TrController {
     readonly totalSteps: number,
     /** Number of weights of each quantized layer, in the worker's layer order. */
     readonly layerSizes: readonly number[],
+    /** Needed by schedules stepped once per epoch (`interval: epoch`). */
+    stepsPerEpoch?: number,
   ) {
-    this.target = new Schedule(config.tr.r0, totalSteps, config.tr.schedule);
-    this.lr = new Schedule(config.optimizer.lr, totalSteps, config.lr_schedule);
+    this.target = new Schedule(config.tr.r0, totalSteps, config.tr.schedule, stepsPerEpoch);
+    this.lr = new Schedule(config.optimizer.lr, totalSteps, config.lr_schedule, stepsPerEpoch);
     this.settings = controllerSettings(config, totalSteps);
     const loop = (): Loop => ({
-      running: new RunningTr(this.settings.momentum),
+      running: new RunningTr(this.settings.momentum, config.tr.k0),
       talr: makeTalr(config.tr.talr, this.settings.eta, config.tr.talr.u0),
     });
     this.network = loop();

@@ -2,7 +2,7 @@ import type { ParsedConfig } from '../config/schema.js';
 
 /**
  * A transition-adaptive learning rate U(t): raises U when the running TR K lags the target R,
- * lowers it when K exceeds R, holds it when they are equal (method.md, "Other TALR rules").
+ * lowers it when K exceeds R, holds it when they are equal (docs/method.md, "Other TALR rules").
  */
 export interface Talr {
   readonly value: number;
@@ -44,40 +44,50 @@ export class AdditiveTalr extends TalrBase {
   }
 }
 
-/** R/K clamped to [1/maxRatio, maxRatio]; K = 0 with R > 0 counts as the largest raise. */
-function clampedRatio(target: number, running: number, maxRatio: number): number {
-  if (running <= 0) return target > 0 ? maxRatio : 1;
-  return Math.min(maxRatio, Math.max(1 / maxRatio, target / running));
+/**
+ * R / (K + eps), clamped to [1/maxRatio, maxRatio]; with K + eps = 0 and R > 0 the largest raise.
+ * maxRatio null: no clamp (the released code; eps > 0 keeps it finite).
+ */
+function ratio(target: number, running: number, maxRatio: number | null, eps: number): number {
+  const denominator = running + eps;
+  if (maxRatio === null) return target / denominator;
+  if (denominator <= 0) return target > 0 ? maxRatio : 1;
+  return Math.min(maxRatio, Math.max(1 / maxRatio, target / denominator));
 }
 
 /** U(t) = U(t-1) * R(t) / K(t): fast, sensitive to outliers of K. */
 export class MultiplicativeTalr extends TalrBase {
   constructor(
-    readonly maxRatio: number,
+    readonly maxRatio: number | null,
     u0: number,
+    readonly eps = 0,
   ) {
     super(u0);
   }
 
   update(target: number, running: number): number {
-    this.current *= clampedRatio(target, running, this.maxRatio);
+    this.current *= ratio(target, running, this.maxRatio, this.eps);
     return this.current;
   }
 }
 
-/** U(t) = m' U(t-1) + (1 - m') U(t-1) R(t) / K(t): the multiplicative rule, smoothed. */
+/**
+ * U(t) = m' U(t-1) + (1 - m') U(t-1) R(t) / K(t): the multiplicative rule, smoothed. The released
+ * code keeps a scale c with U = U(0) c and updates c the same way; the two agree to rounding.
+ */
 export class MomentumMultiplicativeTalr extends TalrBase {
   constructor(
     readonly momentum: number,
-    readonly maxRatio: number,
+    readonly maxRatio: number | null,
     u0: number,
+    readonly eps = 0,
   ) {
     super(u0);
   }
 
   update(target: number, running: number): number {
-    const ratio = clampedRatio(target, running, this.maxRatio);
-    this.current = this.momentum * this.current + (1 - this.momentum) * this.current * ratio;
+    const r = ratio(target, running, this.maxRatio, this.eps);
+    this.current = this.momentum * this.current + (1 - this.momentum) * this.current * r;
     return this.current;
   }
 }
@@ -87,8 +97,8 @@ export function makeTalr(talr: ParsedConfig['tr']['talr'], eta: number, u0: numb
     case 'additive':
       return new AdditiveTalr(eta, u0);
     case 'multiplicative':
-      return new MultiplicativeTalr(talr.max_ratio, u0);
+      return new MultiplicativeTalr(talr.max_ratio, u0, talr.eps);
     case 'momentum_multiplicative':
-      return new MomentumMultiplicativeTalr(talr.momentum, talr.max_ratio, u0);
+      return new MomentumMultiplicativeTalr(talr.momentum, talr.max_ratio, u0, talr.eps);
   }
 }
