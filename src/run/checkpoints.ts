@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs'
 import { join } from 'node:path';
 import { TrqatError } from '../errors.js';
 import type { ControllerState } from '../schedules/controller.js';
-import { readJson, writeJsonAtomic } from './files.js';
+import { makeDirs, readJson, writeJsonAtomic } from './files.js';
 
 export const CHECKPOINT_FORMAT = 1;
 
@@ -39,7 +39,7 @@ export class Checkpoints {
 
   /** Creates the temporary folder the worker saves into; `commit` makes it the latest checkpoint. */
   begin(step: number): { staging: string; commit: (state: ControllerCheckpoint) => CheckpointRef } {
-    mkdirSync(this.dir, { recursive: true });
+    makeDirs(this.dir);
     const name = `step-${String(step).padStart(7, '0')}`;
     const staging = join(this.dir, `${name}.partial`);
     rmSync(staging, { recursive: true, force: true });

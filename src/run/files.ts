@@ -1,7 +1,7 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { ResolvedConfig } from '../config/resolve.js';
-import { TrqatError } from '../errors.js';
+import { ConfigError, TrqatError } from '../errors.js';
 
 /** Writes a file so that readers see the old content or the new one, never a torn one. */
 export function writeFileAtomic(path: string, content: string): void {
@@ -41,11 +41,24 @@ export function createRunDir(config: ResolvedConfig): string {
   let dir = base;
   for (let n = 2; existsSync(dir); n++) dir = `${base}-${n}`;
   try {
-    mkdirSync(dir, { recursive: true });
+    makeDirs(dir);
   } catch (error) {
-    throw new TrqatError(`cannot create the run folder ${dir}: ${(error as Error).message} (set out_dir to a writable folder)`);
+    throw new ConfigError(`cannot create the run folder ${dir}: ${(error as Error).message} (set out_dir to a writable folder)`);
   }
   return dir;
+}
+
+/**
+ * mkdir -p, one level at a time: Node's recursive mkdir never returns on some filesystems (/proc
+ * answers ENOENT for a parent that exists), and a synchronous loop would not even let Ctrl-C in.
+ */
+export function makeDirs(dir: string): void {
+  const missing: string[] = [];
+  for (let path = resolve(dir); !existsSync(path); path = dirname(path)) {
+    missing.unshift(path);
+    if (dirname(path) === path) break;
+  }
+  for (const path of missing) mkdirSync(path);
 }
 
 /**
