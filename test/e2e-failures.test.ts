@@ -19,7 +19,7 @@ const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
 
 /** Starts a run and applies `act` to the worker's pid once step `atStep` is logged; returns the error. */
 async function failingRun(overrides: string[], atStep: number, act: (pid: number) => void): Promise<{ error: Error; runDir: string; took: number }> {
-  const config = tinyConfig(['train.steps=400', 'train.eval_every=0', 'train.checkpoint_every=4', ...overrides]);
+  const config = tinyConfig(['train.steps=400', 'train.eval_every=0', 'train.checkpoint_every=4', 'worker.max_restarts=0', ...overrides]);
   let runDir = '';
   let actedAt = 0;
   const onEvent = (event: RunEvent) => {
@@ -37,6 +37,35 @@ async function failingRun(overrides: string[], atStep: number, act: (pid: number
 }
 
 describe('failures', () => {
+  it('a worker killed twice is restarted from the last checkpoint each time; the run equals one that never failed', async () => {
+    const straight = await train(tinyConfig(['train.steps=24', 'train.eval_every=8', 'train.checkpoint_every=4']));
+    const warnings: string[] = [];
+    const killed = new Set<number>();
+    let runDir = '';
+    const summary = await train(tinyConfig(['train.steps=24', 'train.eval_every=8', 'train.checkpoint_every=4']), {
+      onEvent: (event) => {
+        if (event.type === 'started') runDir = event.runDir;
+        if (event.type === 'warning') warnings.push(event.message);
+        // Twice: at step 6 (the last checkpoint is step 4) and at step 13 (after the checkpoint of step 12).
+        if (event.type === 'step' && (event.record.step === 6 || event.record.step === 13) && !killed.has(event.record.step)) {
+          killed.add(event.record.step);
+          process.kill(readRun(runDir).info.ranks[0]!.pid, 'SIGKILL');
+        }
+      },
+    });
+    expect(summary.status).toBe('completed');
+    expect(warnings.filter((w) => /restarting every rank/.test(w))).toEqual([
+      expect.stringMatching(/rank 0 was killed by SIGKILL .*; restarting every rank from the checkpoint of step 4 \(restart 1 of at most 3\)/),
+      expect.stringMatching(/restarting every rank from the checkpoint of step 12 \(restart 2 of at most 3\)/),
+    ]);
+    const a = readRun(straight.run_dir);
+    const b = readRun(runDir);
+    const numbers = (s: (typeof a.steps)[number]) => [s.step, s.k, s.K, s.R, s.U, s.lr_other, s.counts, s.loss];
+    expect(b.steps.map(numbers)).toEqual(a.steps.map(numbers)); // continuous, and the same numbers
+    expect(b.evals.map((e) => [e.step, e.top1, e.loss])).toEqual(a.evals.map((e) => [e.step, e.top1, e.loss]));
+    expect(b.info.status).toBe('completed');
+  }, 300_000); // two runs, and two restarts that start Python again
+
   it('a killed worker stops the run with the stderr tail, leaving the folder and last checkpoint intact', async () => {
     const { error, runDir, took } = await failingRun([], 6, (pid) => process.kill(pid, 'SIGKILL'));
     expect(error).toBeInstanceOf(RunFailure);
@@ -225,5 +254,5 @@ describe('the CLI', () => {
     expect(resumed.stdout).toMatch(new RegExp(`resuming at step ${stoppedAt}`));
     expect(resumed.stdout).toMatch(/done: step 200\/200, final top-1 \d+\.\d\d%/);
     expect(readRun(runDir).steps.map((s) => s.step)).toEqual(Array.from({ length: 200 }, (_, t) => t));
-  });
+  }, 240_000); // two CLI processes, 200 steps in all
 });

@@ -90,7 +90,7 @@ describe('data-parallel managed runs (torch.distributed, gloo)', () => {
   });
 
   it('a rank that dies stops the whole run within seconds, with its stderr; nothing is left running and resume continues', async () => {
-    const config = tinyConfig([...TWO_RANKS, 'train.steps=60', 'train.eval_every=0', 'train.checkpoint_every=4']);
+    const config = tinyConfig([...TWO_RANKS, 'train.steps=60', 'train.eval_every=0', 'train.checkpoint_every=4', 'worker.max_restarts=0']);
     let runDir = '';
     let killedAt = 0;
     const pids: number[] = [];
@@ -121,7 +121,7 @@ describe('data-parallel managed runs (torch.distributed, gloo)', () => {
   });
 
   it('a hung rank is noticed within the heartbeat timeout and the run ends with every process gone', async () => {
-    const config = tinyConfig([...TWO_RANKS, 'train.steps=200', 'train.eval_every=0', 'worker.heartbeat_timeout_ms=2000']);
+    const config = tinyConfig([...TWO_RANKS, 'train.steps=200', 'train.eval_every=0', 'worker.heartbeat_timeout_ms=2000', 'worker.max_restarts=0']);
     let runDir = '';
     let hungAt = 0;
     const pids: number[] = [];

@@ -159,9 +159,9 @@ export function workerCommand(python: string | null): string[] {
   return [resolvePython(python), '-u', '-m', 'trqat.worker'];
 }
 
-/** Environment every managed worker gets on top of the run's credentials. */
-export function workerEnv(heartbeatMs: number, controllerTimeoutMs: number): Record<string, string> {
-  return { TRQAT_HEARTBEAT_MS: String(heartbeatMs), TRQAT_CONTROLLER_TIMEOUT_MS: String(controllerTimeoutMs), PYTHONPATH: pythonPath() };
+/** Environment every managed worker gets on top of the run's (Run.peerEnv): this checkout's trqat package. */
+export function workerEnv(): Record<string, string> {
+  return { PYTHONPATH: pythonPath() };
 }
 
 /** How a process ended, for messages. */

@@ -121,6 +121,14 @@ export class SessionTable {
     }
   }
 
+  /** Closes every open session (their processes are being replaced): later messages from them are refused. */
+  closeAll(): void {
+    for (const session of this.active()) {
+      session.state = 'closed';
+      this.expiry.delete(session.sid);
+    }
+  }
+
   /** Stops the liveness checks and releases the socket (after queued replies are sent). */
   async close(): Promise<void> {
     if (this.closed) return;

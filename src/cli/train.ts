@@ -1,15 +1,13 @@
 import { stringify as toYaml } from 'yaml';
 import { applyOverrides, loadConfig, parseConfig } from '../config/load.js';
 import { resolveConfig, type ResolvedConfig } from '../config/resolve.js';
+import { isResumable, RESUMABLE_PREFIXES } from '../config/resume.js';
 import { TrqatError } from '../errors.js';
 import type { RunEvent } from '../run/record.js';
 import type { RunHandle, RunOptions } from '../run/run.js';
 import { startResume, startTraining } from '../run/train.js';
 import { formatEvent, formatSummary } from './progress.js';
 import { stopOnSignals } from './signals.js';
-
-/** Settings a resume may change: where and how the workers run, never the schedule. */
-const RESUMABLE_PREFIXES = ['worker.', 'train.log_every', 'train.keep_checkpoints', 'bridge.'];
 
 export async function trainCommand(configPath: string | null, overrides: string[]): Promise<number> {
   const config = loadConfig(configPath, overrides);
@@ -18,7 +16,7 @@ export async function trainCommand(configPath: string | null, overrides: string[
 
 export async function resumeCommand(runDir: string, overrides: string[]): Promise<number> {
   for (const override of overrides) {
-    if (!RESUMABLE_PREFIXES.some((prefix) => override.startsWith(prefix))) {
+    if (!isResumable(override.slice(0, Math.max(0, override.indexOf('='))))) {
       throw new TrqatError(`--set ${override}: a resume can only change ${RESUMABLE_PREFIXES.join(', ')} (anything else would change the schedule)`, 2);
     }
   }

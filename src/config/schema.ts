@@ -227,6 +227,9 @@ export const configSchema = z.strictObject({
       startup_timeout_ms: z.number().int().positive().max(MAX_TIMER_MS).default(120_000),
       heartbeat_interval_ms: z.number().int().positive().max(MAX_TIMER_MS).default(1000),
       heartbeat_timeout_ms: z.number().int().positive().max(MAX_TIMER_MS).default(5000),
+      /** Ranks that die or hang are restarted from the last checkpoint this often within restart_window_ms (0: never). */
+      max_restarts: z.number().int().min(0).default(3),
+      restart_window_ms: z.number().int().positive().max(MAX_TIMER_MS).default(3_600_000),
       /** Longest a single command (a training chunk, an evaluation, a save) may take. */
       command_timeout_ms: z.number().int().positive().max(MAX_TIMER_MS).default(3_600_000),
     })

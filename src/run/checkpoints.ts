@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { TrqatError } from '../errors.js';
+import type { ResolvedConfig } from '../config/resolve.js';
 import type { ControllerState } from '../schedules/controller.js';
 import { makeDirs, readJson, writeJsonAtomic } from './files.js';
 
@@ -15,6 +16,8 @@ export interface ControllerCheckpoint {
   controller: ControllerState;
   best_top1: number | null;
   elapsed_s: number;
+  /** The run's config when the checkpoint was written: a resume refuses a config whose schedule differs. */
+  config?: ResolvedConfig;
 }
 
 export interface CheckpointRef {

@@ -100,7 +100,7 @@ export class RunRecord {
   /** Seconds of earlier sessions of this run (a resumed run continues its clock). */
   elapsedBefore = 0;
   private readonly startedAt = Date.now();
-  private readonly metrics: MetricsLog;
+  private metrics: MetricsLog;
   /** Last step whose line is written; evaluations after a later step wait for it. */
   private lastStep: number;
   private held: EvalRecord[] = [];
@@ -171,6 +171,17 @@ export class RunRecord {
     this.bestTop1 = Math.max(this.bestTop1 ?? -Infinity, record.top1);
     if (record.step - 1 > this.lastStep) this.held.push(record);
     else this.writeEval(record);
+  }
+
+  /** Back to a checkpoint (an automatic restart): the lines after it are dropped and written again. */
+  rewind(step: number): void {
+    this.metrics.close();
+    MetricsLog.truncate(join(this.runDir, METRICS_FILE), step);
+    this.metrics = new MetricsLog(join(this.runDir, METRICS_FILE));
+    this.lastStep = step - 1;
+    this.held = [];
+    this.lastEval = null;
+    this.set({ step });
   }
 
   /** True when every step line before `step` has been written (a checkpoint at `step` may commit). */

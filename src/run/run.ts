@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { controllerSettings, totalSteps, type ResolvedConfig } from '../config/resolve.js';
 import { ConfigError, TrqatError } from '../errors.js';
@@ -41,8 +42,6 @@ export class RunFailure extends TrqatError {}
 /** After a clean end, how long the processes of the run get to exit by themselves. */
 const EXIT_GRACE_MS = 10_000;
 const DEFAULT_STOP_GRACE_MS = 30_000;
-/** A worker whose controller is silent this many heartbeats exits. */
-const CONTROLLER_TIMEOUT_FACTOR = 10;
 
 export interface RunSpec {
   kind: RunKind;
@@ -54,11 +53,17 @@ export interface RunSpec {
   command?: string[];
   /** A resume changed settings (worker.*): config.json is rewritten. */
   configChanged?: boolean;
+  /** Starts the run's ranks here (managed runs with worker.launch=local): at the start, and again after a crash. */
+  launchRanks?: (run: Run) => Promise<void>;
 }
 
-/** How long a worker waits for a silent controller before it gives up. */
+/**
+ * How long a session waits for a silent controller before it gives up: within the heartbeat timeout
+ * of the run (5 s by default), so that no process outlives a killed controller by more than that.
+ */
 export function controllerTimeoutMs(config: ResolvedConfig): number {
-  return Math.max(config.worker.heartbeat_timeout_ms, CONTROLLER_TIMEOUT_FACTOR * config.worker.heartbeat_interval_ms);
+  const { heartbeat_interval_ms: interval, heartbeat_timeout_ms: timeout } = config.worker;
+  return Math.max(2 * interval, timeout - interval);
 }
 
 /**
@@ -84,8 +89,12 @@ export class Run implements SessionHandler {
   /** What each rank is doing, for error messages ("training step 37"). */
   private readonly activity = new Map<number, string>();
   private readonly closedRanks = new Set<number>();
-  private pendingCheckpoint: { step: number; commit: (state: ControllerCheckpoint) => CheckpointRef; state: ControllerState; saved: boolean } | null = null;
+  private pendingCheckpoint: { step: number; staging: string; commit: (state: ControllerCheckpoint) => CheckpointRef; state: ControllerState; saved: boolean } | null = null;
   private lastEvalStep = -1;
+  /** The checkpoint the ranks restore from: the resumed one, then the latest after an automatic restart. */
+  private resumeFrom: CheckpointRef | null;
+  /** When the run restarted its ranks after a crash (worker.max_restarts within worker.restart_window_ms). */
+  private readonly restarts: number[] = [];
   private clientError: string | null = null;
   private stopRequested = false;
   private ended = false;
@@ -99,6 +108,7 @@ export class Run implements SessionHandler {
     private readonly options: RunOptions,
   ) {
     this.config = spec.config;
+    this.resumeFrom = spec.checkpoint;
     this.credentials = makeCredentials(spec.config.bridge.endpoint, spec.config.bridge.curve);
     this.unlock = lockRunDir(spec.runDir);
     this.checkpoints = new Checkpoints(spec.runDir, spec.config.train.keep_checkpoints);
@@ -132,13 +142,8 @@ export class Run implements SessionHandler {
     if (signal?.aborted) run.stop();
     else signal?.addEventListener('abort', () => run.stop(), { once: true });
     run.emit({ type: 'listening', endpoint: run.endpoint, runDir: spec.runDir, authFile });
-    // A client run waits for its script as long as it takes; trqat's own workers must be ready in time.
-    if (spec.kind === 'managed') {
-      run.later(() => {
-        if (run.plan && run.readyRanks() >= run.worldSize!) return;
-        run.fail(new RunFailure(`not every rank was ready within worker.startup_timeout_ms (${spec.config.worker.startup_timeout_ms} ms): ${run.readyRanks()} of ${run.worldSize ?? '?'} ready`));
-      }, spec.config.worker.startup_timeout_ms);
-    }
+    if (spec.launchRanks) await run.launch();
+    else if (spec.kind === 'managed') run.watchStartup();
     return run;
   }
 
@@ -165,6 +170,20 @@ export class Run implements SessionHandler {
       TRQAT_HEARTBEAT_MS: String(this.config.worker.heartbeat_interval_ms),
       TRQAT_CONTROLLER_TIMEOUT_MS: String(controllerTimeoutMs(this.config)),
     };
+  }
+
+  /** A client run waits for its script as long as it takes; trqat's own workers must be ready in time. */
+  private watchStartup(): void {
+    const limit = this.config.worker.startup_timeout_ms;
+    this.later(() => {
+      if (this.ended || (this.plan && this.readyRanks() >= this.worldSize!)) return;
+      this.fail(new RunFailure(`not every rank was ready within worker.startup_timeout_ms (${limit} ms): ${this.readyRanks()} of ${this.worldSize ?? '?'} ready`));
+    }, limit);
+  }
+
+  private async launch(): Promise<void> {
+    this.watchStartup();
+    await this.spec.launchRanks!(this);
   }
 
   /** Supervises a process this run started: its exit before its session's bye fails a managed run. */
@@ -220,7 +239,7 @@ export class Run implements SessionHandler {
     this.record.addRank(info);
     this.activity.set(session.rank, 'building the model and loading data');
     this.emit({ type: 'rank', rank: info, worldSize: session.hello.world_size });
-    return { config: this.config, resume: this.spec.checkpoint?.path ?? null };
+    return { config: this.config, resume: this.resumeFrom?.path ?? null };
   }
 
   ready(session: Session, body: WorkerBody<'ready'>): Outcome<ControllerBodies['plan']> {
@@ -244,7 +263,7 @@ export class Run implements SessionHandler {
     this.emit({ type: 'rank-left', rank: rankInfo(session.hello), reason: `lost: ${reason}` });
     const process = this.processOf(session.rank);
     process?.stop('SIGKILL'); // hung: it would not answer SIGTERM any sooner
-    this.fail(new RunFailure(this.withStderr(`rank ${session.rank} (pid ${session.hello.pid} on ${session.hello.hostname}) stopped answering (${reason}) while ${this.doing(session.rank)}`, process)));
+    this.crash(new RunFailure(this.withStderr(`rank ${session.rank} (pid ${session.hello.pid} on ${session.hello.hostname}) stopped answering (${reason}) while ${this.doing(session.rank)}`, process)));
   }
 
   refused(error: ProtocolError): void {
@@ -383,7 +402,7 @@ export class Run implements SessionHandler {
 
   /** Continues the schedules: from the checkpoint (managed) or the client's saved state. Returns a refusal. */
   private restore(controller: TrController, body: WorkerBody<'ready'>, start: number): string | null {
-    const checkpoint = this.spec.checkpoint;
+    const checkpoint = this.resumeFrom;
     if (checkpoint) {
       const saved = Checkpoints.readController(checkpoint);
       if (saved.step !== start) throw new TrqatError(`checkpoint ${checkpoint.path} is inconsistent: controller.json is at step ${saved.step}, worker.pt at step ${start}`);
@@ -392,7 +411,8 @@ export class Run implements SessionHandler {
       }
       controller.loadStateDict(saved.controller);
       this.record.bestTop1 = saved.best_top1;
-      this.record.elapsedBefore = saved.elapsed_s;
+      // An automatic restart keeps this process's clock; a resume continues the earlier ones'.
+      if (this.restarts.length === 0) this.record.elapsedBefore = saved.elapsed_s;
       return null;
     }
     const state = body.controller_state ?? null;
@@ -466,7 +486,7 @@ export class Run implements SessionHandler {
     let save: string | null = null;
     if (stop || boundary(plan.checkpoint_every)) {
       const { staging, commit } = this.checkpoints.begin(done);
-      this.pendingCheckpoint = { step: done, commit, state: this.controller!.stateDict(), saved: false };
+      this.pendingCheckpoint = { step: done, staging, commit, state: this.controller!.stateDict(), saved: false };
       save = staging;
     }
     return { eval: boundary(plan.eval_every), save, stop };
@@ -512,6 +532,7 @@ export class Run implements SessionHandler {
       controller: pending.state,
       best_top1: this.record.bestTop1,
       elapsed_s: this.record.elapsed(),
+      config: this.config,
     });
     this.record.checkpoint(ref);
   }
@@ -526,13 +547,16 @@ export class Run implements SessionHandler {
   }
 
   private processExited(process: RunProcess, exit: ProcessExit): void {
+    if (!this.processes.includes(process)) return; // stopped by an automatic restart
     if (this.spec.command) this.record.set({ exit });
     if (this.ended) return;
     const rank = process.rank;
     if (this.spec.kind === 'managed') {
       if (this.closedRanks.has(rank)) return;
       const hint = exit.spawnError ? ' (set worker.python or TRQAT_PYTHON to a Python with trqat installed, or run "bash scripts/setup.sh")' : '';
-      this.fail(new RunFailure(this.withStderr(`rank ${rank} ${describeExit(exit)}${hint} while ${this.doing(rank)}`, process)));
+      const failure = new RunFailure(this.withStderr(`rank ${rank} ${describeExit(exit)}${hint} while ${this.doing(rank)}`, process));
+      if (exit.spawnError) this.fail(failure);
+      else this.crash(failure);
       return;
     }
     // trqat run: the command's exit decides the run's end if no bye did.
@@ -561,9 +585,52 @@ export class Run implements SessionHandler {
     void this.release(false).then(() => this.resolveDone(summary));
   }
 
+  /**
+   * A rank died or hung. A run whose ranks this controller started restarts them all from the last
+   * checkpoint, up to worker.max_restarts times within worker.restart_window_ms; the log is rewound
+   * to the checkpoint and written again, so it stays continuous. Otherwise the run fails.
+   */
+  private crash(error: Error): void {
+    const { max_restarts: max, restart_window_ms: window } = this.config.worker;
+    const now = Date.now();
+    const recent = this.restarts.filter((at) => now - at < window);
+    if (this.ended || !this.spec.launchRanks || recent.length >= max) {
+      if (max === 0 || !this.spec.launchRanks) return this.fail(error);
+      const [head, ...tail] = error.message.split('\n');
+      const limit = ` (after ${recent.length} automatic restart(s) within ${Math.round(window / 60_000)} min; worker.max_restarts=${max})`;
+      return this.fail(new RunFailure([head + limit, ...tail].join('\n')));
+    }
+    this.restarts.push(now);
+    void this.restart(error, recent.length + 1).catch((failure: Error) => this.fail(failure));
+  }
+
+  private async restart(error: Error, count: number): Promise<void> {
+    const checkpoint = this.checkpoints.latest();
+    const from = checkpoint ? `the checkpoint of step ${checkpoint.step}` : 'the start (no checkpoint yet)';
+    this.warn(`${error.message.split('\n')[0]}; restarting every rank from ${from} (restart ${count} of at most ${this.config.worker.max_restarts})`);
+    this.table!.abort(`restarting from ${from}`);
+    this.table!.closeAll();
+    const old = this.processes.splice(0);
+    for (const process of old) process.stop('SIGKILL');
+    await Promise.all(old.map((p) => p.exited));
+    if (this.progressTimer) clearTimeout(this.progressTimer);
+    if (this.pendingCheckpoint) rmSync(this.pendingCheckpoint.staging, { recursive: true, force: true });
+    this.pendingCheckpoint = null;
+    this.resumeFrom = checkpoint;
+    this.record.rewind(checkpoint?.step ?? 0);
+    this.plan = null;
+    this.loop = null;
+    this.controller = null;
+    this.closedRanks.clear();
+    this.activity.clear();
+    this.lastEvalStep = -1;
+    if (!this.ended) await this.launch();
+  }
+
   private fail(error: Error): void {
     if (this.ended) return;
     this.ended = true;
+    if (this.pendingCheckpoint) rmSync(this.pendingCheckpoint.staging, { recursive: true, force: true });
     this.loop?.flush();
     this.record.end('failed', this.trackingError(), error.message);
     this.table?.abort(error.message.split('\n')[0]!);

@@ -1,12 +1,15 @@
 import { existsSync } from 'node:fs';
 import { join, resolve as resolvePath } from 'node:path';
 import type { ResolvedConfig } from '../config/resolve.js';
-import { TrqatError } from '../errors.js';
+import { ConfigError, TrqatError } from '../errors.js';
+import { parseConfig } from '../config/load.js';
+import { resolveConfig } from '../config/resolve.js';
+import { scheduleChanges } from '../config/resume.js';
 import { freePort, rankEnv, RunProcess, workerCommand, workerEnv } from '../bridge/launcher.js';
 import { Checkpoints, type CheckpointRef } from './checkpoints.js';
 import { createRunDir, readJson } from './files.js';
 import { CONFIG_FILE, RUN_FILE, type RunInfo, type RunSummary } from './record.js';
-import { controllerTimeoutMs, logName, Run, type RunHandle, type RunOptions } from './run.js';
+import { logName, Run, type RunHandle, type RunOptions } from './run.js';
 
 /** Creates a new run folder under `config.out_dir` and trains it to the end. */
 export async function train(config: ResolvedConfig, options: RunOptions = {}): Promise<RunSummary> {
@@ -29,34 +32,49 @@ export async function resume(runDir: string, options: ResumeOptions = {}): Promi
 export async function startResume(runDir: string, options: ResumeOptions = {}): Promise<RunHandle> {
   const dir = resolvePath(runDir);
   if (!existsSync(join(dir, CONFIG_FILE))) throw new TrqatError(`${dir} is not a trqat run folder: ${CONFIG_FILE} is missing`);
-  const saved = readJson<ResolvedConfig>(join(dir, CONFIG_FILE), 'run config');
+  // The stored config is checked like a new one: a hand-edited or damaged file is a config error.
+  const stored = readJson<unknown>(join(dir, CONFIG_FILE), 'run config');
+  const saved = resolveConfig(parseConfig(stored, join(dir, CONFIG_FILE)));
   const config = options.overrides ? options.overrides(saved) : saved;
   const info = readJson<RunInfo>(join(dir, RUN_FILE), 'run status');
   if (info.kind === 'client') throw new TrqatError(`${dir} is a client run (trqat run / trqat serve): resume your script from its own checkpoint with client.state_dict()`);
   if (info.status === 'completed') throw new TrqatError(`${dir} has already completed (${info.checkpoint_step} of ${info.plan?.total_steps} steps)`);
   const checkpoint = new Checkpoints(dir, config.train.keep_checkpoints).latest();
   if (!checkpoint) throw new TrqatError(`${dir} has no checkpoint to resume from; start the run again with "trqat train"`);
-  return launch(dir, config, checkpoint, options, config !== saved);
+  const recorded = Checkpoints.readController(checkpoint).config;
+  const changes = recorded ? scheduleChanges(recorded, config) : [];
+  if (changes.length > 0) {
+    throw new ConfigError(
+      `the config of ${dir} differs from the one its checkpoint of step ${checkpoint.step} was trained with: ${changes.join(', ')}. ` +
+        `A resume continues the same schedule: restore these values in ${CONFIG_FILE}, or start a new run with trqat train`,
+    );
+  }
+  if (info.status === 'running') {
+    options.onEvent?.({ type: 'warning', message: `run.json still says "running": its controller ended without closing the run (killed?); continuing from the checkpoint of step ${checkpoint.step}` });
+  }
+  return launch(dir, config, checkpoint, options, JSON.stringify(config) !== JSON.stringify(stored));
 }
 
-/** Opens the run and, unless the ranks are launched elsewhere, starts nproc_per_node worker ranks here. */
+/** Opens the run; unless the ranks are launched elsewhere, it starts nproc_per_node worker ranks here. */
 async function launch(runDir: string, config: ResolvedConfig, checkpoint: CheckpointRef | null, options: RunOptions, configChanged = false): Promise<RunHandle> {
-  const run = await Run.open({ kind: 'managed', runDir, config, checkpoint, configChanged }, options);
-  const { worker } = config;
-  if (worker.launch === 'local') {
-    const ranks = worker.nproc_per_node;
-    const masterPort = ranks > 1 ? await freePort() : 0;
-    const env = { ...run.peerEnv(), ...workerEnv(worker.heartbeat_interval_ms, controllerTimeoutMs(config)) };
-    for (let rank = 0; rank < ranks; rank++) {
-      run.supervise(
-        new RunProcess(rank, {
-          command: workerCommand(worker.python),
-          env: ranks > 1 ? { ...env, ...rankEnv(rank, ranks, masterPort) } : env,
-          stdio: 'pipe',
-          logPath: join(runDir, logName(rank, ranks)),
-        }),
-      );
-    }
-  }
+  const launchRanks = config.worker.launch === 'local' ? (run: Run) => startRanks(run, config, runDir) : undefined;
+  const run = await Run.open({ kind: 'managed', runDir, config, checkpoint, configChanged, launchRanks }, options);
   return run.handle();
+}
+
+/** nproc_per_node worker processes with the run's credentials and, with several, the torch.distributed contract. */
+async function startRanks(run: Run, config: ResolvedConfig, runDir: string): Promise<void> {
+  const ranks = config.worker.nproc_per_node;
+  const masterPort = ranks > 1 ? await freePort() : 0;
+  const env = { ...run.peerEnv(), ...workerEnv() };
+  for (let rank = 0; rank < ranks; rank++) {
+    run.supervise(
+      new RunProcess(rank, {
+        command: workerCommand(config.worker.python),
+        env: ranks > 1 ? { ...env, ...rankEnv(rank, ranks, masterPort) } : env,
+        stdio: 'pipe',
+        logPath: join(runDir, logName(rank, ranks)),
+      }),
+    );
+  }
 }
