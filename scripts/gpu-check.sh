@@ -91,7 +91,7 @@ fi
   fi
   echo "- $("$PY" -c 'import sys, torch; print(f"python {sys.version.split()[0]}, torch {torch.__version__}, CUDA {torch.version.cuda}, cuda available: {torch.cuda.is_available()}")')"
   echo "- Node $(node --version) at $(command -v node)"
-  echo "- zmq: $("$PY" -c 'import zmq; print(zmq.__file__, "libzmq", zmq.zmq_version())')"
+  echo "- zmq: $("$PY" -c 'import zmq; print(zmq.__file__, "libzmq", zmq.zmq_version())' 2>&1 | tail -1)"
   echo "- CPU: $(nproc) cores; budget $BUDGET"
   echo "- data-parallel ranks (2 GPUs): skipped, this machine has one GPU"
   echo

@@ -104,7 +104,8 @@ missing=$(LD_LIBRARY_PATH=$B/lib ldd $B/lib/libzmq.so.5 | grep 'not found' || tr
 [ -z "$missing" ] || fail "libzmq.so.5 still misses: $missing"
 glibc=$(objdump -T $B/lib/*.so* | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
 echo "carried: $(cd $B/lib && ls | tr '\n' ' ')"
-echo "newest glibc symbol they need: $glibc (Ubuntu 24.04 has GLIBC_2.39)"
+glibcxx=$(objdump -T $B/lib/*.so* | grep -o 'GLIBCXX_[0-9.]*' | sort -uV | tail -1)
+echo "newest glibc and libstdc++ symbols they need: $glibc, $glibcxx (Ubuntu 24.04 has GLIBC_2.39, GLIBCXX_3.4.33)"
 LD_LIBRARY_PATH=$B/lib TRQAT_ZMQ_SHIM_LIB=$B/lib/libzmq.so.5 PYTHONPATH=scripts/gpu/zmq_shim python3 -c "
 import zmq; assert zmq.__file__.endswith('scripts/gpu/zmq_shim/zmq/__init__.py'), zmq.__file__
 print('zmq stand-in on the carried libzmq', zmq.zmq_version(), '- curve:', zmq.has('curve'))"
