@@ -21,6 +21,7 @@ class FakeController:
         port = self.sock.bind_to_random_port("tcp://127.0.0.1")
         self.endpoint = f"tcp://127.0.0.1:{port}"
         self.ack_heartbeats, self.heartbeats = ack_heartbeats, 0
+        self.progress = []  # the bodies of `progress` messages, which answer nothing
         self.sid, self.ident, self.seq, self.proc = None, None, 0, None
 
     def start(self, timeout_ms=10000, **extra_env):
@@ -42,6 +43,9 @@ class FakeController:
                 self.heartbeats += 1
                 if self.ack_heartbeats:
                     self.sock.send_multipart([ident, P.encode(P.HEARTBEAT_ACK, msg["sid"], self._next())])
+                continue
+            if msg["type"] == P.PROGRESS:
+                self.progress.append(msg["body"])
                 continue
             if msg["type"] == P.HELLO:
                 self.sid, self.ident = msg["sid"], ident
@@ -167,6 +171,25 @@ def test_full_session_then_resume(controller, tmp_path):
         assert resumed.wait()[0] == 0
     finally:
         resumed.close()
+
+
+def test_distance_diagnostics_and_eval_progress(controller):
+    _, ready = handshake(controller, make_config(**{"train.diagnostics_every": 2}))
+    numels = [layer["numel"] for layer in ready["body"]["layers"]]
+    steps, _ = train(controller, 0, 5)
+    assert ["dist" in s for s in steps] == [True, False, True, False, True]  # every 2 steps from step 0
+    for s in steps[::2]:
+        assert [sum(row) for row in s["dist"]["hist"]] == numels  # every weight in one bin
+        assert all(len(row) == 11 for row in s["dist"]["hist"]) and len(s["dist"]["mean"]) == len(numels)
+    assert steps[0]["dist"] != steps[4]["dist"]  # the weights moved
+    controller.send(P.EVAL)
+    controller.recv(P.EVALUATED)
+    # The first batch and the end are always reported (throttled in between).
+    assert controller.progress[0] == {"phase": "eval", "done": 32, "total": 48}
+    assert controller.progress[-1] == {"phase": "eval", "done": 48, "total": 48}
+    controller.send(P.SHUTDOWN)
+    controller.recv(P.BYE)
+    assert controller.wait()[0] == 0
 
 
 def test_reject_exits_2_with_reason(controller):

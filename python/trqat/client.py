@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 import zmq
 
+from . import diagnostics
 from . import protocol as P
 from .adapt import _unwrap
 from .quant import QuantLayer, quantized_layers
@@ -79,12 +80,18 @@ class RunOver(ClientError):
 
 @dataclass
 class LRs:
-    """What the controller decided for one step (and set on the optimizer)."""
+    """What the controller decided for one step (and set on the optimizer), with the schedule's
+    numbers to log: k (this step's measured TR, None on the first step), K (running TR), R (target
+    TR) and U (TALR); R and U are None in baseline mode, all four None from an older controller."""
 
     step: int
     lr_quant: Union[float, List[float]]
     lr_other: float
     stop: bool
+    k: Optional[float] = None
+    K: Optional[float] = None
+    R: Optional[float] = None
+    U: Optional[float] = None
 
 
 
@@ -348,7 +355,8 @@ class Client:
                           f"when client.should_stop is true, or loop over range(client.total_steps)")
         counts = self.counter.update()
         stats = self._take_stats()
-        self._send(P.STEP, {"step": self.current_step, "counts": counts, **stats})
+        extra = diagnostics.step_fields(self.layers, self.current_step, diagnostics.every_from(self.config))
+        self._send(P.STEP, {"step": self.current_step, "counts": counts, **stats, **extra})
         self._begun = True
 
     def step_end(self, loss: Any = None, correct: Any = None, samples: Any = None) -> LRs:
@@ -392,7 +400,7 @@ class Client:
         if body.get("state") is not None:
             self.controller_state = dict(body["state"])
         self.should_stop = bool(body["stop"])
-        decided = LRs(self.current_step, lq, lo, self.should_stop)
+        decided = LRs(self.current_step, lq, lo, self.should_stop, **{key: body.get(key) for key in ("k", "K", "R", "U")})
         self.current_step += 1
         self._begun = False
         return decided

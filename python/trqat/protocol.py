@@ -16,6 +16,7 @@ TRAIN, STEP, LR, TRAINED = "train", "step", "lr", "trained"
 EVAL, EVALUATED, SAVE, SAVED = "eval", "evaluated", "save", "saved"
 SHUTDOWN, BYE, ERROR = "shutdown", "bye", "error"
 HEARTBEAT, HEARTBEAT_ACK = "heartbeat", "heartbeat_ack"
+PROGRESS = "progress"  # worker -> controller: how far loading data or evaluating is
 PLAN = "plan"  # controller -> client: the answer to a client's ready (docs/protocol.md, "Client sessions")
 
 ROLE_WORKER, ROLE_CLIENT = "worker", "client"  # hello.role: a managed worker, or a user's own script
@@ -44,13 +45,15 @@ SCHEMAS: Dict[str, Dict[str, str]] = {
     ERROR: {"message": "str"},  # `traceback` (str) is optional
     HEARTBEAT: {},
     HEARTBEAT_ACK: {},
+    PROGRESS: {"phase": "str", "done": "int", "total": "?int"},
     PLAN: {"total_steps": "int", "steps_per_epoch": "int", "start_step": "int"},
 }
 # Optional body fields (client sessions): checked when present, same specs as SCHEMAS.
 OPTIONAL: Dict[str, Dict[str, str]] = {
     HELLO: {"role": "str"},
     READY: {"total_steps": "?int", "controller_state": "?map"},
-    LR: {"state": "?map"},
+    STEP: {"dist": "map"},  # every train.diagnostics_every steps: {"hist", "mean"} (trqat.diagnostics)
+    LR: {"state": "?map", "k": "?number", "K": "number", "R": "?number", "U": "?number"},
     BYE: {"loss": "?number", "correct": "?int", "samples": "?int", "error": "?str"},
 }
 CONTROLLER_STATE = {"K": "number", "U": "number", "last_step": "int"}

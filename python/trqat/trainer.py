@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import progress
 from .data import build_data
 from .models import build_fp_model, build_model, load_checkpoint_weights, model_image_size
 from .quant import quantized_layers
@@ -285,6 +286,7 @@ class Trainer:
                 loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
                 correct += (logits.argmax(1) == y).sum()
                 samples += len(y)
+                progress.report("eval", samples, len(self.data.test))
         finally:
             self.model.train(was_training)
         n = max(samples, 1)

@@ -21,6 +21,7 @@ import torch
 import zmq
 
 from . import __version__
+from . import diagnostics, progress
 from . import protocol as P
 from .trainer import CHECKPOINT_FILE, Trainer, resolve_device
 from .transport import POLL_MS, Heartbeat, Sender, dealer, device_name, env_int
@@ -119,6 +120,7 @@ class Worker:
             "python_version": platform.python_version(), "trqat_version": __version__,
         })
         self.heartbeat.start()
+        progress.set_sink(lambda phase, done, total: self.send(P.PROGRESS, {"phase": phase, "done": done, "total": total}))
         msg = self.recv((P.WELCOME, P.REJECT))
         if msg["type"] == P.REJECT:
             log(f"rejected by the controller: {msg['body']['reason']}")
@@ -180,9 +182,10 @@ class Worker:
             raise BadMessage(f"train {{start: {start}, end: {end}}} does not fit: the next step is {t.step}")
         stats: Dict[str, Any] = {"loss": None, "correct": None, "samples": None}
         step = start - 1
+        layers, every = [m for _, m in t.layers], diagnostics.every_from(t.config)
         for step in range(start, end):
             counts = t.count_transitions()
-            self.send(P.STEP, {"step": step, "counts": counts, **stats})
+            self.send(P.STEP, {"step": step, "counts": counts, **stats, **diagnostics.step_fields(layers, step, every)})
             t.forward_backward(step)
             lr = self.recv((P.LR,))["body"]
             if lr["step"] != step:

@@ -36,6 +36,21 @@ export const controllerStateSchema = z.looseObject({
   last_step: z.number().int().min(-1),
 });
 
+/** Bins of the distance histogram: DISTANCE_BINS - 1 bins of DISTANCE_BIN_WIDTH levels over [0, 0.5), then one for >= 0.5. */
+export const DISTANCE_BINS = 11;
+export const DISTANCE_BIN_WIDTH = 0.05;
+
+/**
+ * How far the quantized weights are from their nearest transition point (where their integer level
+ * would change), in quantization steps: per layer, a histogram and the mean. Sent with some steps
+ * (train.diagnostics_every) and logged as is in the step's metrics line.
+ */
+export const transitionDistanceSchema = z.object({
+  hist: z.array(z.array(count).length(DISTANCE_BINS)),
+  mean: z.array(z.number().min(0)),
+});
+export type TransitionDistance = z.infer<typeof transitionDistanceSchema>;
+
 /** hello.role: a managed worker (started by `trqat train`) or a client (a user's own training script). */
 export const peerRoles = ['worker', 'client'] as const;
 export type PeerRole = (typeof peerRoles)[number];
@@ -75,6 +90,8 @@ export const workerBodies = {
     loss: lossValue,
     correct: count.nullable(),
     samples: count.nullable(),
+    /** Only on steps where train.diagnostics_every is due: the distance to the nearest transition point. */
+    dist: transitionDistanceSchema.optional(),
   }),
   trained: z.object({ end: count, loss: lossValue, correct: count.nullable(), samples: count.nullable(), seconds: z.number() }),
   evaluated: z.object({ top1: z.number(), loss: lossValue.unwrap(), samples: count, seconds: z.number() }),
@@ -87,6 +104,8 @@ export const workerBodies = {
     error: z.string().nullable().optional(),
   }),
   heartbeat: z.object({}),
+  /** How far a long, otherwise silent phase is ("data": loading the dataset, "eval": evaluating); total null when unknown. */
+  progress: z.object({ phase: z.string().min(1).max(32), done: count, total: count.nullable() }),
   error: z.object({ message: z.string(), traceback: z.string().optional() }),
 } as const;
 
@@ -105,7 +124,18 @@ export interface ControllerBodies {
   reject: { reason: string };
   train: { start: number; end: number };
   /** `lr_quant` is one LR for every quantized layer, or one per layer (per-layer TR scope) in `layers` order. */
-  lr: { step: number; lr_quant: number | number[]; lr_other: number; stop: boolean; state?: ControllerState };
+  lr: {
+    step: number;
+    lr_quant: number | number[];
+    lr_other: number;
+    stop: boolean;
+    state?: ControllerState;
+    /** Client sessions: this step's k, K, R and U, so a script can log them (R and U are null in baseline mode). */
+    k?: number | null;
+    K?: number;
+    R?: number | null;
+    U?: number | null;
+  };
   /** The answer to a client's ready: the run's plan (client sessions only). */
   plan: { total_steps: number; steps_per_epoch: number; start_step: number };
   eval: Record<string, never>;
