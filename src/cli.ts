@@ -7,10 +7,14 @@ import { applyOverrides, loadConfig, parseConfig } from './config/load.js';
 import { resolveConfig, type ResolvedConfig } from './config/resolve.js';
 import { TrqatError } from './errors.js';
 import { PACKAGE_ROOT } from './paths.js';
-import { formatEvent, formatSummary } from './cli/progress.js';
+import { formatEvent, formatSummary, ProgressPrinter } from './cli/progress.js';
 import { stopOnSignals } from './cli/signals.js';
 import { resume, train, type RunOptions, type RunSummary } from './run/train.js';
 import { runCommand, serveCommand } from './cli/client-run.js';
+import { compareCommand } from './cli/compare.js';
+import { expandDashboardFlag } from './cli/dashboard-flag.js';
+import { reportCommand } from './cli/report.js';
+import { viewCommand } from './cli/view.js';
 
 const USAGE = `usage:
   trqat train [config.yaml] [--set path=value ...]   start a run (no config: the built-in default,
@@ -25,21 +29,32 @@ const USAGE = `usage:
   trqat serve [--config tr.yaml] [--set path=value ...]
                                                      the same for a script started some other way:
                                                      prints the endpoint to set as TRQAT_ENDPOINT
+  trqat view RUN_DIR... [--host H] [--port P]        the dashboard of finished (or running) runs,
+                                                     overlaid
+  trqat report RUN_DIR... [-o report.html]           one self-contained HTML report of the runs
+  trqat compare RUN_DIR... [--csv]                   final and best top-1, tracking error, late TR,
+                                                     steps, time
   trqat --version | --help
+
+train, resume, run and serve serve a live dashboard (its URL is printed; --dashboard off to
+disable, --dashboard HOST:PORT to choose where) and write report.html into the run folder.
 
 Ctrl-C stops at the next step and writes a checkpoint (press twice to stop at once); under
 trqat run it reaches the script, and trqat exits when the script does.
 Config reference: README.md, "Config reference". Your own scripts: docs/plugin.md.`;
 
 /** Settings a resume may change: where and how the worker runs, never the schedule. */
-const RESUMABLE_PREFIXES = ['worker.', 'train.log_every', 'train.keep_checkpoints', 'bridge.'];
+const RESUMABLE_PREFIXES = ['worker.', 'train.log_every', 'train.keep_checkpoints', 'train.diagnostics_every', 'bridge.', 'dashboard.'];
 
 async function main(argv: string[]): Promise<number> {
   // run/serve parse their own arguments: everything after "--" belongs to the user's command.
-  if (argv[0] === 'run') return runCommand(argv.slice(1), USAGE);
-  if (argv[0] === 'serve') return serveCommand(argv.slice(1), USAGE);
+  if (argv[0] === 'run') return runCommand(expandDashboardFlag(argv.slice(1), true), USAGE);
+  if (argv[0] === 'serve') return serveCommand(expandDashboardFlag(argv.slice(1), false), USAGE);
+  if (argv[0] === 'view') return viewCommand(argv.slice(1));
+  if (argv[0] === 'report') return reportCommand(argv.slice(1));
+  if (argv[0] === 'compare') return compareCommand(argv.slice(1));
   const { values, positionals } = parseArgs({
-    args: argv,
+    args: expandDashboardFlag(argv, false),
     allowPositionals: true,
     options: { set: { type: 'string', multiple: true, default: [] }, help: { type: 'boolean' }, version: { type: 'boolean' } },
   });
@@ -85,13 +100,13 @@ async function withSignals(run: (options: RunOptions) => Promise<RunSummary>): P
     second: 'stopping at once; the last checkpoint is kept',
   });
   let logEvery = 1; // the run's train.log_every arrives with its "started" event
+  const printer = new ProgressPrinter(process.stdout, process.stderr, (event) => formatEvent(event, logEvery));
   try {
     return await run({
       signal: stop.signal,
       onEvent: (event) => {
         if (event.type === 'started') logEvery = event.logEvery;
-        const line = formatEvent(event, logEvery);
-        if (line !== null) (event.type === 'warning' ? console.error : console.log)(line);
+        printer.print(event);
       },
     });
   } finally {

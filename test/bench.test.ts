@@ -64,6 +64,16 @@ describe('benchmarks on a tiny budget', () => {
     expect(rows(stdout, 'Scaling with the number of quantized layers: controller').length).toBe(2);
   });
 
+  it('dashboard.mjs prints load, view and report figures of a long synthetic run', async () => {
+    const { stdout } = await bench('dashboard.mjs');
+    const table = rows(stdout, 'Dashboard:');
+    const row = (what: string) => table.find((r) => r[0]!.startsWith(what)) ?? [];
+    expect(row('load: reader')[2]).toMatch(/^\d+\.\d+ s$/);
+    expect(row('view: whole run')[3]).toMatch(/^\d+ KiB JSON$/);
+    expect(row('live: one step record')[2]).toMatch(/^\d+\.\d µs\/step$/);
+    expect(row('report.html')[3]).toMatch(/^\d+ KiB$/);
+  });
+
   it('study.mjs runs the study end to end and writes its plots', async () => {
     const { stdout, out } = await bench('study.mjs');
     const grid = rows(stdout, 'TR scheduling against LR scheduling');

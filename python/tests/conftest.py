@@ -29,7 +29,7 @@ BASE_CONFIG = {  # every key of docs/worker-config.md, resolved as the controlle
     },
     "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,
                   "quantized_weight_decay": 5e-4, "betas": [0.9, 0.999], "eps": 1e-8, "kwargs": {}},
-    "train": {"grad_clip": None, "label_smoothing": 0.0,
+    "train": {"diagnostics_every": 0, "grad_clip": None, "label_smoothing": 0.0,
               "distill": {"teacher_checkpoint": None, "teacher_model": None, "temperature": 1.0, "alpha": 1.0}},
     "tr": {"scope": "network"},
     "worker": {"device": "cpu", "amp": False, "threads": None},

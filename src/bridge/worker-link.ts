@@ -35,6 +35,8 @@ export interface LinkOptions {
   logPath: string | null;
   /** Non-fatal problems (a refused frame from some other peer). */
   warn?: (message: string) => void;
+  /** The worker's `progress` reports (loading data, evaluating); they answer nothing. */
+  progress?: (progress: WorkerBody<'progress'>) => void;
 }
 
 interface Waiter {
@@ -230,6 +232,7 @@ export class WorkerLink {
     }
     this.lastSeen = Date.now();
     if (message.type === 'heartbeat') return;
+    if (message.type === 'progress') return this.options.progress?.(message.body as WorkerBody<'progress'>);
     const waiter = this.waiter;
     if (waiter) {
       this.waiter = null;

@@ -3,11 +3,12 @@ import { constants as osConstants } from 'node:os';
 import { execa } from 'execa';
 import { controllerSettings, type ResolvedConfig } from '../config/resolve.js';
 import { TrqatError } from '../errors.js';
-import type { ControllerBodies, WorkerBody } from '../bridge/protocol.js';
+import type { ControllerBodies, TransitionDistance, WorkerBody } from '../bridge/protocol.js';
 import { ClientHub, type ClientHubHandler, type ClientSession, type Outcome } from '../bridge/client-hub.js';
 import { TrController, type ControllerState, type StepDecision } from '../schedules/controller.js';
 import { createRunDir, writeJsonAtomic } from './files.js';
 import { scriptEnv } from '../bridge/worker-process.js';
+import { withRunViewsUntilDone } from '../dashboard/live.js';
 import { MetricsLog, StepRate, stepRecord, type EvalRecord, type StepStats } from './metrics.js';
 import type { RunEvent, RunInfo, RunPlan, RunSummary } from './train.js';
 
@@ -94,9 +95,12 @@ const DEFAULT_STOP_GRACE_MS = 30_000;
  */
 export async function serve(config: ResolvedConfig, options: ServeOptions = {}): Promise<ServeHandle> {
   const runDir = createRunDir(config);
-  const run = new ClientRun(runDir, config, options);
-  await run.start();
-  return run.handle();
+  // The live dashboard during the run and report.html at its end (src/dashboard/live.ts).
+  return withRunViewsUntilDone(runDir, config, options, async (withViews) => {
+    const run = new ClientRun(runDir, config, withViews);
+    await run.start();
+    return run.handle();
+  });
 }
 
 export interface RunScriptOptions extends ServeOptions {
@@ -194,6 +198,7 @@ export function describeExit(exit: ScriptExit): string {
 interface Pending {
   decision: StepDecision;
   counts: number[] | null;
+  dist?: TransitionDistance;
 }
 
 class ClientRun implements ClientHubHandler {
@@ -430,10 +435,14 @@ class ClientRun implements ClientHubHandler {
       lr_other: decision.lr_other,
       stop,
       state: this.controller!.stateDict(),
+      k: decision.k, // the schedule's numbers, for the script's own logger
+      K: decision.K,
+      R: decision.R,
+      U: decision.U,
     };
     this.decisions.set(t, lr);
     this.decisions.delete(t - DECISION_WINDOW);
-    this.pending = { decision, counts: body.counts };
+    this.pending = { decision, counts: body.counts, dist: body.dist };
     this.nextStep = t + 1;
     return { ok: lr };
   }
@@ -582,7 +591,7 @@ class ClientRun implements ClientHubHandler {
   private record(pending: Pending, stats: StepStats): void {
     this.pending = null;
     const now = Date.now();
-    const record = stepRecord(pending.decision, pending.counts, stats, this.plan!.steps_per_epoch, this.rate.tick(now), now);
+    const record = stepRecord(pending.decision, pending.counts, stats, this.plan!.steps_per_epoch, this.rate.tick(now), now, pending.dist);
     this.metrics.write(record);
     this.emit({ type: 'step', record, plan: this.plan! });
     const held = this.heldEvals;

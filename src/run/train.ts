@@ -3,11 +3,12 @@ import { join, resolve } from 'node:path';
 import type { ResolvedConfig } from '../config/resolve.js';
 import { controllerSettings, totalSteps, type ControllerSettings } from '../config/resolve.js';
 import { TrqatError } from '../errors.js';
-import type { WorkerBody } from '../bridge/protocol.js';
+import type { TransitionDistance, WorkerBody } from '../bridge/protocol.js';
 import { WorkerLink } from '../bridge/worker-link.js';
 import { TrController, type StepDecision } from '../schedules/controller.js';
 import { Checkpoints, CHECKPOINT_FORMAT, type CheckpointRef } from './checkpoints.js';
 import { createRunDir, lockRunDir, readJson, writeJsonAtomic } from './files.js';
+import { withRunViews, type ViewEvent } from '../dashboard/live.js';
 import { MetricsLog, StepRate, stepRecord, type EvalRecord, type StepRecord, type StepStats } from './metrics.js';
 
 /** When to evaluate and checkpoint, fixed once the worker has said how long an epoch is. */
@@ -54,7 +55,10 @@ export type RunEvent =
   | { type: 'step'; record: StepRecord; plan: RunPlan }
   | { type: 'eval'; record: EvalRecord }
   | { type: 'checkpoint'; checkpoint: CheckpointRef }
-  | { type: 'warning'; message: string };
+  | { type: 'warning'; message: string }
+  /** How far loading the data or evaluating is (the worker's `progress` messages). */
+  | { type: 'progress'; phase: string; done: number; total: number | null }
+  | ViewEvent;
 
 export interface RunOptions {
   onEvent?: (event: RunEvent) => void;
@@ -71,7 +75,8 @@ export async function train(config: ResolvedConfig, options: RunOptions = {}): P
   const runDir = createRunDir(config);
   const unlock = lockRunDir(runDir);
   writeJsonAtomic(join(runDir, CONFIG_FILE), config);
-  return new Run(runDir, config, null, options, unlock).execute();
+  // The live dashboard during the run and report.html at its end (src/dashboard/live.ts).
+  return withRunViews(runDir, config, options, (withViews) => new Run(runDir, config, null, withViews, unlock).execute());
 }
 
 /** `overrides` may change settings that do not touch the schedule (the CLI allows worker.* and a few more). */
@@ -98,7 +103,8 @@ async function resumeLocked(dir: string, options: ResumeOptions, unlock: () => v
   const info = readJson<RunInfo>(join(dir, RUN_FILE), 'run status');
   if (info.status === 'completed') throw new TrqatError(`${dir} has already completed (${info.checkpoint_step} of ${info.plan?.total_steps} steps)`);
   if (config !== saved) writeJsonAtomic(join(dir, CONFIG_FILE), config);
-  return new Run(dir, config, checkpoint, options, unlock).execute();
+  // The live dashboard during the run and report.html at its end (src/dashboard/live.ts).
+  return withRunViews(dir, config, options, (withViews) => new Run(dir, config, checkpoint, withViews, unlock).execute());
 }
 
 
@@ -106,6 +112,7 @@ async function resumeLocked(dir: string, options: ResumeOptions, unlock: () => v
 interface PendingStep {
   decision: StepDecision;
   counts: number[] | null;
+  dist?: TransitionDistance;
 }
 
 /** One training session over a run folder: the plan loop of train chunks, evaluations and checkpoints. */
@@ -176,6 +183,7 @@ class Run {
       resume: this.checkpoint?.path ?? null,
       logPath: join(this.runDir, 'worker.log'),
       warn: (message) => this.emit({ type: 'warning', message }),
+      progress: (progress) => this.emit({ type: 'progress', ...progress }),
     });
     this.link = link;
     const ready = link.ready!;
@@ -254,7 +262,7 @@ class Run {
       const decision = this.controller!.step(t, report.counts);
       const stop = this.options.signal?.aborted === true && t + 1 < end;
       await link.send('lr', { step: t, lr_quant: decision.lr_quant, lr_other: decision.lr_other, stop });
-      pending = { decision, counts: report.counts };
+      pending = { decision, counts: report.counts, dist: report.dist };
       if (stop) last = t + 1;
     }
     const done = (await link.next('trained', timeout)).body;
@@ -273,7 +281,7 @@ class Run {
       );
     }
     const now = Date.now();
-    const record = stepRecord(pending.decision, pending.counts, stats, this.plan!.steps_per_epoch, this.rate.tick(now), now);
+    const record = stepRecord(pending.decision, pending.counts, stats, this.plan!.steps_per_epoch, this.rate.tick(now), now, pending.dist);
     this.metrics.write(record);
     this.emit({ type: 'step', record, plan: this.plan! });
   }
