@@ -93,24 +93,40 @@ describe('downsampling', () => {
     columns.push({ step: t, y: t === 500 ? null : y });
   }
 
-  it('keeps the minimum and maximum of every bucket, in order, at its first and last step', () => {
-    const buckets = 1000;
-    const out = downsampleMinMax(columns, 'step', ['y'], 0, n, buckets);
+  /** Every bucket holds the minimum and maximum of its steps, in order; buckets tile the range. */
+  function checkBuckets(out: ReturnType<typeof downsampleMinMax>, from: number, to: number, buckets: number): void {
     expect(out.step).toHaveLength(2 * buckets);
+    expect(out.step[0]).toBe(from);
+    expect(out.step[out.step.length - 1]).toBe(to - 1);
     const y = out.values['y']!;
     for (let b = 0; b < buckets; b++) {
-      const from = Math.round((b * n) / buckets);
-      const to = Math.round(((b + 1) * n) / buckets);
-      const slice = ys.slice(from, to).filter((_, i) => from + i !== 500);
-      const min = Math.min(...slice);
-      const max = Math.max(...slice);
-      expect(out.step[2 * b]).toBe(from);
-      expect(out.step[2 * b + 1]).toBe(to - 1);
-      expect([y[2 * b], y[2 * b + 1]].sort((a, c) => a! - c!)).toEqual([Number(min.toPrecision(5)), Number(max.toPrecision(5))]);
+      const [first, last] = [out.step[2 * b]!, out.step[2 * b + 1]!];
+      if (b > 0) expect(first).toBe(out.step[2 * b - 1]! + 1);
+      const slice = ys.slice(first, last + 1).filter((_, i) => first + i !== 500);
+      const order = slice.indexOf(Math.min(...slice)) <= slice.indexOf(Math.max(...slice));
+      const [lo, hi] = [Math.min(...slice), Math.max(...slice)].map((v) => Number(v.toPrecision(5)));
+      expect([y[2 * b], y[2 * b + 1]]).toEqual(order ? [lo, hi] : [hi, lo]);
     }
+  }
+
+  it('keeps the minimum and maximum of every bucket, in order, at its first and last step', () => {
+    const out = downsampleMinMax(columns, 'step', ['y'], 0, n, 1000);
+    checkBuckets(out, 0, n, 1000);
     // The spikes survive: the global extremes are in the output.
-    expect(Math.min(...y.map(Number))).toBeCloseTo(Math.min(...ys), 4);
-    expect(Math.max(...y.map(Number))).toBeCloseTo(Math.max(...ys), 4);
+    expect(Math.min(...out.values['y']!.map(Number))).toBeCloseTo(Math.min(...ys), 4);
+    expect(Math.max(...out.values['y']!.map(Number))).toBeCloseTo(Math.max(...ys), 4);
+    // A zoom reads bins and rows alike, from any row on.
+    checkBuckets(downsampleMinMax(columns, 'step', ['y'], 12_345, 98_765, 300), 12_345, 98_765, 300);
+    checkBuckets(downsampleMinMax(columns, 'step', ['y'], 70_001, 80_000, 1000), 70_001, 80_000, 1000);
+  });
+
+  it('recomputes its bins when a resume truncates the rows', () => {
+    const copy = new Columns(['step', 'y'] as const);
+    const half = 50_001;
+    for (let t = 0; t < n; t++) copy.push({ step: t, y: t === 500 ? null : t >= half && t % 3 === 0 ? 1e6 : ys[t]! });
+    copy.truncate(half); // the replayed steps bring other values
+    for (let t = half; t < n; t++) copy.push({ step: t, y: ys[t]! });
+    checkBuckets(downsampleMinMax(copy, 'step', ['y'], 0, n, 1000), 0, n, 1000);
   });
 
   it('returns the raw rows of a short range', () => {
@@ -154,13 +170,13 @@ describe('the data of the page', () => {
       data.add(step(t, { K_layers: [0.001 * t, 0.002], U_layers: [0.1, 0.1 + t / 100], ...(dist ? { dist } : {}) }));
     }
     const view = viewPayload([data], { points: 100 }).runs[0]!;
-    expect(view.heatmaps.K!.values[0]!.slice(0, 3)).toEqual([0, 0.001, 0.002]);
-    expect(view.heatmaps.U!.values[1]![39]).toBe(0.49);
-    expect(view.heatmaps.distMean!.x).toEqual([0, 10, 20, 30]);
+    expect(view.heatmaps!.K!.values[0]!.slice(0, 3)).toEqual([0, 0.001, 0.002]);
+    expect(view.heatmaps!.U!.values[1]![39]).toBe(0.49);
+    expect(view.heatmaps!.distMean!.x).toEqual([0, 10, 20, 30]);
     // 12 weights: layer 0 has 10 (3 of them at >= 0.5), layer 1 has 2 (both at < 0.05)
     const five = (v: number) => Number(v.toPrecision(5));
     expect(view.dist).toEqual({ step: 30, fractions: [3, 1, 1, 1, 1, 1, 1, 0, 0, 0, 3].map((n) => five(n / 12)), mean: five((0.4 * 10 + 0.01 * 2) / 12) });
-    expect(view.heatmaps.rate).toBeUndefined(); // no layer sizes known (no run.json)
+    expect(view.heatmaps!.rate).toBeUndefined(); // no layer sizes known (no run.json)
   });
 });
 

@@ -72,7 +72,7 @@ describe('the record of a resumed run', () => {
     expect(report.runs[0]!.compare.steps).toBe(24);
     // The heatmap counts each step once (a step replayed twice would double its weight in the mean).
     const sizes = readRun(first.run_dir).info.layers!.map((l) => l.numel);
-    const rate = report.runs[0]!.heatmaps.rate!;
+    const rate = report.runs[0]!.heatmaps!.rate!;
     expect(rate.x).toEqual(Array.from({ length: 23 }, (_, t) => t + 1));
     expect(rate.values[2]).toEqual(steps.slice(1).map((s) => Number((s.counts![2]! / sizes[2]!).toPrecision(5))));
   });

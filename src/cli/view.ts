@@ -26,6 +26,7 @@ export async function viewCommand(argv: string[]): Promise<number> {
     console.error(`trqat view: --port ${values.port} is not a port number (0..65535; 0 picks a free one)\n${USAGE}`);
     return 2;
   }
+  if (positionals.length > 0) console.error(`reading ${positionals.length === 1 ? positionals[0] : `${positionals.length} run folders`}`);
   const readers = await readRuns(positionals);
   const server = await DashboardServer.start({
     host: values.host ?? defaults.host,

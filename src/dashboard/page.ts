@@ -13,9 +13,11 @@ interface PageState {
   charts: Record<string, uPlot>;
   heatmaps: Record<string, Heatmap>;
   renders: number;
+  /** How long the last render took (ms): the page's own cost of a payload. */
+  renderMs: number;
   error: string | null;
 }
-const state: PageState = { payload: null, charts: {}, heatmaps: {}, renders: 0, error: null };
+const state: PageState = { payload: null, charts: {}, heatmaps: {}, renders: 0, renderMs: 0, error: null };
 (window as unknown as { trqat: PageState }).trqat = state;
 
 const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#17becf', '#8c564b', '#e377c2'];
@@ -37,13 +39,17 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string,
   return node;
 }
 
-/** A section created once, by key, in document order of first use. */
-function section(key: string, title: string, parent: HTMLElement = app): HTMLElement {
+/** The page's sections, top to bottom (each is made when it first has something to show). */
+const SECTIONS = ['runs', 'compare', 'tr', 'lr', 'loss', 'acc', 'top1', 'speed', 'layers', 'distance', 'details'];
+
+/** A section created once, by key, in its place among the others. */
+function section(key: string, title: string): HTMLElement {
   let node = document.getElementById(`section-${key}`);
   if (!node) {
     node = el('section', { id: `section-${key}` });
     node.append(el('h2', {}, title));
-    parent.append(node);
+    const after = SECTIONS.slice(SECTIONS.indexOf(key) + 1).map((k) => document.getElementById(`section-${k}`)).find((n) => n !== null);
+    app.insertBefore(node, after ?? null);
   }
   return node;
 }
@@ -208,6 +214,7 @@ function drawLineChart(spec: LineSpec, runs: RunView[], rebuild = false): void {
 let zoomTimer: number | undefined;
 function applyZoom(range: { min: number; max: number } | null): void {
   zoom = range;
+  heat.stale = true;
   const shown = range ?? fullRange();
   if (shown) for (const [key, chart] of Object.entries(state.charts)) if (key !== 'dist') chart.setScale('x', shown);
   for (const heatmap of Object.values(state.heatmaps)) heatmap.draw();
@@ -349,19 +356,34 @@ class Heatmap {
     if (this.spec.log) lo = Math.max(lo, hi - 4); // four decades of colour
     if (hi === lo) hi = lo + 1;
     this.range = [lo, hi];
+    // One pixel per cell in an offscreen image, each column then stretched to its steps.
     const { x, end, values } = this.data;
+    const rows = values.length;
+    const image = new ImageData(Math.max(1, x.length), Math.max(1, rows));
+    for (let r = 0; r < rows; r++) {
+      const row = values[r]!;
+      for (let c = 0; c < x.length; c++) {
+        const v = row[c];
+        if (v === null || v === undefined) continue;
+        const t = this.spec.log && v <= 0 ? 0 : (transform(v) - lo) / (hi - lo);
+        const [red, green, blue] = viridis(t);
+        const p = 4 * (r * x.length + c);
+        image.data[p] = red;
+        image.data[p + 1] = green;
+        image.data[p + 2] = blue;
+        image.data[p + 3] = 255;
+      }
+    }
+    const cells = document.createElement('canvas');
+    cells.width = image.width;
+    cells.height = image.height;
+    cells.getContext('2d')!.putImageData(image, 0, 0);
+    ctx.imageSmoothingEnabled = false;
     for (let c = 0; c < x.length; c++) {
       const x0 = Math.max(left, px(x[c]!));
       const x1 = Math.min(left + plotWidth, px(c + 1 < x.length ? x[c + 1]! : end));
       if (x1 <= left || x0 >= left + plotWidth) continue;
-      for (let r = 0; r < values.length; r++) {
-        const v = values[r]![c];
-        if (v === null || v === undefined) continue;
-        const t = this.spec.log && v <= 0 ? 0 : (transform(v) - lo) / (hi - lo);
-        const [red, green, blue] = viridis(t);
-        ctx.fillStyle = `rgb(${red | 0},${green | 0},${blue | 0})`;
-        ctx.fillRect(x0, r * rowHeight, Math.max(1, x1 - x0), rowHeight);
-      }
+      ctx.drawImage(cells, c, 0, 1, rows, x0, 0, Math.max(1, x1 - x0), rows * rowHeight);
     }
     // Row labels: as many as fit, evenly spaced.
     ctx.fillStyle = '#333';
@@ -439,8 +461,11 @@ function renderHeader(payload: ViewPayload): void {
 }
 
 function renderLayers(payload: ViewPayload): void {
+  const any = payload.runs.some((run) => run.heatmaps && [run.heatmaps.rate, run.heatmaps.K, run.heatmaps.U].some((h) => h && h.x.length > 0));
+  if (!any && !document.getElementById('section-layers')) return;
   const host = section('layers', 'Per layer');
   payload.runs.forEach((run, r) => {
+    if (!run.heatmaps) return; // not in this payload: the page keeps the last ones
     const prefix = payload.runs.length > 1 ? `${run.name}: ` : '';
     const layers = run.layers;
     drawHeatmap(host, `heat-rate-${r}`, { title: `${prefix}transition rate per layer (transitions / weights per step)`, rowLabels: layers, log: true, unit: 'per step' }, run.heatmaps.rate);
@@ -466,11 +491,12 @@ function renderDistance(payload: ViewPayload): void {
       {
         width: chartWidth(),
         height: CHART_HEIGHT,
-        scales: { x: { time: false, range: [-0.5, bins.length - 0.5] } },
+        // Shares start at 0: bars from the axis would exaggerate small differences otherwise.
+        scales: { x: { time: false, range: [-0.5, bins.length - 0.5] }, y: { range: (_u, _min, max) => [0, Math.max(max, 1e-9) * 1.05] } },
         series: [
           { label: 'distance', value: (_u, v) => bins[v] ?? '-' },
           ...withDist.map((run) => ({
-            label: `${withDist.length > 1 ? `${run.name}: ` : ''}share of weights at step ${run.dist!.step}`,
+            label: `${withDist.length > 1 ? `${run.name}: ` : ''}share of weights`,
             stroke: color(payload.runs.indexOf(run)),
             fill: color(payload.runs.indexOf(run), 0.15),
             width: 1.5,
@@ -485,9 +511,10 @@ function renderDistance(payload: ViewPayload): void {
       holder,
     );
   }
-  const means = el('p', { id: 'dist-means' }, withDist.map((run) => `${run.name}: mean distance ${run.dist!.mean} at step ${run.dist!.step}`).join('; '));
+  const means = el('p', { id: 'dist-means' }, withDist.map((run) => `${run.name}: measured at step ${run.dist!.step}, mean distance ${run.dist!.mean}`).join('; '));
   replace(host, 'dist-means', means);
   payload.runs.forEach((run, r) => {
+    if (!run.heatmaps) return;
     const prefix = payload.runs.length > 1 ? `${run.name}: ` : '';
     drawHeatmap(host, `heat-distHist-${r}`, { title: `${prefix}share of weights per distance bin over the run`, rowLabels: bins, log: false, unit: 'share of weights' }, run.heatmaps.distHist);
     drawHeatmap(host, `heat-distMean-${r}`, { title: `${prefix}mean distance per layer`, rowLabels: run.layers, log: false, unit: 'quantization steps' }, run.heatmaps.distMean);
@@ -508,6 +535,7 @@ function renderDetails(payload: ViewPayload): void {
 }
 
 function render(payload: ViewPayload): void {
+  const started = performance.now();
   state.payload = payload;
   if (payload.runs.every((run) => run.series.step.length === 0 && run.evals.step.length === 0)) {
     banner.textContent = payload.runs.some((run) => run.activity) ? payload.runs.map((run) => run.activity).filter(Boolean).join('; ') : 'waiting for the first step…';
@@ -521,12 +549,25 @@ function render(payload: ViewPayload): void {
   renderDistance(payload);
   renderDetails(payload);
   state.renders++;
+  state.renderMs = performance.now() - started;
   document.body.dataset['renders'] = String(state.renders);
 }
 
 // --- fetching ---------------------------------------------------------------------------------
-function requestUrl(since: string | null): string {
+/**
+ * Heatmaps cost the server more than the series (every layer's bins), and a live run's server is
+ * its controller: a live page asks for them when it first loads, after a zoom, and then at most
+ * every 50 times what the server said they took (at every poll for a short run; every few seconds
+ * for a 600K-step run of 100+ layers), so they take at most ~2% of the controller's time.
+ */
+const heat = { at: -Infinity, tookMs: 0, stale: true };
+function heatmapsDue(): boolean {
+  return heat.stale || performance.now() - heat.at >= Math.max(POLL_MIN_MS, 50 * heat.tookMs);
+}
+
+function requestUrl(since: string | null, withHeatmaps: boolean): string {
   const query = new URLSearchParams({ points: String(chartWidth()) });
+  if (!withHeatmaps) query.set('heatmaps', '0');
   if (zoom) {
     query.set('from', String(Math.floor(zoom.min)));
     query.set('to', String(Math.ceil(zoom.max)));
@@ -538,13 +579,16 @@ function requestUrl(since: string | null): string {
 
 let requested: string | null = null;
 async function refresh(): Promise<boolean> {
-  const url = requestUrl(null);
+  const withHeatmaps = heatmapsDue();
+  const url = requestUrl(null, withHeatmaps);
   const since = url === requested ? (state.payload?.version ?? null) : null;
-  const response = await fetch(requestUrl(since), { cache: 'no-store' });
+  const response = await fetch(requestUrl(since, withHeatmaps), { cache: 'no-store' });
   if (response.status === 204) return true;
   if (!response.ok) throw new Error(`${response.status} ${await response.text()}`);
   requested = url;
-  render((await response.json()) as ViewPayload);
+  const payload = (await response.json()) as ViewPayload;
+  if (withHeatmaps) Object.assign(heat, { at: performance.now(), tookMs: payload.heatmapsMs, stale: false });
+  render(payload);
   return true;
 }
 

@@ -13,13 +13,35 @@ export function rounded(value: number): number | null {
   return Number.isFinite(value) ? Number(value.toPrecision(DIGITS)) : null;
 }
 
-/** One number per step and metric, in arrays that double as they fill (8 bytes per value). */
+/** Rows per row bin start at 1 and double as the run grows; there are at most this many bins. */
+const ROW_BINS = 8192;
+
+/**
+ * One number per step and metric, in arrays that double as they fill (8 bytes per value), and for
+ * every metric the minimum and maximum over bins of consecutive rows (at most ROW_BINS of them,
+ * merged pairwise as rows come), so that a view of the whole run reads bins instead of rows.
+ */
 export class Columns<Name extends string> {
   private data: Record<Name, Float64Array>;
   length = 0;
+  /** Rows per bin. */
+  private width = 1;
+
+  get binWidth(): number {
+    return this.width;
+  }
+  private readonly min: Record<Name, Float64Array>;
+  private readonly max: Record<Name, Float64Array>;
+  private readonly minAt: Record<Name, Int32Array>;
+  private readonly maxAt: Record<Name, Int32Array>;
 
   constructor(readonly names: readonly Name[]) {
-    this.data = Object.fromEntries(names.map((name) => [name, new Float64Array(1024)])) as Record<Name, Float64Array>;
+    const each = <T>(make: () => T) => Object.fromEntries(names.map((name) => [name, make()])) as Record<Name, T>;
+    this.data = each(() => new Float64Array(1024));
+    this.min = each(() => new Float64Array(ROW_BINS).fill(Infinity));
+    this.max = each(() => new Float64Array(ROW_BINS).fill(-Infinity));
+    this.minAt = each(() => new Int32Array(ROW_BINS).fill(-1));
+    this.maxAt = each(() => new Int32Array(ROW_BINS).fill(-1));
   }
 
   /** Appends one row; missing or null values are stored as NaN. */
@@ -31,13 +53,54 @@ export class Columns<Name extends string> {
         this.data[name] = grown;
       }
     }
-    for (const name of this.names) this.data[name][this.length] = row[name] ?? Number.NaN;
+    if (this.length >= ROW_BINS * this.width) this.coarsen();
+    const bin = Math.floor(this.length / this.width);
+    for (const name of this.names) {
+      const value = row[name] ?? Number.NaN;
+      this.data[name][this.length] = value;
+      if (value < this.min[name][bin]!) {
+        this.min[name][bin] = value;
+        this.minAt[name][bin] = this.length;
+      }
+      if (value > this.max[name][bin]!) {
+        this.max[name][bin] = value;
+        this.maxAt[name][bin] = this.length;
+      }
+    }
     this.length++;
   }
 
-  /** Drops every row from `length` on (a resumed run replays them). */
+  private coarsen(): void {
+    const half = ROW_BINS / 2;
+    for (const name of this.names) {
+      const [min, max, minAt, maxAt] = [this.min[name], this.max[name], this.minAt[name], this.maxAt[name]];
+      for (let b = 0; b < half; b++) {
+        const [a, c] = [2 * b, 2 * b + 1];
+        const lo = min[c]! < min[a]! ? c : a;
+        const hi = max[c]! > max[a]! ? c : a;
+        [min[b], minAt[b], max[b], maxAt[b]] = [min[lo]!, minAt[lo]!, max[hi]!, maxAt[hi]!];
+      }
+      min.fill(Infinity, half);
+      max.fill(-Infinity, half);
+      minAt.fill(-1, half);
+      maxAt.fill(-1, half);
+    }
+    this.width *= 2;
+  }
+
+  /** Drops every row from `length` on (a resumed run replays them), and recomputes the bins. */
   truncate(length: number): void {
-    this.length = Math.min(this.length, length);
+    if (length >= this.length) return;
+    const rows = this.names.map((name) => this.data[name].slice(0, length));
+    this.length = 0;
+    this.width = 1;
+    for (const name of this.names) {
+      this.min[name].fill(Infinity);
+      this.max[name].fill(-Infinity);
+      this.minAt[name].fill(-1);
+      this.maxAt[name].fill(-1);
+    }
+    for (let i = 0; i < length; i++) this.push(Object.fromEntries(this.names.map((name, n) => [name, rows[n]![i]!])) as Record<Name, number>);
   }
 
   column(name: Name): Float64Array {
@@ -56,6 +119,45 @@ export class Columns<Name extends string> {
     }
     return lo;
   }
+
+  /** Minimum and maximum of `name` over rows [from, to), with where they are: from the bins where they fit whole. */
+  extremes(name: Name, from: number, to: number): { min: number; minAt: number; max: number; maxAt: number } {
+    const out = { min: Infinity, minAt: -1, max: -Infinity, maxAt: -1 };
+    const ys = this.data[name];
+    const scan = (a: number, b: number) => {
+      for (let i = a; i < b; i++) {
+        const y = ys[i]!;
+        if (y < out.min) {
+          out.min = y;
+          out.minAt = i;
+        }
+        if (y > out.max) {
+          out.max = y;
+          out.maxAt = i;
+        }
+      }
+    };
+    const firstBin = Math.ceil(from / this.width);
+    const endBin = Math.floor(to / this.width);
+    if (endBin <= firstBin) {
+      scan(from, to);
+      return out;
+    }
+    scan(from, firstBin * this.width);
+    const [min, max, minAt, maxAt] = [this.min[name], this.max[name], this.minAt[name], this.maxAt[name]];
+    for (let b = firstBin; b < endBin; b++) {
+      if (min[b]! < out.min) {
+        out.min = min[b]!;
+        out.minAt = minAt[b]!;
+      }
+      if (max[b]! > out.max) {
+        out.max = max[b]!;
+        out.maxAt = maxAt[b]!;
+      }
+    }
+    scan(endBin * this.width, to);
+    return out;
+  }
 }
 
 /** Downsampled scalar series: one x array (steps) and one y array per metric, null where not recorded. */
@@ -68,7 +170,8 @@ export interface SeriesData {
  * Rows `[start, end)` of `columns` in at most `2 * buckets` points. Each bucket of consecutive rows
  * becomes two points, at its first and its last step, holding each metric's minimum and maximum in
  * the order they occurred: every spike stays visible, and a line through the points covers
- * exactly the range the raw data cover within each bucket.
+ * exactly the range the raw data cover within each bucket. A bucket reads the columns' row bins
+ * that it holds whole, so the cost follows the number of buckets more than the number of rows.
  */
 export function downsampleMinMax<Name extends string>(columns: Columns<Name>, x: Name, metrics: readonly Name[], start: number, end: number, buckets: number): SeriesData {
   const xs = columns.column(x);
@@ -84,22 +187,16 @@ export function downsampleMinMax<Name extends string>(columns: Columns<Name>, x:
     }
     return out;
   }
-  const bounds: number[] = [];
-  for (let b = 0; b <= buckets; b++) bounds.push(start + Math.round((b * count) / buckets));
+  // Bucket bounds on bin bounds where buckets hold several bins: then a bucket reads bins only.
+  const align = columns.binWidth > 1 && count >= 4 * buckets * columns.binWidth ? columns.binWidth : 1;
+  const bounds = [start];
+  for (let b = 1; b < buckets; b++) bounds.push(Math.round((start + (b * count) / buckets) / align) * align);
+  bounds.push(end);
   for (let b = 0; b < buckets; b++) out.step.push(xs[bounds[b]!]!, xs[bounds[b + 1]! - 1]!);
   for (const m of metrics) {
-    const ys = columns.column(m);
     const target = out.values[m]!;
     for (let b = 0; b < buckets; b++) {
-      let min = Infinity;
-      let max = -Infinity;
-      let minAt = -1;
-      let maxAt = -1;
-      for (let i = bounds[b]!; i < bounds[b + 1]!; i++) {
-        const y = ys[i]!;
-        if (y < min) [min, minAt] = [y, i];
-        if (y > max) [max, maxAt] = [y, i];
-      }
+      const { min, minAt, max, maxAt } = columns.extremes(m, bounds[b]!, bounds[b + 1]!);
       if (minAt < 0) target.push(null, null);
       else if (minAt <= maxAt) target.push(rounded(min), rounded(max));
       else target.push(rounded(max), rounded(min));

@@ -16,6 +16,8 @@ export interface DashboardOptions {
   runs: () => readonly RunData[];
   /** Called before a request is answered (view: read what the run folders gained), at most once a second. */
   refresh?: () => Promise<void>;
+  /** The token required beyond loopback; default: a new random one (e.g. pass one derived from the run's secret). */
+  token?: string;
 }
 
 /** Responses larger than this are gzipped when the browser accepts it. */
@@ -56,7 +58,7 @@ export class DashboardServer {
   ) {}
 
   static async start(options: DashboardOptions): Promise<DashboardServer> {
-    const token = isLoopback(options.host) ? null : randomBytes(18).toString('base64url');
+    const token = isLoopback(options.host) ? null : (options.token ?? randomBytes(18).toString('base64url'));
     let dashboard: DashboardServer | null = null;
     const server = createServer((request, response) => {
       void dashboard!.handle(request, response).catch((error: unknown) => send(response, 500, 'text/plain', `dashboard error: ${(error as Error).message}`));
@@ -106,14 +108,14 @@ export class DashboardServer {
     }
   }
 
-  /** The view a query asks for (points, from, to), computed at most once per VIEW_TTL_MS. */
+  /** The view a query asks for (points, from, to, heatmaps), computed at most once per VIEW_TTL_MS. */
   private async view(query: URLSearchParams): Promise<{ version: string; json: string }> {
     const number = (name: string) => (query.has(name) ? Number(query.get(name)) : null);
-    const key = ['points', 'from', 'to'].map((name) => query.get(name)).join('|');
+    const key = ['points', 'from', 'to', 'heatmaps'].map((name) => query.get(name)).join('|');
     const cached = this.views.get(key);
     if (cached && Date.now() - cached.at < VIEW_TTL_MS) return cached;
     await this.refresh();
-    const payload = viewPayload(this.options.runs(), { points: number('points') ?? DEFAULT_POINTS, from: number('from'), to: number('to') });
+    const payload = viewPayload(this.options.runs(), { points: number('points') ?? DEFAULT_POINTS, from: number('from'), to: number('to'), heatmaps: query.get('heatmaps') !== '0' });
     const view = { at: Date.now(), version: payload.version, json: JSON.stringify(payload) };
     if (this.views.size > 32) this.views.clear(); // zooms make new keys; keep a handful
     this.views.set(key, view);

@@ -23,6 +23,8 @@ export interface ViewPayload {
   distBins: string[];
   compareHeaders: string[];
   runs: RunView[];
+  /** What computing the heatmaps took here (ms; 0 when left out): a live page spaces its requests for them by it. */
+  heatmapsMs: number;
 }
 
 export interface RunView {
@@ -42,7 +44,8 @@ export interface RunView {
   layers: string[];
   series: SeriesData;
   evals: { step: number[]; top1: (number | null)[]; loss: (number | null)[]; tracking_error: (number | null)[] };
-  heatmaps: Partial<Record<'rate' | 'K' | 'U' | 'distMean' | 'distHist', HeatmapData>>;
+  /** Null when the request left them out (a live page asks for them every few seconds, not at every poll). */
+  heatmaps: Partial<Record<'rate' | 'K' | 'U' | 'distMean' | 'distHist', HeatmapData>> | null;
   /** The newest distance measurement: the fraction of all quantized weights per bin, and the mean. */
   dist: { step: number; fractions: number[]; mean: number } | null;
   compare: CompareRow;
@@ -57,17 +60,20 @@ export interface ViewRequest {
   points: number;
   from?: number | null;
   to?: number | null;
+  /** Whether to compute the heatmaps (default true). */
+  heatmaps?: boolean;
 }
 
 export const DEFAULT_POINTS = 1000;
 const MAX_POINTS = 4000;
-const HEATMAP_COLUMNS = 600;
+const HEATMAP_COLUMNS = 500;
 const SERIES: readonly Scalar[] = SCALARS.filter((name) => name !== 'step' && name !== 'time');
 
 export function viewPayload(runs: readonly RunData[], request: ViewRequest): ViewPayload {
   const points = Math.max(10, Math.min(MAX_POINTS, Math.round(request.points) || DEFAULT_POINTS));
   const from = request.from ?? null;
   const to = request.to ?? null;
+  const cost = { heatmapsMs: 0 };
   return {
     version: runs.map((run) => run.version).join('.'),
     live: runs.some((run) => isRunning(run)),
@@ -78,7 +84,8 @@ export function viewPayload(runs: readonly RunData[], request: ViewRequest): Vie
       i === DISTANCE_BINS - 1 ? `≥ ${(i * DISTANCE_BIN_WIDTH).toFixed(2)}` : `${(i * DISTANCE_BIN_WIDTH).toFixed(2)}–${((i + 1) * DISTANCE_BIN_WIDTH).toFixed(2)}`,
     ),
     compareHeaders: [...COMPARE_HEADERS],
-    runs: runs.map((run, id) => runView(run, id, points, from ?? 0, to ?? Infinity)),
+    runs: runs.map((run, id) => runView(run, id, points, from ?? 0, to ?? Infinity, request.heatmaps ?? true, cost)),
+    heatmapsMs: cost.heatmapsMs,
   };
 }
 
@@ -86,12 +93,18 @@ function isRunning(run: RunData): boolean {
   return (run.meta.info?.status ?? 'running') === 'running';
 }
 
-function runView(run: RunData, id: number, points: number, from: number, to: number): RunView {
+function runView(run: RunData, id: number, points: number, from: number, to: number, heatmaps: boolean, cost: { heatmapsMs: number }): RunView {
   const { config, info, summary } = run.meta;
   const columns = Math.min(points, HEATMAP_COLUMNS);
   const start = run.scalars.lowerBound('step', from);
   const end = to === Infinity ? run.scalars.length : run.scalars.lowerBound('step', Math.floor(to) + 1);
-  const heat = (rows: RunData['rate']) => (rows && !rows.empty ? rows.view(from, to, columns) : undefined);
+  const heat = (rows: RunData['rate']) => {
+    if (!rows || rows.empty) return undefined;
+    const started = performance.now();
+    const view = rows.view(from, to, columns);
+    cost.heatmapsMs += performance.now() - started;
+    return view;
+  };
   const compare = compareRow(run);
   const latest = run.latest();
   const total = info?.plan?.total_steps ?? null;
@@ -116,13 +129,9 @@ function runView(run: RunData, id: number, points: number, from: number, to: num
       loss: evals.map((e) => rounded(e.loss)),
       tracking_error: evals.map((e) => (e.tracking_error === null ? null : rounded(e.tracking_error))),
     },
-    heatmaps: {
-      rate: heat(run.rate),
-      K: heat(run.layerK),
-      U: heat(run.layerU),
-      distMean: heat(run.distMean),
-      distHist: heat(run.distHist),
-    },
+    heatmaps: heatmaps
+      ? { rate: heat(run.rate), K: heat(run.layerK), U: heat(run.layerU), distMean: heat(run.distMean), distHist: heat(run.distHist) }
+      : null,
     dist: latestDist(run),
     compare,
     compareText: compareCells(compare),
