@@ -141,7 +141,7 @@ function lineData(spec: LineSpec, runs: RunView[]): uPlot.AlignedData {
 
 function lineOptions(spec: LineSpec, runs: RunView[], width: number): uPlot.Options {
   const many = runs.length > 1;
-  const series: uPlot.Series[] = [{ label: spec.evals ? 'step' : 'step' }];
+  const series: uPlot.Series[] = [{ label: 'step' }];
   runs.forEach((run, r) => {
     for (const s of spec.series) {
       series.push({
