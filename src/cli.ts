@@ -2,10 +2,16 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
+import { RESUMABLE_PREFIXES } from './config/resume.js';
 import { TrqatError } from './errors.js';
 import { PACKAGE_ROOT } from './paths.js';
 import { configCommand, resumeCommand, trainCommand } from './cli/train.js';
 import { runCommand, serveCommand } from './cli/client-run.js';
+import { compareCommand } from './cli/compare.js';
+import { dashboardOverrides } from './cli/dashboard-flag.js';
+import { reportCommand } from './cli/report.js';
+import { viewCommand } from './cli/view.js';
+import { LATE_FRACTION } from './dashboard/compare.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -17,6 +23,13 @@ const status =
     exitCode = await command(...args);
   };
 const setOption = () => new Option('--set <path=value>', 'override a config value (a dotted path and a YAML value); repeatable').argParser(collect).default([]);
+const dashboardOption = () =>
+  new Option('--dashboard <where>', 'the live dashboard: off, on, HOST, HOST:PORT or :PORT (default: loopback, a free port)');
+
+/** --set options, with --dashboard as the settings it stands for. */
+function settings(options: { set: string[]; dashboard?: string }): string[] {
+  return options.dashboard === undefined ? options.set : [...dashboardOverrides(options.dashboard), ...options.set];
+}
 
 function program(): Command {
   const cli = new Command('trqat')
@@ -34,13 +47,15 @@ function program(): Command {
     .description('start a run (no config: the built-in default, TR-scheduled W2A2 ResNet-20 on Fashion-MNIST)')
     .argument('[config]', 'a YAML or JSON config file')
     .addOption(setOption())
-    .action(status((config: string | undefined, options: { set: string[] }) => trainCommand(config ?? null, options.set)));
+    .addOption(dashboardOption())
+    .action(status((config: string | undefined, options: { set: string[]; dashboard?: string }) => trainCommand(config ?? null, settings(options))));
   cli
     .command('resume')
-    .description('continue a run from its latest checkpoint (only worker.*, bridge.*, train.log_every and train.keep_checkpoints may change)')
+    .description(`continue a run from its latest checkpoint (only ${RESUMABLE_PREFIXES.join(', ')} may change)`)
     .argument('<run-dir>', 'the run folder, e.g. runs/run-20261129-101500')
     .addOption(setOption())
-    .action(status((runDir: string, options: { set: string[] }) => resumeCommand(runDir, options.set)));
+    .addOption(dashboardOption())
+    .action(status((runDir: string, options: { set: string[]; dashboard?: string }) => resumeCommand(runDir, settings(options))));
   cli
     .command('config')
     .description('print the resolved config (every default filled in) and exit')
@@ -54,10 +69,11 @@ function program(): Command {
     .option('-c, --config <file>', 'a YAML or JSON config file')
     .addOption(setOption())
     .option('--nproc-per-node <n>', 'start n copies with RANK, WORLD_SIZE, MASTER_ADDR, ... set (torchrun without torchrun)', (value) => positive(value, '--nproc-per-node'))
+    .addOption(dashboardOption())
     .passThroughOptions()
     .action(
-      status((command: string[], options: { config?: string; set: string[]; nprocPerNode?: number }) =>
-        runCommand(command, options.config ?? null, withRanks(options.set, options.nprocPerNode)),
+      status((command: string[], options: { config?: string; set: string[]; nprocPerNode?: number; dashboard?: string }) =>
+        runCommand(command, options.config ?? null, withRanks(settings(options), options.nprocPerNode)),
       ),
     );
   cli
@@ -66,13 +82,39 @@ function program(): Command {
     .argument('[config]', 'a YAML or JSON config file (or --config)')
     .option('-c, --config <file>', 'a YAML or JSON config file')
     .addOption(setOption())
-    .action(status((config: string | undefined, options: { config?: string; set: string[] }) => serveCommand(options.config ?? config ?? null, options.set)));
+    .addOption(dashboardOption())
+    .action(status((config: string | undefined, options: { config?: string; set: string[]; dashboard?: string }) => serveCommand(options.config ?? config ?? null, settings(options))));
+  cli
+    .command('view')
+    .description('serve the dashboard of finished (or running) runs, overlaid, until Ctrl-C')
+    .argument('<run-dir...>', 'run folders')
+    .option('--host <host>', 'where to listen (beyond loopback the printed URL carries a token)')
+    .option('--port <port>', 'the port (0: a free one)', (value) => port(value))
+    .action(status((runDirs: string[], options: { host?: string; port?: number }) => viewCommand(runDirs, options)));
+  cli
+    .command('report')
+    .description('write one self-contained HTML report of the runs (plots, config, summary, comparison); it needs no network')
+    .argument('<run-dir...>', 'run folders')
+    .option('-o, --output <file>', 'where to write it (default: RUN_DIR/report.html for one run, ./report.html for several)')
+    .action(status((runDirs: string[], options: { output?: string }) => reportCommand(runDirs, options)));
+  cli
+    .command('compare')
+    .description(`one line per run: final and best top-1, tracking error, late k (mean over the last ${100 * LATE_FRACTION}% of the steps), steps, time`)
+    .argument('<run-dir...>', 'run folders')
+    .option('--csv', 'raw numbers as CSV')
+    .action(status((runDirs: string[], options: { csv?: boolean }) => compareCommand(runDirs, options)));
   return cli;
 }
 
 function positive(value: string, name: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new TrqatError(`${name} must be a positive integer, got "${value}"`, 2);
+  return n;
+}
+
+function port(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new TrqatError(`--port ${value} is not a port number (0..65535; 0 picks a free one)`, 2);
   return n;
 }
 

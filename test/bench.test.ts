@@ -79,6 +79,16 @@ describe('benchmarks on a tiny budget', () => {
     expect(rows(stdout, 'Scaling with the number of quantized layers: controller').length).toBe(2);
   });
 
+  it('dashboard.mjs prints load, view and report figures of a long synthetic run', async () => {
+    const { stdout } = await bench('dashboard.mjs');
+    const table = rows(stdout, 'Dashboard:');
+    const row = (what: string) => table.find((r) => r[0]!.startsWith(what)) ?? [];
+    expect(row('load: reader')[2]).toMatch(/^\d+\.\d+ s$/);
+    expect(row('view: whole run')[3]).toMatch(/^\d+ KiB JSON$/);
+    expect(row('live: one step record')[2]).toMatch(/^\d+\.\d µs\/step$/);
+    expect(row('report.html')[3]).toMatch(/^\d+ KiB$/);
+  });
+
   it('ddp.mjs prints the data-parallel table', async () => {
     const { stdout } = await bench('ddp.mjs');
     const table = rows(stdout, 'Data parallelism on the CPU');

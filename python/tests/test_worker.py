@@ -31,6 +31,7 @@ class FakeController:
         port = self.sock.bind_to_random_port("tcp://127.0.0.1")
         self.endpoint = f"tcp://127.0.0.1:{port}"
         self.ack_heartbeats, self.heartbeats = ack_heartbeats, 0
+        self.progress = []  # the bodies of `progress` messages, which answer nothing
         self.sid, self.ident, self.beat_ident, self.seq, self.proc = None, None, None, 0, None
 
     def start(self, timeout_ms=10000, **extra_env):
@@ -57,6 +58,12 @@ class FakeController:
                 self.heartbeats += msg["type"] == P.HEARTBEAT
                 if self.ack_heartbeats:
                     self.sock.send_multipart([ident, P.encode(P.HEARTBEAT_ACK, msg["sid"], self._next())])
+                continue
+            if msg["type"] == P.PROGRESS:
+                self.progress.append(msg["body"])
+                continue
+            if msg["type"] == P.PROGRESS:
+                self.progress.append(msg["body"])
                 continue
             if msg["type"] == P.HELLO:
                 self.sid, self.ident = msg["sid"], ident
@@ -169,6 +176,25 @@ def test_full_session_with_directives_then_resume(controller, tmp_path):
         resumed.close()
 
 
+def test_distance_diagnostics_and_eval_progress(controller):
+    _, ready = handshake(controller, make_config(**{"train.diagnostics_every": 2}))
+    numels = [layer["numel"] for layer in ready["body"]["layers"]]
+    steps, _ = train(controller, 0, 5)
+    assert ["dist" in s for s in steps] == [True, False, True, False, True]  # every 2 steps from step 0
+    for s in steps[::2]:
+        assert [sum(row) for row in s["dist"]["hist"]] == numels  # every weight in one bin
+        assert all(len(row) == 11 for row in s["dist"]["hist"]) and len(s["dist"]["mean"]) == len(numels)
+    assert steps[0]["dist"] != steps[4]["dist"]  # the weights moved
+    controller.send(P.EVAL)
+    controller.recv(P.EVALUATED)
+    # The first batch and the end are always reported (throttled in between).
+    assert controller.progress[0] == {"phase": "eval", "done": 32, "total": 48}
+    assert controller.progress[-1] == {"phase": "eval", "done": 48, "total": 48}
+    controller.send(P.SHUTDOWN)
+    controller.recv(P.BYE)
+    assert controller.wait()[0] == 0
+
+
 def test_reject_exits_2_with_reason(controller):
     controller.start().recv(P.HELLO)
     controller.send(P.REJECT, {"reason": "protocol 1 is not 7"})
@@ -262,6 +288,24 @@ def test_full_precision_model_reports_no_layers(controller):
     assert ready["body"]["layers"] == [] and ready["body"]["params"]["quantized"] == 0
     counts = [s["counts"] for s in run_steps(controller, 0, 2, stop=True)]
     assert counts == [None, []]
+    controller.recv(P.BYE)
+    controller.send(P.BYE, {})
+    assert controller.wait()[0] == 0
+
+
+def test_distance_diagnostics_and_eval_progress(controller):
+    _, ready = handshake(controller, make_config(**{"train.diagnostics_every": 2}))
+    numels = [layer["numel"] for layer in ready["body"]["layers"]]
+    steps = run_steps(controller, 0, 5, eval=True, stop=True)
+    assert ["dist" in s for s in steps] == [True, False, True, False, True]  # every 2 steps from step 0
+    for s in steps[::2]:
+        assert [sum(row) for row in s["dist"]["hist"]] == numels  # every weight in one bin
+        assert all(len(row) == 11 for row in s["dist"]["hist"]) and len(s["dist"]["mean"]) == len(numels)
+    assert steps[0]["dist"] != steps[4]["dist"]  # the weights moved
+    controller.recv(P.EVALUATED)
+    # The first batch and the end are always reported (throttled in between).
+    assert controller.progress[0] == {"phase": "eval", "done": 32, "total": 48}
+    assert controller.progress[-1] == {"phase": "eval", "done": 48, "total": 48}
     controller.recv(P.BYE)
     controller.send(P.BYE, {})
     assert controller.wait()[0] == 0

@@ -33,6 +33,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from . import diagnostics
+from . import diagnostics
 from . import protocol as P
 from .adapt import _unwrap
 from .distributed import Ranks, ranks_from_env
@@ -231,7 +233,8 @@ class Client:
             raise RunOver(f"step {self.current_step} is past the end of the run ({self.total_steps} steps): stop "
                           f"when client.should_stop is true, or loop over range(client.total_steps)")
         self.last_counts = self.counter.update()
-        self._session.step(self.current_step, self.last_counts, self._take_stats())
+        extra = diagnostics.step_fields(self.layers, self.current_step, diagnostics.every_from(self.config))
+        self._session.step(self.current_step, self.last_counts, self._take_stats(), extra)
         self._begun = True
 
     def step_end(self, loss: Any = None, correct: Any = None, samples: Any = None) -> LRs:

@@ -417,9 +417,11 @@ def build_imagenet(cfg: Dict[str, Any], seed: int, device: torch.device, ranks: 
         only = sorted(set(classes) ^ set(val_classes))[:5]
         raise ValueError(f"{label}: the class folders of {train_dir} ({len(classes)}) and {val_dir} "
                          f"({len(val_classes)}) differ, e.g. {', '.join(only)}")
+    folders = 2 * len(classes)  # progress: class folders scanned, train then val
     try:
-        train = datasets.ImageFolder(train_dir)
-        test = datasets.ImageFolder(val_dir)
+        train = datasets.ImageFolder(train_dir, is_valid_file=progress.FolderScan(train_dir, classes, 0, folders))
+        test = datasets.ImageFolder(val_dir, is_valid_file=progress.FolderScan(val_dir, classes, len(classes), folders))
+        progress.report("data", folders, folders)
     except (FileNotFoundError, RuntimeError) as e:
         raise FileNotFoundError(f"{label}: {e} (expected image files in the class folders of {root})") from e
     norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]

@@ -15,6 +15,7 @@ HELLO, ATTACH, WELCOME, REJECT, READY, PLAN = "hello", "attach", "welcome", "rej
 STEP, LR, EVALUATED, SAVED = "step", "lr", "evaluated", "saved"
 BYE, ERROR, ABORT = "bye", "error", "abort"
 HEARTBEAT, HEARTBEAT_ACK = "heartbeat", "heartbeat_ack"
+PROGRESS = "progress"  # session -> controller: how far loading data or evaluating is
 
 ROLE_WORKER, ROLE_CLIENT = "worker", "client"  # hello.role: a managed worker, or a user's own script
 ERROR_KINDS = ("config", "runtime")  # error.kind: "config" ends the run as a config error (exit 2)
@@ -41,11 +42,13 @@ SCHEMAS: Dict[str, Dict[str, str]] = {
     ABORT: {"reason": "str"},
     HEARTBEAT: {},
     HEARTBEAT_ACK: {},
+    PROGRESS: {"phase": "str", "done": "int", "total": "?int"},
 }
 # Optional body fields: checked when present, same specs as SCHEMAS.
 OPTIONAL: Dict[str, Dict[str, str]] = {
     HELLO: {"local_rank": "int"},
     READY: {"total_steps": "?int", "controller_state": "?map"},
+    STEP: {"dist": "map"},  # every train.diagnostics_every steps: {"hist", "mean"} (trqat.diagnostics)
     EVALUATED: {"last": "?map"},
     SAVED: {"last": "?map"},
     BYE: {"last": "?map", "error": "?str"},

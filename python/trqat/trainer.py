@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import distributed, safe_io
+from . import distributed, progress, safe_io
 from .data import build_data
 from .distributed import Ranks
 from .groups import apply_lrs, param_groups, quant_layer_count
@@ -308,6 +308,7 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         totals = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss sum, correct, samples
+        seen = 0
         try:
             for x, y in self.data.test_batches():
                 if self.model_channels_last:
@@ -317,6 +318,8 @@ class Trainer:
                 totals[0] += F.cross_entropy(logits.float(), y, reduction="sum")
                 totals[1] += (logits.argmax(1) == y).sum()
                 totals[2] += len(y)
+                seen += len(y) * self.ranks.world_size  # every rank has an equal share
+                progress.report("eval", min(seen, len(self.data.test)), len(self.data.test))
         finally:
             self.model.train(was_training)
         loss_sum, correct, samples = distributed.total(totals).tolist()

@@ -259,8 +259,9 @@ class Session:
         self.send(P.READY, body)
         return self.recv((P.PLAN,))["body"]
 
-    def step(self, step: int, counts: Optional[list], last: Optional[Dict[str, Any]]) -> None:
-        self.send(P.STEP, {"step": step, "counts": counts, "last": last})
+    def step(self, step: int, counts: Optional[list], last: Optional[Dict[str, Any]], extra: Optional[Dict[str, Any]] = None) -> None:
+        """`extra`: the step's optional fields (the distance diagnostics, trqat.diagnostics.step_fields)."""
+        self.send(P.STEP, {"step": step, "counts": counts, "last": last, **(extra or {})})
 
     def lr(self, step: int) -> Dict[str, Any]:
         """The decision of `step`, once every rank has reported it."""

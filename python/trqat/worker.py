@@ -26,7 +26,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from . import distributed
+from . import diagnostics, distributed, progress
 from . import protocol as P
 from .distributed import Ranks, ranks_from_env
 from .factories import FactoryError
@@ -63,6 +63,8 @@ class Worker:
                     self.session.sid, os.getpid(), self.session.credentials.endpoint)
         try:
             config, resume = self.session.hello(resolve_device("auto", self.ranks.local_rank))
+            if self.ranks.rank == 0:  # long phases (loading data, evaluating) say how far they are
+                progress.set_sink(lambda phase, done, total: self.session.send(P.PROGRESS, {"phase": phase, "done": done, "total": total}))
             try:
                 trainer = self.trainer = self.build(config)
             except CONFIG_ERRORS as e:
@@ -127,13 +129,15 @@ class Worker:
         assert t is not None
         overlap = t.device.type == "cuda"  # queue forward/backward before waiting for the counts' copy
         rank0 = self.ranks.rank == 0
+        layers, every = [m for _, m in t.layers], diagnostics.every_from(t.config)
         while t.step < total:
             step = t.step
             report = t.begin_step()
+            extra = diagnostics.step_fields(layers, step, every) if rank0 else None
             if overlap:
                 t.forward_backward(step)
             counts, last = report.result()
-            s.step(step, counts, last)
+            s.step(step, counts, last, extra)
             if not overlap:  # the controller decides while this process computes
                 t.forward_backward(step)
             lr = s.lr(step)

@@ -86,6 +86,7 @@ async function trqatRun(layers) {
     'train.eval_every=0',
     'train.checkpoint_every=0',
     `worker.python=${join(BENCH_DIR, 'null-worker.sh')}`,
+    'train.diagnostics_every=0', // the null worker has no weights to measure
   ]);
   let cpu0 = null;
   let t0 = null;

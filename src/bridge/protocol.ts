@@ -40,6 +40,21 @@ export const controllerStateSchema = z.looseObject({
 export const lastStatsSchema = z.object({ loss: lossValue, correct: count.nullable(), samples: count.nullable() });
 export type LastStats = z.infer<typeof lastStatsSchema>;
 
+/** Bins of the distance histogram: DISTANCE_BINS - 1 bins of DISTANCE_BIN_WIDTH levels over [0, 0.5), then one for >= 0.5. */
+export const DISTANCE_BINS = 11;
+export const DISTANCE_BIN_WIDTH = 0.05;
+
+/**
+ * How far the quantized weights are from their nearest transition point (where their integer level
+ * would change), in quantization steps: per layer, a histogram and the mean. Sent with some steps
+ * (train.diagnostics_every) and logged as is in the step's metrics line.
+ */
+export const transitionDistanceSchema = z.object({
+  hist: z.array(z.array(count).length(DISTANCE_BINS)),
+  mean: z.array(z.number().min(0)),
+});
+export type TransitionDistance = z.infer<typeof transitionDistanceSchema>;
+
 /** hello.role: a managed worker (started by `trqat train` or a launcher) or a client (a user's own training script). */
 export const peerRoles = ['worker', 'client'] as const;
 export type PeerRole = (typeof peerRoles)[number];
@@ -81,12 +96,16 @@ export const workerBodies = {
     step: count,
     counts: z.array(count).nullable(),
     last: lastStatsSchema.nullable(),
+    /** Only on steps where train.diagnostics_every is due: the distance to the nearest transition point. */
+    dist: transitionDistanceSchema.optional(),
   }),
   evaluated: z.object({ top1: z.number(), loss: lossValue.unwrap(), samples: count, seconds: z.number(), last: lastStatsSchema.nullable().optional() }),
   saved: z.object({ path: z.string(), bytes: count, last: lastStatsSchema.nullable().optional() }),
   /** The end of a session: the stats of its last step, and the error that ended a client's script. */
   bye: z.object({ last: lastStatsSchema.nullable().optional(), error: z.string().nullable().optional() }),
   heartbeat: z.object({}),
+  /** How far a long, otherwise silent phase is ("data": loading the dataset, "eval": evaluating); total null when unknown. */
+  progress: z.object({ phase: z.string().min(1).max(32), done: count, total: count.nullable() }),
   /** `kind: "config"`: the config cannot work (a missing dataset, an unknown optimizer): exit 2, not a crash. */
   error: z.object({ message: z.string(), traceback: z.string().optional(), kind: z.enum(['config', 'runtime']).optional() }),
 } as const;

@@ -176,7 +176,8 @@ export class SessionTable {
       this.send(session, 'plan', outcome.ok);
       return;
     }
-    if (session.state !== 'ready' && message.type !== 'error' && message.type !== 'bye') {
+    // Before its ready a session may only report progress (loading the data), an error, or leave.
+    if (session.state !== 'ready' && message.type !== 'error' && message.type !== 'bye' && message.type !== 'progress') {
       this.send(session, 'error', { message: `protocol violation: "${message.type}" before "ready"` });
       return;
     }

@@ -3,7 +3,7 @@ import { TrqatError } from '../errors.js';
 import type { RunProcess } from '../bridge/launcher.js';
 import type { RunEvent, RunSummary } from '../run/record.js';
 import { runScript, serve } from '../run/serve.js';
-import { duration, formatEvent } from './progress.js';
+import { duration, formatEvent, ProgressPrinter } from './progress.js';
 import { stopOnSignals } from './signals.js';
 
 export function formatClientSummary(summary: RunSummary): string {
@@ -21,6 +21,8 @@ export async function runCommand(command: string[], configPath: string | null, o
   const config = loadConfig(configPath, overrides);
   // The script owns stdout; the controller's lines go to stderr.
   const say = (line: string) => console.error(prefix(line, '[trqat] '));
+  const toStderr = { write: (text: string) => process.stderr.write(text.endsWith('\n') ? `${prefix(text.slice(0, -1), '[trqat] ')}\n` : text) };
+  const printer = new ProgressPrinter(toStderr, toStderr, (event) => formatEvent(event, config.train.log_every, true));
   let children: readonly RunProcess[] = [];
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -41,8 +43,7 @@ export async function runCommand(command: string[], configPath: string | null, o
     const result = await runScript(config, command, {
       onEvent: (event: RunEvent) => {
         if (event.type === 'listening') say(`listening on ${event.endpoint}; starting: ${command.join(' ')}`);
-        const line = formatEvent(event, config.train.log_every, true);
-        if (line !== null) say(line);
+        printer.print(event);
       },
       onSpawn: (spawned) => {
         children = spawned;
@@ -65,6 +66,7 @@ export async function runCommand(command: string[], configPath: string | null, o
 /** `trqat serve [--config F] [--set k=v]`: prints the endpoint and auth file, serves one client run. */
 export async function serveCommand(configPath: string | null, overrides: string[]): Promise<number> {
   const config = loadConfig(configPath, overrides);
+  const printer = new ProgressPrinter(process.stdout, process.stderr, (event) => formatEvent(event, config.train.log_every, true));
   let stopNow: ((reason: string) => void) | null = null;
   const stop = stopOnSignals(
     {
@@ -83,8 +85,7 @@ export async function serveCommand(configPath: string | null, overrides: string[
           console.log(`connect a training script with: TRQAT_AUTH_FILE=${event.authFile} python your_script.py`);
           return;
         }
-        const line = formatEvent(event, config.train.log_every, true);
-        if (line !== null) (event.type === 'warning' ? console.error : console.log)(line);
+        printer.print(event);
       },
     });
     stopNow = handle.stopNow;

@@ -51,9 +51,95 @@ export function formatEvent(event: RunEvent, logEvery: number, ranks = false): s
       return `checkpoint ${event.checkpoint.path}`;
     case 'warning':
       return `warning: ${event.message}`;
+    case 'progress':
+      return progressText(event.phase, event.done, event.total);
+    case 'dashboard':
+      return `dashboard ${event.url}`;
+    case 'report':
+      return `report ${event.path}`;
   }
 }
 
+/** "evaluating: 12,500/50,000 (25%)"; without a total, the count alone. */
+export function progressText(phase: string, done: number, total: number | null): string {
+  const what = phase === 'eval' ? 'evaluating' : phase === 'data' ? 'loading data' : phase;
+  const n = (value: number) => value.toLocaleString('en-US');
+  if (total === null || total <= 0) return `${what}: ${n(done)}`;
+  return `${what}: ${n(done)}/${n(total)} (${Math.floor((100 * Math.min(done, total)) / total)}%)`;
+}
+
+/** Where the printer writes: a terminal gets one updating status line, anything else plain lines. */
+export interface Output {
+  write(text: string): unknown;
+  isTTY?: boolean;
+}
+
+/** A phase shorter than this stays silent (a quick evaluation needs no progress). */
+const PROGRESS_AFTER_MS = 2000;
+/** Without a terminal, a progress line every 10% (or every 30 s when the total is unknown). */
+const PLAIN_PERCENT_STEP = 10;
+const PLAIN_INTERVAL_MS = 30_000;
+
+/**
+ * Prints run events as lines. Progress of a long phase (loading data, evaluating) is, on a
+ * terminal, one status line rewritten in place and cleared when the next line comes; elsewhere
+ * (CI logs, a file) plain lines every 10%, with no control characters.
+ */
+export class ProgressPrinter {
+  private status = false;
+  private phase: { name: string; started: number; printedPercent: number; printedAt: number } | null = null;
+
+  constructor(
+    private readonly out: Output,
+    private readonly err: Output,
+    private readonly format: (event: RunEvent) => string | null,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  print(event: RunEvent): void {
+    if (event.type === 'progress') {
+      this.progress(event.phase, event.done, event.total);
+      return;
+    }
+    const line = this.format(event);
+    if (line === null) return;
+    this.clearStatus();
+    (event.type === 'warning' ? this.err : this.out).write(`${line}\n`);
+  }
+
+  private progress(name: string, done: number, total: number | null): void {
+    const now = this.now();
+    if (this.phase?.name !== name) this.phase = { name, started: now, printedPercent: -1, printedAt: 0 };
+    const phase = this.phase;
+    const finished = total !== null && done >= total;
+    if (finished) {
+      this.phase = null;
+      this.clearStatus();
+      return;
+    }
+    if (now - phase.started < PROGRESS_AFTER_MS) return;
+    const text = progressText(name, done, total);
+    if (this.out.isTTY) {
+      this.out.write(`\r${text}\x1b[K`);
+      this.status = true;
+      return;
+    }
+    const percent = total ? Math.floor((100 * done) / total / PLAIN_PERCENT_STEP) * PLAIN_PERCENT_STEP : -1;
+    const due = total ? percent > phase.printedPercent : now - phase.printedAt >= PLAIN_INTERVAL_MS;
+    if (!due) return;
+    phase.printedPercent = percent;
+    phase.printedAt = now;
+    this.out.write(`${text}\n`);
+  }
+
+  private clearStatus(): void {
+    if (!this.status) return;
+    this.out.write('\r\x1b[K');
+    this.status = false;
+  }
+}
+
+/** 1.23e-3; '-' for null. */
 export function sci(value: number | null): string {
   if (value === null) return '-';
   return value === 0 ? '0' : value.toExponential(2);

@@ -37,6 +37,18 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 /** A Python callable by import path, e.g. "mypkg.models:build". */
 const factoryRef = z.string().regex(/^[A-Za-z_][\w.]*:[A-Za-z_]\w*$/, 'use "package.module:function"');
 
+/** The live dashboard of train, resume, run and serve, and the report written at the end of a run. */
+export const dashboardSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** Where the dashboard listens; an address beyond loopback requires the token printed in its URL. */
+  host: z.string().min(1).default('127.0.0.1'),
+  /** 0 picks a free port. */
+  port: z.number().int().min(0).max(65535).default(0),
+  /** Write report.html into the run folder when the run ends. */
+  report: z.boolean().default(true),
+});
+export type DashboardConfig = z.output<typeof dashboardSchema>;
+
 export const MODEL_NAMES = ['resnet20', 'resnet18', 'resnet34', 'resnet50', 'mobilenetv2', 'reactnet18', 'deit_tiny', 'deit_small'] as const;
 
 export const configSchema = z.strictObject({
@@ -145,6 +157,8 @@ export const configSchema = z.strictObject({
       log_every: z.number().int().positive().default(20),
       /** Micro-batches per optimizer step: data.batch_size is split into this many (less memory, same step). */
       accumulate_steps: z.number().int().positive().default(1),
+      /** Every N steps the worker measures the weights' distance to their nearest transition point; 0 = off. */
+      diagnostics_every: z.number().int().min(0).default(100),
       /** Clip the global gradient norm to this value; null = off. */
       grad_clip: z.number().positive().nullable().default(null),
       label_smoothing: z.number().min(0).lt(1).default(0),
@@ -234,6 +248,7 @@ export const configSchema = z.strictObject({
       command_timeout_ms: z.number().int().positive().max(MAX_TIMER_MS).default(3_600_000),
     })
     .prefault({}),
+  dashboard: dashboardSchema.prefault({}),
   bridge: z
     .strictObject({
       /** "tcp://127.0.0.1:*" picks a free loopback port; "ipc:///path" for a Unix socket. */

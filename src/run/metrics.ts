@@ -1,37 +1,94 @@
 import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { z } from 'zod';
+import { transitionDistanceSchema, type TransitionDistance } from '../bridge/protocol.js';
 import type { StepDecision } from '../schedules/controller.js';
+import { TrqatError } from '../errors.js';
 import { writeFileAtomic } from './files.js';
 
-/** One line of metrics.jsonl per training step. */
-export interface StepRecord extends StepDecision {
-  type: 'step';
-  epoch: number;
+/**
+ * What a line of metrics.jsonl holds: the one definition that the run writes against (the types
+ * below are inferred from it) and that every reader validates with (dashboard, report, compare).
+ * JSON has no NaN: a loss or accuracy that was not reported (NaN in memory) is written as null and
+ * read back as NaN.
+ */
+const notReported = z
+  .number()
+  .nullable()
+  .transform((value) => value ?? Number.NaN);
+const step = z.number().int().min(0);
+
+/** One line per training step. */
+export const stepRecordSchema = z.object({
+  type: z.literal('step'),
+  step,
+  epoch: z.number(),
+  /** Measured TR of this step (transitions caused by the previous update), null on a fresh run's first step. */
+  k: z.number().nullable(),
+  /** Network-wide running TR. */
+  K: z.number(),
+  /** Target TR; null in baseline mode. */
+  R: z.number().nullable(),
+  /** TALR; null in baseline mode (per-layer scope: the size-weighted mean of the layers' U). */
+  U: z.number().nullable(),
+  /** One LR for every quantized layer, or one per layer under the per-layer scope. */
+  lr_quant: z.union([z.number(), z.array(z.number())]),
+  lr_other: z.number(),
+  /** Per-layer scope only: each layer's running TR and TALR. */
+  K_layers: z.array(z.number()).optional(),
+  U_layers: z.array(z.number()).optional(),
   /** Per-layer transition counts, in the order of the run's `layers`. */
-  counts: number[] | null;
-  loss: number;
+  counts: z.array(z.number().int().min(0)).nullable(),
+  loss: notReported,
   /** Training top-1 of this step's batch, percent. */
-  acc: number;
-  samples: number;
+  acc: notReported,
+  samples: z.number().int().min(0),
   /** Steps per second over the recent steps. */
-  steps_per_s: number;
-  time: number;
-}
+  steps_per_s: z.number(),
+  time: z.number(),
+  /** Every train.diagnostics_every steps: the weights' distance to their nearest transition point. */
+  dist: transitionDistanceSchema.optional(),
+});
 
 /** One line per evaluation. */
-export interface EvalRecord {
-  type: 'eval';
-  step: number;
-  epoch: number;
-  top1: number;
-  loss: number;
-  samples: number;
-  seconds: number;
+export const evalRecordSchema = z.object({
+  type: z.literal('eval'),
+  step,
+  epoch: z.number(),
+  top1: z.number(),
+  loss: notReported,
+  samples: z.number().int().min(0),
+  seconds: z.number(),
   /** Mean |K - R| / R(0) so far (after the settling window); null in baseline mode. */
-  tracking_error: number | null;
-  time: number;
-}
+  tracking_error: z.number().nullable(),
+  time: z.number(),
+});
 
+export const metricsRecordSchema = z.discriminatedUnion('type', [stepRecordSchema, evalRecordSchema]);
+
+export type StepRecord = z.output<typeof stepRecordSchema>;
+export type EvalRecord = z.output<typeof evalRecordSchema>;
 export type MetricsRecord = StepRecord | EvalRecord;
+/** Every field the controller decides is a field of the line (a compile error here means the schema lags). */
+export type DecisionIsLogged = StepDecision extends Pick<StepRecord, keyof StepDecision> ? true : never;
+
+/** A line of metrics.jsonl that is not a metrics record: names the line and the field. */
+export class MetricsLineError extends Error {}
+
+/** Parses one line of metrics.jsonl (`lineNumber` counts from 1, for the message). */
+export function parseMetricsLine(line: string, lineNumber: number): MetricsRecord {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch (error) {
+    throw new MetricsLineError(`line ${lineNumber} is not JSON (${(error as Error).message})`);
+  }
+  const parsed = metricsRecordSchema.safeParse(value);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new MetricsLineError(`line ${lineNumber}: ${issue.path.length > 0 ? issue.path.join('.') : 'record'}: ${issue.message}`);
+  }
+  return parsed.data;
+}
 
 /** What a worker or client reports about a step once it is computed. */
 export interface StepStats {
@@ -61,6 +118,7 @@ export function stepRecord(
   stepsPerEpoch: number,
   stepsPerSecond: number,
   now: number,
+  dist?: TransitionDistance,
 ): StepRecord {
   const samples = stats.samples ?? 0;
   return {
@@ -74,6 +132,7 @@ export function stepRecord(
     samples,
     steps_per_s: stepsPerSecond,
     time: now / 1000,
+    ...(dist ? { dist } : {}),
   };
 }
 
@@ -105,24 +164,37 @@ export class MetricsLog {
     closeSync(this.fd);
   }
 
-  /** Every record of a log file; a torn last line (a crash mid-write) is skipped. */
+  /**
+   * Every record of a log file. A torn last line (a crash mid-write) is skipped; any other line that
+   * is not a metrics record is an error naming the file, the line and the field.
+   */
   static read(path: string): MetricsRecord[] {
-    if (!existsSync(path)) return [];
-    const records: MetricsRecord[] = [];
-    for (const line of readFileSync(path, 'utf8').split('\n')) {
-      if (line.trim() === '') continue;
-      try {
-        records.push(JSON.parse(line) as MetricsRecord);
-      } catch {
-        // Only the last line can be torn; anything after it would be unreadable anyway.
-      }
-    }
-    return records;
+    return MetricsLog.lines(path).map(({ record }) => record);
   }
 
-  /** Drops records from steps at or after `step` (they are replayed by the resumed run). */
+  /** Drops records from steps at or after `step` (they are replayed by the resumed run); kept lines stay byte for byte. */
   static truncate(path: string, step: number): void {
-    const kept = MetricsLog.read(path).filter((record) => (record.type === 'step' ? record.step < step : record.step <= step));
-    writeFileAtomic(path, kept.map((record) => `${JSON.stringify(record)}\n`).join(''));
+    const kept = MetricsLog.lines(path).filter(({ record }) => (record.type === 'step' ? record.step < step : record.step <= step));
+    writeFileAtomic(path, kept.map(({ text }) => `${text}\n`).join(''));
+  }
+
+  private static lines(path: string): { text: string; record: MetricsRecord }[] {
+    if (!existsSync(path)) return [];
+    const lines = readFileSync(path, 'utf8').split('\n');
+    let last = lines.length - 1;
+    while (last >= 0 && lines[last]!.trim() === '') last--;
+    const out: { text: string; record: MetricsRecord }[] = [];
+    for (let i = 0; i <= last; i++) {
+      const text = lines[i]!;
+      if (text.trim() === '') continue;
+      try {
+        out.push({ text, record: parseMetricsLine(text, i + 1) });
+      } catch (error) {
+        // Only the last line can be torn by a crash; anything else means the file is damaged.
+        if (i === last && lines.length - 1 === last) break;
+        throw new TrqatError(`${path}, ${(error as Error).message}; the metrics log is damaged`);
+      }
+    }
+    return out;
   }
 }

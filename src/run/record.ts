@@ -76,7 +76,13 @@ export type RunEvent =
   | { type: 'step'; record: StepRecord; plan: RunPlan }
   | { type: 'eval'; record: EvalRecord }
   | { type: 'checkpoint'; checkpoint: CheckpointRef }
+  /** How far a long phase of rank 0 is (loading the data, evaluating). */
+  | { type: 'progress'; phase: string; done: number; total: number | null }
+  | ViewEvent
   | { type: 'warning'; message: string };
+
+/** What the run's views tell its listener: where the dashboard is, where the report went. */
+export type ViewEvent = { type: 'dashboard'; url: string } | { type: 'report'; path: string };
 
 export const CONFIG_FILE = 'config.json';
 export const RUN_FILE = 'run.json';

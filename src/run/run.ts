@@ -53,7 +53,7 @@ export interface RunSpec {
   command?: string[];
   /** A resume changed settings (worker.*): config.json is rewritten. */
   configChanged?: boolean;
-  /** Starts the run's ranks here (managed runs with worker.launch=local): at the start, and again after a crash. */
+  /** Starts the run's processes here (managed ranks with worker.launch=local, or trqat run's command); managed ranks again after a crash. */
   launchRanks?: (run: Run) => Promise<void>;
 }
 
@@ -182,7 +182,7 @@ export class Run implements SessionHandler {
   }
 
   private async launch(): Promise<void> {
-    this.watchStartup();
+    if (this.spec.kind === 'managed') this.watchStartup();
     await this.spec.launchRanks!(this);
   }
 
@@ -315,6 +315,12 @@ export class Run implements SessionHandler {
         this.emit({ type: 'rank-left', rank: rankInfo(session.hello), reason: body.error ? `error: ${body.error}` : 'bye' });
         loop?.leave(session.rank);
         this.checkFinished();
+        return;
+      }
+      case 'progress': {
+        const body = message.body as WorkerBody<'progress'>;
+        this.emit({ type: 'progress', ...body });
+        if (this.plan) this.armProgress(); // a long evaluation that reports is making progress
         return;
       }
       case 'error': {
@@ -594,8 +600,9 @@ export class Run implements SessionHandler {
     const { max_restarts: max, restart_window_ms: window } = this.config.worker;
     const now = Date.now();
     const recent = this.restarts.filter((at) => now - at < window);
-    if (this.ended || !this.spec.launchRanks || recent.length >= max) {
-      if (max === 0 || !this.spec.launchRanks) return this.fail(error);
+    const restartable = this.spec.kind === 'managed' && this.spec.launchRanks !== undefined;
+    if (this.ended || !restartable || recent.length >= max) {
+      if (max === 0 || !restartable) return this.fail(error);
       const [head, ...tail] = error.message.split('\n');
       const limit = ` (after ${recent.length} automatic restart(s) within ${Math.round(window / 60_000)} min; worker.max_restarts=${max})`;
       return this.fail(new RunFailure([head + limit, ...tail].join('\n')));

@@ -1,6 +1,7 @@
 import type { ResolvedConfig } from '../config/resolve.js';
 import { TrqatError } from '../errors.js';
 import { exitStatus, freePort, rankEnv, RunProcess, scriptEnv, type ProcessExit } from '../bridge/launcher.js';
+import { withRunViews } from '../dashboard/live.js';
 import { createRunDir } from './files.js';
 import type { RunSummary } from './record.js';
 import { Run, type RunHandle, type RunOptions } from './run.js';
@@ -20,8 +21,8 @@ export interface ServeOptions extends RunOptions {
 
 /** Starts a client run: creates the run folder, binds the endpoint, serves the schedule to every rank that connects. */
 export async function serve(config: ResolvedConfig, options: ServeOptions = {}): Promise<RunHandle> {
-  const run = await Run.open({ kind: 'client', runDir: createRunDir(config), config, checkpoint: null, command: options.command }, options);
-  return run.handle();
+  const runDir = createRunDir(config);
+  return withRunViews(runDir, config, options, async (withViews) => (await Run.open({ kind: 'client', runDir, config, checkpoint: null, command: options.command }, withViews)).handle());
 }
 
 export interface RunScriptOptions extends RunOptions {
@@ -55,17 +56,22 @@ export interface RunScriptResult {
  */
 export async function runScript(config: ResolvedConfig, command: readonly string[], options: RunScriptOptions = {}): Promise<RunScriptResult> {
   if (command.length === 0) throw new TrqatError('trqat run needs a command to start, e.g. trqat run -- python train.py', 2);
-  const run = await Run.open({ kind: 'client', runDir: createRunDir(config), config, checkpoint: null, command: [...command] }, options);
-  const handle = run.handle();
+  const runDir = createRunDir(config);
   const copies = config.worker.nproc_per_node;
-  const masterPort = copies > 1 ? await freePort() : 0;
-  const processes = Array.from({ length: copies }, (_, rank) => {
-    const env = { ...scriptEnv(), ...options.env, ...handle.peerEnv, ...(copies > 1 ? rankEnv(rank, copies, masterPort) : {}) };
-    const child = new RunProcess(rank, { command, env, cwd: options.cwd, stdio: options.stdio === 'pipe' ? 'collect' : 'inherit' });
-    run.supervise(child);
-    return child;
-  });
-  options.onSpawn?.(processes);
+  const processes: RunProcess[] = [];
+  const launchRanks = async (run: Run): Promise<void> => {
+    const masterPort = copies > 1 ? await freePort() : 0;
+    for (let rank = 0; rank < copies; rank++) {
+      const env = { ...scriptEnv(), ...options.env, ...run.peerEnv(), ...(copies > 1 ? rankEnv(rank, copies, masterPort) : {}) };
+      const child = new RunProcess(rank, { command, env, cwd: options.cwd, stdio: options.stdio === 'pipe' ? 'collect' : 'inherit' });
+      run.supervise(child);
+      processes.push(child);
+    }
+    options.onSpawn?.(processes);
+  };
+  const handle = await withRunViews(runDir, config, options, async (withViews) =>
+    (await Run.open({ kind: 'client', runDir, config, checkpoint: null, command: [...command], launchRanks }, withViews)).handle(),
+  );
   const exits = await Promise.all(processes.map((p) => p.exited));
   const error = await handle.done.then(
     () => null,

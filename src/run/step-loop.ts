@@ -1,4 +1,4 @@
-import type { LastStats, LrBody, LayerInfo, WorkerBody } from '../bridge/protocol.js';
+import type { LastStats, LrBody, LayerInfo, TransitionDistance, WorkerBody } from '../bridge/protocol.js';
 import type { StepDecision, TrController } from '../schedules/controller.js';
 import { StepRate, stepRecord, type StepRecord } from './metrics.js';
 
@@ -22,6 +22,7 @@ export interface StepLoopHooks {
 interface Decided {
   decision: StepDecision;
   counts: number[] | null;
+  dist?: TransitionDistance;
   /** Ranks that still owe their statistics. */
   owing: Set<number>;
   stats: LastStats[];
@@ -38,6 +39,8 @@ export class StepLoop {
   /** Ranks that take part (a rank that said bye or was lost no longer holds the others back). */
   private readonly ranks: Set<number>;
   private reports = new Map<number, number[] | null>();
+  /** The distance diagnostics of the step being reported (rank 0 sends them, every train.diagnostics_every steps). */
+  private dist: TransitionDistance | undefined;
   private readonly decided = new Map<number, Decided>();
   /** The step whose statistics each rank owes (the last step it got the LRs of). */
   private readonly owes = new Map<number, number>();
@@ -80,6 +83,7 @@ export class StepLoop {
     const over = counts?.findIndex((count, i) => count > this.layers[i]!.numel) ?? -1;
     if (over >= 0) return `step ${t}: layer '${this.layers[over]!.name}' reports ${counts![over]} transitions but has ${this.layers[over]!.numel} weights`;
     this.reports.set(rank, counts);
+    this.dist ??= body.dist;
     this.decideWhenComplete();
     return null;
   }
@@ -127,7 +131,8 @@ export class StepLoop {
     this.reports = new Map();
     this.next = t + 1;
     this.stopped = directives.stop;
-    this.decided.set(t, { decision, counts, owing: new Set(ranks), stats: [] });
+    this.decided.set(t, { decision, counts, dist: this.dist, owing: new Set(ranks), stats: [] });
+    this.dist = undefined;
     for (const rank of ranks) this.owes.set(rank, t);
     const { k, K, R, U } = decision;
     this.hooks.answer(ranks, {
@@ -155,7 +160,7 @@ export class StepLoop {
       if (decided.owing.size > 0) return;
       this.decided.delete(step);
       const now = Date.now();
-      this.hooks.record(stepRecord(decided.decision, decided.counts, combine(decided.stats), this.stepsPerEpoch, this.rate.tick(now), now));
+      this.hooks.record(stepRecord(decided.decision, decided.counts, combine(decided.stats), this.stepsPerEpoch, this.rate.tick(now), now, decided.dist));
     }
   }
 }

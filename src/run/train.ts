@@ -6,6 +6,7 @@ import { parseConfig } from '../config/load.js';
 import { resolveConfig } from '../config/resolve.js';
 import { scheduleChanges } from '../config/resume.js';
 import { freePort, rankEnv, RunProcess, workerCommand, workerEnv } from '../bridge/launcher.js';
+import { withRunViews } from '../dashboard/live.js';
 import { Checkpoints, type CheckpointRef } from './checkpoints.js';
 import { createRunDir, readJson } from './files.js';
 import { CONFIG_FILE, RUN_FILE, type RunInfo, type RunSummary } from './record.js';
@@ -58,8 +59,7 @@ export async function startResume(runDir: string, options: ResumeOptions = {}): 
 /** Opens the run; unless the ranks are launched elsewhere, it starts nproc_per_node worker ranks here. */
 async function launch(runDir: string, config: ResolvedConfig, checkpoint: CheckpointRef | null, options: RunOptions, configChanged = false): Promise<RunHandle> {
   const launchRanks = config.worker.launch === 'local' ? (run: Run) => startRanks(run, config, runDir) : undefined;
-  const run = await Run.open({ kind: 'managed', runDir, config, checkpoint, configChanged, launchRanks }, options);
-  return run.handle();
+  return withRunViews(runDir, config, options, async (withViews) => (await Run.open({ kind: 'managed', runDir, config, checkpoint, configChanged, launchRanks }, withViews)).handle());
 }
 
 /** nproc_per_node worker processes with the run's credentials and, with several, the torch.distributed contract. */
