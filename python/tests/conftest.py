@@ -14,7 +14,7 @@ BASE_CONFIG = {  # every key of docs/worker-config.md, resolved as the controlle
     "mode": "tr",
     "model": {"name": "resnet20", "in_channels": 1, "num_classes": 4, "image_size": 12, "init_checkpoint": None},
     "quant": {"weight_bits": 2, "act_bits": 2, "first_last_fp": True, "full_precision": [], "per_channel": False,
-              "output_scale": "auto"},
+              "output_scale": "auto", "layer_bits": {}},
     "data": {
         "name": "synthetic",
         "root": "/nonexistent",

@@ -2,14 +2,14 @@
 __version__ = "0.1.0"
 
 from .protocol import PROTOCOL_VERSION  # noqa: E402
-from .quant import QConv2d, QLinear, QuantLayer, quantize_model, quantized_layers  # noqa: E402
+from .quant import QConv1d, QConv2d, QLinear, QuantLayer, quantized_layers  # noqa: E402
 from .transitions import TransitionCounter  # noqa: E402
 from .models import MODELS, build_fp_model, build_model, load_checkpoint_weights, resnet20  # noqa: E402
 from .trainer import Trainer, build_optimizer, distillation_loss, optimizer_classes, resolve_device  # noqa: E402
-from .adapt import QConv1d, TransitionTracker, count_transitions, quantize  # noqa: E402
+from .adapt import TransitionTracker, count_transitions, quantize, quantize_from_config  # noqa: E402
 from .client import Client, split_param_groups  # noqa: E402
 
-__all__ = ["__version__", "PROTOCOL_VERSION", "QConv2d", "QLinear", "QuantLayer", "quantize_model",
+__all__ = ["__version__", "PROTOCOL_VERSION", "QConv2d", "QLinear", "QuantLayer", "quantize_from_config",
            "quantized_layers", "TransitionCounter", "MODELS", "build_model", "build_fp_model",
            "load_checkpoint_weights", "resnet20", "Trainer", "build_optimizer", "distillation_loss",
            "optimizer_classes", "resolve_device", "QConv1d", "TransitionTracker", "count_transitions",
