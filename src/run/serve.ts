@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { execa } from 'execa';
-import { controllerSettings, type ResolvedConfig } from '../config/resolve.js';
+import { controllerSettings, r0ForLayers, type ResolvedConfig } from '../config/resolve.js';
 import { TrqatError } from '../errors.js';
 import type { ControllerBodies, WorkerBody } from '../bridge/protocol.js';
 import { ClientHub, type ClientHubHandler, type ClientSession, type Outcome } from '../bridge/client-hub.js';
@@ -377,14 +377,18 @@ class ClientRun implements ClientHubHandler {
   /**
    * R(0) = lambda * sqrt(b_w) uses the weight bits, which the script chose (trqat.adapt.quantize):
    * when every layer has the same bits and the config's differ, the config follows the model (R(0)
-   * is recomputed unless tr.r0 was set to something else), and config.json records it.
+   * is recomputed unless tr.r0 was set to something else), and config.json records it. Mixed bits:
+   * R(0) from the layers (r0ForLayers).
    */
   private adoptBits(layers: WorkerBody<'ready'>['layers']): void {
     const bits = [...new Set(layers.map((l) => l.weight_bits))];
     const acts = [...new Set(layers.map((l) => l.act_bits))];
     const quant = this.config.quant;
     if (bits.length !== 1) {
-      this.warn(`the model's layers have mixed weight bits (${bits.join(', ')}): R(0) uses quant.weight_bits = ${quant.weight_bits}`);
+      const r0 = r0ForLayers(this.config, layers); // the size-weighted mean of lambda * sqrt(b_l), unless tr.r0 was set
+      this.config = { ...this.config, tr: { ...this.config.tr, r0 } };
+      writeJsonAtomic(join(this.runDir, 'config.json'), this.config);
+      this.warn(`the model's layers have mixed weight bits (${bits.join(', ')}): R(0) = ${r0.toExponential(3)}, the size-weighted mean of lambda * sqrt(bits) unless tr.r0 is set`);
       return;
     }
     const weightBits = bits[0]!;

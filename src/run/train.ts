@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ResolvedConfig } from '../config/resolve.js';
-import { controllerSettings, totalSteps, type ControllerSettings } from '../config/resolve.js';
+import { controllerSettings, r0ForLayers, totalSteps, type ControllerSettings } from '../config/resolve.js';
 import { TrqatError } from '../errors.js';
 import type { WorkerBody } from '../bridge/protocol.js';
 import { WorkerLink } from '../bridge/worker-link.js';
@@ -125,7 +125,7 @@ class Run {
 
   constructor(
     private readonly runDir: string,
-    private readonly config: ResolvedConfig,
+    private config: ResolvedConfig,
     private readonly checkpoint: CheckpointRef | null,
     private readonly options: RunOptions,
     private readonly unlock: () => void,
@@ -137,7 +137,7 @@ class Run {
     delete this.info.error;
     if (checkpoint) MetricsLog.truncate(join(runDir, METRICS_FILE), checkpoint.step);
     this.metrics = new MetricsLog(join(runDir, METRICS_FILE));
-    this.checkpoints = new Checkpoints(runDir, config.train.keep_checkpoints);
+    this.checkpoints = new Checkpoints(runDir, config.train.keep_checkpoints, config.train.keep_best);
   }
 
   async execute(): Promise<RunSummary> {
@@ -179,6 +179,8 @@ class Run {
     });
     this.link = link;
     const ready = link.ready!;
+    const r0 = r0ForLayers(this.config, ready.layers); // mixed bit-widths (quant.layer_bits): R(0) from the layers
+    if (r0 !== this.config.tr.r0) writeJsonAtomic(join(this.runDir, CONFIG_FILE), (this.config = { ...this.config, tr: { ...this.config.tr, r0 } }));
     const total = totalSteps(this.config, ready.steps_per_epoch);
     const evalEvery = this.config.train.eval_every ?? ready.steps_per_epoch;
     this.plan = {
@@ -232,7 +234,7 @@ class Run {
         await this.saveCheckpoint();
         return this.step < plan.total_steps;
       }
-      if (isBoundary(this.step, plan.checkpoint_every)) await this.saveCheckpoint();
+      if (isBoundary(this.step, plan.checkpoint_every) || this.checkpoints.isNewBest(this.evalTop1())) await this.saveCheckpoint();
     }
     return false;
   }
@@ -316,10 +318,15 @@ class Run {
       controller: this.controller!.stateDict(),
       best_top1: this.bestTop1,
       elapsed_s: this.elapsed(),
-    });
+    }, this.evalTop1());
     this.info.checkpoint_step = this.step;
     this.saveInfo();
     this.emit({ type: 'checkpoint', checkpoint });
+  }
+
+  /** The top-1 of an evaluation of the current step, if there was one (train.keep_best). */
+  private evalTop1(): number | null {
+    return this.lastEval?.step === this.step ? this.lastEval.top1 : null;
   }
 
   private elapsed(): number {
