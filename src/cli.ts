@@ -11,6 +11,7 @@ import { formatEvent, formatSummary } from './cli/progress.js';
 import { stopOnSignals } from './cli/signals.js';
 import { resume, train, type RunOptions, type RunSummary } from './run/train.js';
 import { runCommand, serveCommand } from './cli/client-run.js';
+import { exportCommand } from './cli/export.js';
 
 const USAGE = `usage:
   trqat train [config.yaml] [--set path=value ...]   start a run (no config: the built-in default,
@@ -25,6 +26,9 @@ const USAGE = `usage:
   trqat serve [--config tr.yaml] [--set path=value ...]
                                                      the same for a script started some other way:
                                                      prints the endpoint to set as TRQAT_ENDPOINT
+  trqat export <run-dir> [--step N | --best] [--format trqat|onnx] [-o PATH]
+                                                     write a checkpoint as a deployable low-bit model
+                                                     and check it (trqat export --help)
   trqat --version | --help
 
 Ctrl-C stops at the next step and writes a checkpoint (press twice to stop at once); under
@@ -32,12 +36,13 @@ trqat run it reaches the script, and trqat exits when the script does.
 Config reference: README.md, "Config reference". Your own scripts: docs/plugin.md.`;
 
 /** Settings a resume may change: where and how the worker runs, never the schedule. */
-const RESUMABLE_PREFIXES = ['worker.', 'train.log_every', 'train.keep_checkpoints', 'bridge.'];
+const RESUMABLE_PREFIXES = ['worker.', 'train.log_every', 'train.keep_checkpoints', 'train.keep_best', 'bridge.'];
 
 async function main(argv: string[]): Promise<number> {
   // run/serve parse their own arguments: everything after "--" belongs to the user's command.
   if (argv[0] === 'run') return runCommand(argv.slice(1), USAGE);
   if (argv[0] === 'serve') return serveCommand(argv.slice(1), USAGE);
+  if (argv[0] === 'export') return exportCommand(argv.slice(1));
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
