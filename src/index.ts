@@ -10,6 +10,8 @@ export { MetricsLog, type MetricsRecord, type StepRecord, type EvalRecord } from
 export { PROTOCOL_VERSION } from './bridge/protocol.js';
 export { WorkerFailure } from './bridge/worker-link.js';
 export { TrqatError } from './errors.js';
+export { exportRun, type ExportOptions, type ExportResult, type ExportFormat } from './export/export-run.js';
+export { type OnnxCheck } from './export/verify-onnx.js';
 export {
   serve,
   runScript,

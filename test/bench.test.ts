@@ -64,6 +64,16 @@ describe('benchmarks on a tiny budget', () => {
     expect(rows(stdout, 'Scaling with the number of quantized layers: controller').length).toBe(2);
   });
 
+  it('export.mjs prints the size and latency tables', async () => {
+    const { stdout } = await bench('export.mjs');
+    const size = first(rows(stdout, 'Model size on disk'));
+    expect(size[0]).toBe('resnet20');
+    for (const cell of size.slice(5, 8)) expect(cell).toMatch(/^[\d,]+ \(\d+\.\d×\)$/);
+    const latency = first(rows(stdout, 'CPU inference latency per image'));
+    expect(latency.slice(0, 2)).toEqual(['resnet20', '1']);
+    for (const cell of latency.slice(3, 6)) expect(cell).toMatch(number);
+  });
+
   it('study.mjs runs the study end to end and writes its plots', async () => {
     const { stdout, out } = await bench('study.mjs');
     const grid = rows(stdout, 'TR scheduling against LR scheduling');

@@ -113,7 +113,7 @@ def _is_bits(value: Any) -> bool:
 def _check_bits(weight_bits: int, act_bits: int) -> None:
     if not _is_bits(weight_bits):
         raise ValueError(f"weight_bits must be an int in 1..8, got {weight_bits!r}")
-    if not isinstance(act_bits, int) or isinstance(act_bits, bool) or not (1 <= act_bits <= 8 or act_bits == FP_BITS):
+    if not (_is_bits(act_bits) or (act_bits == FP_BITS and not isinstance(act_bits, bool))):
         raise ValueError(f"act_bits must be an int in 1..8, or {FP_BITS} for full-precision activations, got {act_bits!r}")
     qrange(weight_bits, True)
 
@@ -144,7 +144,8 @@ def quantize(model: nn.Module, weight_bits: int = 2, act_bits: int = 2, *,
     - unsigned_act: patterns of layers whose unsigned quantizer is intended although their inputs
       can be slightly negative (after a GELU): no warning for them.
     - output_scale: patterns of layers that get a learnable output scale, for layers that no
-      normalization follows (the quantized output is fixed-point, quant.py); True for all.
+      normalization follows (the quantized output is fixed-point, quant.py); True for all, False
+      or None for none.
     - layer_bits: {pattern: bits} per-layer weight bit-widths (1..8) that override weight_bits.
       The first pattern (in the mapping's order) that matches a quantized layer's name, or the
       name of a module around it, sets its bits. A pattern that matches no quantized layer is an
@@ -259,14 +260,14 @@ def quantize_from_config(model: nn.Module, quant: Mapping[str, Any]) -> nn.Modul
     """Quantize `model` in place as the config's `quant` section says: the managed runs' way into
     `quantize`, and the one place where the config's words map onto its arguments.
 
-    | config (`quant.*`)          | quantize()                                               |
-    |-----------------------------|----------------------------------------------------------|
-    | weight_bits, act_bits       | weight_bits, act_bits (weight_bits 32: nothing quantized) |
-    | per_channel, layer_bits     | per_channel, layer_bits                                  |
-    | first_last_fp               | keep_first_last                                          |
-    | full_precision              | exclude, with the model's quant_hints["full_precision"]  |
-    | output_scale auto / on / off | output_scale = quant_hints["output_scale"] / True / False |
-    | (the model's quant_hints)   | signed_act, unsigned_act                                 |
+    | config (`quant.*`)           | quantize()                                                 |
+    |------------------------------|------------------------------------------------------------|
+    | weight_bits, act_bits        | weight_bits, act_bits (weight_bits 32: nothing quantized)  |
+    | per_channel, layer_bits      | per_channel, layer_bits                                    |
+    | first_last_fp                | keep_first_last                                            |
+    | full_precision               | exclude, with the model's quant_hints["full_precision"]    |
+    | output_scale auto / on / off | output_scale = quant_hints["output_scale"] / True / False  |
+    | (the model's quant_hints)    | signed_act, unsigned_act                                   |
 
     `quant_hints` is what a model knows about itself (models.py): layers the architecture keeps
     real-valued, inputs that can be negative, layers no normalization follows.

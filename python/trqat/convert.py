@@ -171,10 +171,10 @@ class _IntConv(IntLayer):
                  dilation: Any = 1, groups: int = 1, bias: bool = True, **quant: Any):
         n = self.dims
         tup = lambda v: tuple(v) if isinstance(v, (list, tuple)) else (v,) * n  # noqa: E731
+        super().__init__((out_channels, in_channels // groups, *tup(kernel_size)), bias, **quant)
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride, self.dilation = tup(kernel_size), tup(stride), tup(dilation)
         self.padding = padding if isinstance(padding, str) else tup(padding)
-        super().__init__((out_channels, in_channels // groups, *self.kernel_size), bias, **quant)
 
     def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         # the call nn.ConvNd._conv_forward makes for padding_mode="zeros" (the only one quantized)
@@ -202,8 +202,8 @@ class IntLinear(IntLayer):
     kind, quant_type, geometry_keys = "linear", QLinear, ("in_features", "out_features")
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, **quant: Any):
-        self.in_features, self.out_features = in_features, out_features
         super().__init__((out_features, in_features), bias, **quant)
+        self.in_features, self.out_features = in_features, out_features
 
     def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         return F.linear(x, weight, bias)

@@ -44,13 +44,13 @@ def load_run_model(config: Dict[str, Any], checkpoint_dir: str) -> Tuple[nn.Modu
     from .models import build_model  # torchvision is imported only here
     from .trainer import CHECKPOINT_FILE
 
+    path = os.path.join(checkpoint_dir, CHECKPOINT_FILE)
+    if not os.path.isfile(path):
+        raise ExportError(f"checkpoint {checkpoint_dir} has no {CHECKPOINT_FILE}")
     cfg = {**config, "model": {**config["model"], "init_checkpoint": None}}  # the checkpoint replaces it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the weight_bits 32 warning: the error below says it better
         model = build_model(cfg)
-    path = os.path.join(checkpoint_dir, CHECKPOINT_FILE)
-    if not os.path.isfile(path):
-        raise ExportError(f"checkpoint {checkpoint_dir} has no {CHECKPOINT_FILE}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)  # our own file (RNG states inside)
         model.load_state_dict(state["model"])

@@ -96,11 +96,17 @@ export async function exportRun(runDir: string, options: ExportOptions = {}): Pr
     const args = ['-m', 'trqat.export', '--config', configPath, '--checkpoint', checkpoint.path, '--format', format, '--output', output, '--verify-samples', String(samples)];
     if (bundle) args.push('--verify-dir', bundle);
     const report = await runPython(resolvePython(config.worker.python), args);
-    const onnx = bundle && report.samples > 0 ? await verifyOnnx(output, bundle, config.worker.threads ?? undefined) : null;
+    const onnx = bundle && report.samples > 0 ? await verifyOnnx(output, bundle, config.worker.threads ?? undefined).catch(asFailure) : null;
     return { ...report, run_dir: dir, checkpoint, onnx };
   } finally {
     if (bundle) rmSync(bundle, { recursive: true, force: true });
   }
+}
+
+/** ONNX Runtime's own errors (a graph it cannot load or run) as a message, not a stack trace. */
+function asFailure(error: unknown): never {
+  if (error instanceof TrqatError) throw error;
+  throw new TrqatError(`ONNX Runtime cannot run the exported graph: ${(error as Error).message}`);
 }
 
 async function runPython(python: string, args: string[]): Promise<PythonReport> {
