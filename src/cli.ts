@@ -8,6 +8,7 @@ import { PACKAGE_ROOT } from './paths.js';
 import { configCommand, resumeCommand, trainCommand } from './cli/train.js';
 import { runCommand, serveCommand } from './cli/client-run.js';
 import { compareCommand } from './cli/compare.js';
+import { EXPORT_FORMATS, EXPORT_HELP, exportCommand, type ExportFormat } from './cli/export.js';
 import { dashboardOverrides } from './cli/dashboard-flag.js';
 import { reportCommand } from './cli/report.js';
 import { viewCommand } from './cli/view.js';
@@ -103,6 +104,21 @@ function program(): Command {
     .argument('<run-dir...>', 'run folders')
     .option('--csv', 'raw numbers as CSV')
     .action(status((runDirs: string[], options: { csv?: boolean }) => compareCommand(runDirs, options)));
+  cli
+    .command('export')
+    .description('write a checkpoint of a run as a deployable low-bit model (trqat file or ONNX), checked on its test set')
+    .argument('<run-dir>', 'the run folder')
+    .option('--step <n>', 'the checkpoint of step n (default: the latest)', (value) => whole(value, '--step'))
+    .option('--best', "the best evaluation's checkpoint (train.keep_best)")
+    .addOption(new Option('--format <format>', 'trqat: one file, bit-packed levels; onnx: the inference graph').choices(EXPORT_FORMATS).default('trqat'))
+    .option('-o, --output <path>', 'where to write it (default RUN_DIR/export/model-step-NNNNNNN.<format>)')
+    .option('--verify-samples <n>', 'test samples to check it on (0: no check)', (value) => whole(value, '--verify-samples'))
+    .addHelpText('after', EXPORT_HELP)
+    .action(
+      status((runDir: string, options: { step?: number; best?: boolean; format: ExportFormat; output?: string; verifySamples?: number }) =>
+        exportCommand(runDir, options),
+      ),
+    );
   return cli;
 }
 
@@ -110,6 +126,11 @@ function positive(value: string, name: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new TrqatError(`${name} must be a positive integer, got "${value}"`, 2);
   return n;
+}
+
+function whole(value: string, name: string): number {
+  if (!/^\d+$/.test(value)) throw new TrqatError(`${name} must be a whole number >= 0, got "${value}"`, 2);
+  return Number(value);
 }
 
 function port(value: string): number {

@@ -79,6 +79,16 @@ describe('benchmarks on a tiny budget', () => {
     expect(rows(stdout, 'Scaling with the number of quantized layers: controller').length).toBe(2);
   });
 
+  it('export.mjs prints the size and latency tables', async () => {
+    const { stdout } = await bench('export.mjs');
+    const size = first(rows(stdout, 'Model size on disk'));
+    expect(size[0]).toBe('resnet20');
+    for (const cell of size.slice(5, 8)) expect(cell).toMatch(/^[\d,]+ \(\d+\.\d×\)$/);
+    const latency = first(rows(stdout, 'CPU inference latency per image'));
+    expect(latency.slice(0, 2)).toEqual(['resnet20', '1']);
+    for (const cell of latency.slice(3, 6)) expect(cell).toMatch(number);
+  });
+
   it('dashboard.mjs prints load, view and report figures of a long synthetic run', async () => {
     const { stdout } = await bench('dashboard.mjs');
     const table = rows(stdout, 'Dashboard:');

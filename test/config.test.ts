@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { applyOverrides, ConfigError, loadConfig, parseConfig } from '../src/config/load.js';
+import { r0ForLayers } from '../src/config/resolve.js';
 
 function configFile(text: string, ext = 'yaml'): string {
   const path = join(mkdtempSync(join(tmpdir(), 'trqat-config-')), `config.${ext}`);
@@ -51,6 +52,32 @@ describe('config', () => {
     expect(message).toMatch(/optimizer\.lr: .*>0.*got -1/);
     expect(message).toMatch(/mode: .*"tr".*"baseline".*got "fast"/);
     expect(message).toMatch(/quant\.weight_bits: .*<=8.*got 9/);
+  });
+
+  it('quant.layer_bits: {pattern: bits}, with errors that name the key and the fix', () => {
+    const config = loadConfig(null, ['quant.layer_bits={"layer4.*": 4, "*.conv[12]": 1}', 'train.keep_best=true']);
+    expect(config.quant.layer_bits).toEqual({ 'layer4.*': 4, '*.conv[12]': 1 });
+    expect(config.train.keep_best).toBe(true);
+    expect(loadConfig(null).quant.layer_bits).toEqual({});
+    const message = errorOf(() => loadConfig(null, ['quant.layer_bits={"layer 4": 4, "fc": 32, "conv1": 2.5}']));
+    expect(message).toMatch(/quant\.layer_bits: key "layer 4" must be an fnmatch pattern of module names .*e\.g\. "layer4\.\*"/);
+    expect(message).toMatch(/quant\.layer_bits\.fc: must be 1\.\.8 bits \(keep a layer in full precision with quant\.full_precision instead\); got 32/);
+    expect(message).toMatch(/quant\.layer_bits\.conv1: must be a whole number of bits; got 2\.5/);
+    expect(errorOf(() => loadConfig(null, ['mode=baseline', 'quant.weight_bits=32', 'quant.layer_bits={"fc": 4}']))).toMatch(
+      /quant\.layer_bits sets bits of quantized layers, but quant\.weight_bits=32 quantizes none/,
+    );
+  });
+
+  it('R(0) of mixed bit-widths: the size-weighted mean of lambda * sqrt(b); one bit-width or an explicit r0 is kept', () => {
+    const config = loadConfig(null, ['tr.lambda=0.01']);
+    const mixed = [
+      { numel: 100, weight_bits: 1 },
+      { numel: 300, weight_bits: 4 },
+    ];
+    expect(r0ForLayers(config, mixed)).toBeCloseTo((0.01 * (100 * 1 + 300 * 2)) / 400, 15);
+    expect(r0ForLayers(config, [{ numel: 5, weight_bits: 2 }])).toBe(config.tr.r0); // the config's own bits
+    expect(r0ForLayers(config, [{ numel: 5, weight_bits: 4 }, { numel: 7, weight_bits: 4 }])).toBe(0.01 * 2);
+    expect(r0ForLayers(loadConfig(null, ['tr.r0=0.003']), mixed)).toBe(0.003);
   });
 
   it('lists the allowed keys when a key is unknown (typos do not pass silently)', () => {

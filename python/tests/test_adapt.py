@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trqat.adapt import QConv1d, TransitionTracker, count_transitions, quantize
-from trqat.quant import QConv2d, QLinear, QuantLayer, quantize as fake_quant, quantized_layers
+from trqat.adapt import TransitionTracker, count_transitions, quantize, quantize_from_config
+from trqat.quant import QConv1d, QConv2d, QLinear, QuantLayer, fake_quantize as fake_quant, quantized_layers
 
 
 class Block(nn.Module):
@@ -132,6 +132,12 @@ def test_include_exclude_patterns_per_channel_and_copy():
      {"weight_bits": 9}, r"weight_bits must be an int in 1..8"),
     (lambda: nn.Sequential(nn.Conv2d(1, 2, 1), nn.Conv2d(2, 2, 1), nn.Linear(2, 2)),
      {"act_bits": 16}, r"act_bits must be an int in 1..8, or 32"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 2, 1), nn.Conv2d(2, 2, 1), nn.Linear(2, 2)),
+     {"layer_bits": {"1": 32}}, r"layer_bits\['1'\] must be an int in 1..8, got 32 \(keep a layer in full precision with exclude"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 2, 1), nn.Conv2d(2, 2, 1), nn.Linear(2, 2)),
+     {"layer_bits": {"0": 4}}, r"layer_bits pattern '0' matches no layer that is quantized \(they are: 1\)"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 2, 1), nn.Conv2d(2, 2, 1), nn.Linear(2, 2)),
+     {"unsigned_act": ["x*"]}, r"unsigned_act pattern 'x\*' matches no module"),
 ])
 @pytest.mark.filterwarnings("ignore:Lazy modules")
 def test_refusals_are_clear_and_leave_the_model_unchanged(build, kwargs, message):
@@ -173,6 +179,47 @@ def test_negative_inputs_to_an_unsigned_quantizer_warn_once():
         warnings.simplefilter("error")
         model(x)  # once only
     copy.deepcopy(model)
+
+
+def test_unsigned_on_purpose_does_not_warn():
+    model = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 8), nn.Linear(8, 2))
+    quantize(model, unsigned_act=["3"])
+    with pytest.warns(UserWarning, match=r"layer '1' gets negative inputs"):
+        model(torch.randn(16, 4))  # layer 1 warns; layer 3 (after the GELU, named unsigned) does not
+    assert not model[3].act_signed
+
+
+def test_layer_bits_per_layer_first_pattern_wins():
+    model = quantize(Net(), 2, 2, layer_bits={"stages.0.0.*": 1, "stages": 4, "heads.seq.3": 8})
+    bits = {n: m.weight_bits for n, m in quantized_layers(model)}
+    assert bits == {"stages.0.0.grouped": 1, "stages.0.0.depthwise": 1, "stages.0.1": 4,
+                    "heads.seq.0": 2, "heads.seq.3": 8, "hidden": 2}
+    for _, m in quantized_layers(model):  # levels and scales follow each layer's own bits
+        levels = m.weight_levels()
+        alpha, beta, _ = {1: (-1, 1, 1), 2: (-2, 1, 2), 4: (-8, 7, 8), 8: (-128, 127, 128)}[m.weight_bits]
+        assert alpha <= int(levels.min()) and int(levels.max()) <= beta
+    assert len(torch.unique(model.heads.seq[3].weight_levels())) > 16  # 8 bits: many levels in use
+    assert set(torch.unique(model.stages[0][0].grouped.weight_levels()).tolist()) == {-1, 1}  # binary
+    # the same through the config's words (managed runs)
+    quant = {"weight_bits": 2, "act_bits": 2, "first_last_fp": True, "full_precision": [], "per_channel": False,
+             "output_scale": "auto", "layer_bits": {"stages.0.0.*": 1, "stages": 4, "heads.seq.3": 8}}
+    managed = quantize_from_config(Net(), quant)
+    assert {n: m.weight_bits for n, m in quantized_layers(managed)} == bits
+    with pytest.raises(ValueError, match=r"quant: layer_bits pattern 'stem' matches no layer that is quantized"):
+        quantize_from_config(Net(), {**quant, "layer_bits": {"stem": 4}})  # the first layer stays full precision
+
+
+def test_quantize_from_config_speaks_the_config_vocabulary():
+    quant = {"weight_bits": 3, "act_bits": 4, "first_last_fp": False, "full_precision": ["heads"], "per_channel": True,
+             "output_scale": "on", "layer_bits": {}}
+    model = quantize_from_config(Net(), quant)
+    layers = dict(quantized_layers(model))
+    assert set(layers) == {"stem", "stages.0.0.grouped", "stages.0.0.depthwise", "stages.0.1", "hidden", "fc"}
+    assert all(m.has_output_scale and m.per_channel and (m.weight_bits, m.act_bits) == (3, 4) for m in layers.values())
+    with pytest.raises(ValueError, match=r"quant.full_precision pattern 'head' matches no module"):
+        quantize_from_config(Net(), {**quant, "full_precision": ["head"]})
+    with pytest.raises(ValueError, match=r"quant.output_scale must be one of auto, on, off"):
+        quantize_from_config(Net(), {**quant, "output_scale": "yes"})
 
 
 def test_optional_output_scale():

@@ -148,10 +148,8 @@ def test_a_training_loop_with_the_client(controller):
     with Client(ctl.endpoint, model=model, optimizer=optimizer, total_steps=5) as client:
         assert client.total_steps == 5 and client.steps_per_epoch == 5
         assert all(not m.weight_scale.requires_grad for _, m in quantized_layers(model))  # TR: frozen
-        decided = train(client, model, optimizer, 3) + train(client, model, optimizer, 2, split=True)
-        # the schedule's numbers come back with the LRs, for the script's own logger
-        assert [(d.step, d.k, d.K, d.R, d.U) for d in decided] == [
-            (s, None if s == 0 else 0.002 * s, 0.001 * s, 0.003, 0.05) for s in range(5)]
+        train(client, model, optimizer, 3)
+        train(client, model, optimizer, 2, split=True)
         client.evaluated(50.0, 1.5, samples=10)
         assert client.should_stop is False and client.current_step == 5
         with pytest.raises(RunOver, match="step 5 is past the end of the run"):

@@ -1,4 +1,5 @@
 """Every model: builds, quantizes the intended layers, counts transitions and trains a step."""
+import copy
 import math
 import warnings
 
@@ -7,8 +8,10 @@ import torch
 import torch.nn as nn
 
 from conftest import make_config
-from trqat.models import MODELS, build_model, resnet20
-from trqat.quant import QuantLayer, quantize_model, quantized_layers
+from trqat.adapt import quantize
+from trqat.models import MODELS, build_fp_model, build_model, resnet20
+from trqat.adapt import quantize_from_config
+from trqat.quant import QuantLayer, quantized_layers
 from trqat.trainer import Trainer
 
 CPU = torch.device("cpu")
@@ -88,6 +91,38 @@ def test_model_quantizes_the_intended_layers_and_trains(name):
     counts = trainer.count_transitions()
     assert len(counts) == n_quant and all(isinstance(c, int) and c >= 0 for c in counts)
     assert trainer.evaluate()["samples"] == 2
+
+
+def _describe(model):
+    """Every quantized layer: its class, bits, quantizer kinds, weight scale and levels."""
+    return {n: (type(m), m.weight_bits, m.act_bits, m.act_signed, m.has_output_scale,
+                m.weight_scale.detach().clone(), m.weight_levels()) for n, m in quantized_layers(model)}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_managed_and_public_paths_quantize_the_same_layers(name):
+    """build_model (the config's words) and trqat.quantize (the model's hints passed by hand) give
+    the same quantized layers, bits, quantizers and levels; without the hints, trqat.quantize
+    quantizes exactly the layers the architecture keeps real-valued on top."""
+    cfg = image_config(name)
+    torch.manual_seed(0)
+    fp = build_fp_model(name, 3, 10, cfg["model"]["image_size"])
+    torch.manual_seed(0)
+    managed = build_model(cfg)
+    assert torch.equal(next(fp.parameters()), next(managed.parameters()))  # the same float weights
+    bits = cfg["quant"]["weight_bits"]
+    hints = getattr(fp, "quant_hints", {})
+    public = quantize(copy.deepcopy(fp), bits, bits, exclude=hints.get("full_precision"),
+                      signed_act=hints.get("signed_act"), unsigned_act=hints.get("unsigned_act"),
+                      output_scale=hints.get("output_scale"))
+    a, b = _describe(managed), _describe(public)
+    assert list(a) == list(b) and len(a) == EXPECTED[name][0]
+    for layer in a:
+        assert a[layer][:5] == b[layer][:5], layer
+        assert torch.equal(a[layer][5], b[layer][5]) and torch.equal(a[layer][6], b[layer][6]), layer
+    plain = {n for n, _ in quantized_layers(quantize(copy.deepcopy(fp), bits, bits))}
+    real_valued = {f"layers.{i}.downsample.1" for i in (4, 8, 12)} if name == "reactnet18" else set()
+    assert plain - set(a) == real_valued and set(a) <= plain
 
 
 @pytest.mark.parametrize("name", ["resnet20", "resnet18", "mobilenetv2", "reactnet18", "deit_tiny"])
@@ -181,8 +216,8 @@ def test_weight_bits_32_means_a_full_precision_model():
     assert not torch.equal(w, trainer.model.layers[0].conv1.weight)
     assert math.isfinite(trainer.take_stats()["loss"])
     with pytest.warns(UserWarning, match="weight_bits is 32: the model stays full precision and act_bits 2 is ignored"):
-        model = quantize_model(resnet20(1, 4), 32, 2)
+        model = quantize_from_config(resnet20(1, 4), {**cfg["quant"], "act_bits": 2})
     assert quantized_layers(model) == []
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        quantize_model(resnet20(1, 4), 32, 32)
+        quantize_from_config(resnet20(1, 4), cfg["quant"])

@@ -6,8 +6,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from trqat.adapt import quantize_from_config
 from trqat.models import resnet20
-from trqat.quant import QConv2d, QLinear, quantize, quantize_model, quantized_layers, scale_gradient
+from trqat.quant import QConv2d, QLinear, fake_quantize, quantized_layers, scale_gradient
 
 BITS = [1, 2, 3, 4, 8]
 
@@ -36,7 +37,7 @@ def test_levels_match_reference_and_cover_range(bits, signed):
     x = torch.linspace(-1.5, 1.5, 20001)  # dense: every level of s = 1.3, and clipped values
     s = torch.tensor(1.3)
     alpha, beta, gamma = ref_range(bits, signed)
-    y = quantize(x, s, bits, signed, 1.0)
+    y = fake_quantize(x, s, bits, signed, 1.0)
     levels = (y * gamma).numpy()
     np.testing.assert_array_equal(levels, ref_levels(x.numpy(), 1.3, bits, signed))
     assert levels.min() == alpha and levels.max() == beta
@@ -45,8 +46,8 @@ def test_levels_match_reference_and_cover_range(bits, signed):
 
 def test_binary_levels_zero_maps_to_plus_one():
     x = torch.tensor([-0.5, 0.0, 0.3, -0.0])
-    assert quantize(x, torch.tensor(1.0), 1, True, 1.0).tolist() == [-1, 1, 1, 1]
-    assert quantize(torch.tensor([-2.0, 0.4, 0.6, 3.0]), torch.tensor(1.0), 1, False, 1.0).tolist() == [0, 0, 1, 1]
+    assert fake_quantize(x, torch.tensor(1.0), 1, True, 1.0).tolist() == [-1, 1, 1, 1]
+    assert fake_quantize(torch.tensor([-2.0, 0.4, 0.6, 3.0]), torch.tensor(1.0), 1, False, 1.0).tolist() == [0, 0, 1, 1]
 
 
 @pytest.mark.parametrize("signed", [True, False])
@@ -54,7 +55,7 @@ def test_binary_levels_zero_maps_to_plus_one():
 def test_ste_gradient_of_input(bits, signed):
     x = torch.linspace(-3, 3, 601, requires_grad=True)
     s = 1.7
-    quantize(x, torch.tensor(s), bits, signed, 1.0).sum().backward()
+    fake_quantize(x, torch.tensor(s), bits, signed, 1.0).sum().backward()
     alpha, beta, gamma = ref_range(bits, signed)
     v = gamma * x.detach() / s
     inside = (x.detach().abs() <= s) if (bits == 1 and signed) else (v >= alpha) & (v <= beta)
@@ -71,7 +72,7 @@ def test_scale_gradient_is_lsq_scaled_analytic(bits, signed):
     r = torch.randn(300, generator=gen)
     s = torch.tensor(1.1, requires_grad=True)
     g = 1 / math.sqrt(300 * ref_range(bits, signed)[1])
-    (quantize(x, s, bits, signed, g) * r).sum().backward()
+    (fake_quantize(x, s, bits, signed, g) * r).sum().backward()
     # d x_q / d s = d/ds (gamma x / s) / gamma = -x / s^2 inside the clip range, 0 outside
     alpha, beta, gamma = ref_range(bits, signed)
     v = gamma * x / 1.1
@@ -157,22 +158,26 @@ def test_freeze_weight_scale():
     assert conv.weight_scale.requires_grad
 
 
-def test_quantize_model_keeps_first_and_last_fp():
-    model = quantize_model(resnet20(1, 10), 2, 2)
+QUANT = {"weight_bits": 2, "act_bits": 2, "first_last_fp": True, "full_precision": [], "per_channel": False,
+         "output_scale": "auto", "layer_bits": {}}
+
+
+def test_quantize_from_config_keeps_first_and_last_fp():
+    model = quantize_from_config(resnet20(1, 10), QUANT)
     names = [n for n, _ in quantized_layers(model)]
     assert len(names) == 18 and names[0] == "layers.0.conv1" and names[-1] == "layers.8.conv2"
     assert type(model.conv1) is nn.Conv2d and type(model.fc) is nn.Linear
-    all_q = quantize_model(resnet20(1, 10), 3, 32, first_last_fp=False)
+    all_q = quantize_from_config(resnet20(1, 10), {**QUANT, "weight_bits": 3, "act_bits": 32, "first_last_fp": False})
     kinds = [m.kind for _, m in quantized_layers(all_q)]
     assert len(kinds) == 20 and kinds[0] == "conv" and kinds[-1] == "linear"
     assert all(m.weight_bits == 3 and m.act_bits == 32 for _, m in quantized_layers(all_q))
 
 
-def test_quantize_model_copies_weights():
+def test_quantize_from_config_copies_weights():
     torch.manual_seed(3)
     model = resnet20(1, 10)
     before = model.layers[4].conv2.weight.detach().clone()
-    quantize_model(model, 2, 2)
+    quantize_from_config(model, QUANT)
     assert isinstance(model.layers[4].conv2, QConv2d)
     assert torch.equal(model.layers[4].conv2.weight.detach(), before)
     out = model(torch.randn(2, 1, 28, 28))
@@ -185,8 +190,8 @@ def test_inference_path_equals_ste_path(bits, signed):
     x = torch.linspace(-2, 2, 4001)
     s = torch.tensor(0.77, requires_grad=True)
     with torch.no_grad():
-        fast = quantize(x, s, bits, signed, 0.1)
-    assert torch.equal(fast, quantize(x, s, bits, signed, 0.1).detach())
+        fast = fake_quantize(x, s, bits, signed, 0.1)
+    assert torch.equal(fast, fake_quantize(x, s, bits, signed, 0.1).detach())
 
 
 @pytest.mark.parametrize("bits", BITS)

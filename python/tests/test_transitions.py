@@ -2,7 +2,8 @@ import numpy as np
 import torch
 
 from trqat.models import resnet20
-from trqat.quant import quantize_model, quantized_layers
+from trqat.adapt import quantize
+from trqat.quant import quantized_layers
 from trqat.transitions import TransitionCounter
 
 
@@ -21,7 +22,7 @@ def snapshot(layers):
 
 def test_counts_match_independent_count():
     torch.manual_seed(0)
-    model = quantize_model(resnet20(1, 4), 2, 2)
+    model = quantize(resnet20(1, 4), 2, 2)
     layers = [m for _, m in quantized_layers(model)]
     counter = TransitionCounter(layers)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
@@ -42,7 +43,7 @@ def test_counts_match_independent_count():
 
 def test_binary_counts_follow_sign_flips():
     torch.manual_seed(1)
-    model = quantize_model(resnet20(1, 4), 1, 1)
+    model = quantize(resnet20(1, 4), 1, 1)
     layers = [m for _, m in quantized_layers(model)]
     counter = TransitionCounter(layers)
     counter.update()
@@ -55,7 +56,7 @@ def test_binary_counts_follow_sign_flips():
 
 
 def test_state_is_one_byte_per_weight_and_round_trips():
-    model = quantize_model(resnet20(1, 4), 3, 3)
+    model = quantize(resnet20(1, 4), 3, 3)
     layers = [m for _, m in quantized_layers(model)]
     counter = TransitionCounter(layers)
     assert counter.state_dict() == {"prev": None}

@@ -11,16 +11,17 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "PROTOCOL_VERSION": "protocol",
-    "QConv1d": "adapt", "QConv2d": "quant", "QLinear": "quant", "QuantLayer": "quant",
-    "quantize_model": "quant", "quantized_layers": "quant",
+    "QConv1d": "quant", "QConv2d": "quant", "QLinear": "quant", "QuantLayer": "quant", "quantized_layers": "quant",
     "TransitionCounter": "transitions",
     "MODELS": "models", "build_model": "models", "build_fp_model": "models",
     "load_checkpoint_weights": "models", "resnet20": "models",
     "Trainer": "trainer", "build_optimizer": "trainer", "distillation_loss": "trainer",
     "optimizer_classes": "trainer", "resolve_device": "trainer",
-    "TransitionTracker": "adapt", "count_transitions": "adapt", "quantize": "adapt",
+    "TransitionTracker": "adapt", "count_transitions": "adapt", "quantize": "adapt", "quantize_from_config": "adapt",
     "Client": "client", "LRs": "client",
     "split_param_groups": "groups", "apply_lrs": "groups",
+    "convert": "convert", "IntLayer": "convert", "IntConv1d": "convert", "IntConv2d": "convert", "IntLinear": "convert",
+    "save_exported": "deploy", "load_exported": "deploy", "export_onnx": "deploy",
 }
 
 __all__ = ["__version__", *_EXPORTS]

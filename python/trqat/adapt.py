@@ -9,40 +9,29 @@
 
 `quantize` replaces nn.Conv1d / nn.Conv2d / nn.Linear modules (nested anywhere, grouped and
 depthwise convolutions, dilation, strides, with or without bias) by their quantized versions
-(QConv1d / QConv2d / QLinear, modified LSQ, docs/method.md). It checks everything before it
-changes anything, and refuses with a ValueError what it cannot quantize.
+(QConv1d / QConv2d / QLinear, modified LSQ, docs/method.md). It checks everything before it changes
+anything, and refuses with a ValueError what it cannot quantize.
+
+Managed runs quantize through the same function: `quantize_from_config` is the one translation of
+the config's `quant` section (and of a model's `quant_hints`) into `quantize` arguments.
 """
 import copy
 import fnmatch
 import warnings
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
 
-from .quant import FP_BITS, QConv, QConv2d, QLinear, QuantLayer, qrange, quantized_layers
+from .quant import FP_BITS, QUANT_TYPES, QConv1d, QuantLayer, qrange, quantized_layers, replace_module
 from .transitions import TransitionCounter
 
 Patterns = Union[None, str, Sequence[str]]
 
-__all__ = ["quantize", "QConv1d", "TransitionTracker", "count_transitions", "SUPPORTED_TYPES"]
-
-
-class QConv1d(QConv, nn.Conv1d):
-    """nn.Conv1d computing with quantized input activations and quantized weights."""
-
-    kind = "conv1d"
-
-    def __init__(self, *args, weight_bits: int = 2, act_bits: int = 2, per_channel: bool = False,  # type: ignore[no-untyped-def]
-                 act_signed: bool = False, output_scale: bool = False, **kwargs):
-        nn.Conv1d.__init__(self, *args, **kwargs)
-        self._setup_quant(weight_bits, act_bits, per_channel, act_signed, output_scale)
-
+__all__ = ["quantize", "quantize_from_config", "QConv1d", "TransitionTracker", "count_transitions", "SUPPORTED_TYPES"]
 
 #: float layer type -> its quantized replacement
-SUPPORTED_TYPES: Dict[Type[nn.Module], Type[QuantLayer]] = {
-    nn.Conv1d: QConv1d, nn.Conv2d: QConv2d, nn.Linear: QLinear,
-}
+SUPPORTED_TYPES: Dict[Type[nn.Module], Type[QuantLayer]] = {q.float_type: q for q in QUANT_TYPES}
 # Layers with weights that look quantizable but are not: named in the errors.
 _WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear, nn.Bilinear)
 
@@ -64,6 +53,34 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
     parts = name.split(".")
     prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
     return any(fnmatch.fnmatchcase(p, pat) for pat in patterns for p in prefixes)
+
+
+def _sample(names: Sequence[str], n: int = 6) -> str:
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
+def _check_patterns(model: nn.Module, patterns: Mapping[str, Sequence[str]]) -> None:
+    """Every pattern must match some module name: a typo must not pass silently."""
+    names = [n for n, _ in model.named_modules() if n]
+    for what, pats in patterns.items():
+        for pat in pats:
+            if pat != "*" and not any(_matches(n, [pat]) for n in names):
+                raise ValueError(f"{what} pattern {pat!r} matches no module of the model "
+                                 f"(module names: {_sample(names) or 'none, the model has no submodules'})")
+
+
+def _layer_bits(value: Optional[Mapping[str, int]]) -> Dict[str, int]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"layer_bits must be a mapping {{pattern: bits}}, got {type(value).__name__}")
+    for pat, bits in value.items():
+        if not isinstance(pat, str) or not pat:
+            raise TypeError(f"layer_bits keys must be fnmatch patterns (non-empty str), got {pat!r}")
+        if not _is_bits(bits):
+            raise ValueError(f"layer_bits[{pat!r}] must be an int in 1..8, got {bits!r} "
+                             "(keep a layer in full precision with exclude=[...])")
+    return dict(value)
 
 
 def _why_not(m: nn.Module) -> Optional[str]:
@@ -89,10 +106,14 @@ def _why_not(m: nn.Module) -> Optional[str]:
     return None
 
 
+def _is_bits(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 8
+
+
 def _check_bits(weight_bits: int, act_bits: int) -> None:
-    if not isinstance(weight_bits, int) or isinstance(weight_bits, bool) or not 1 <= weight_bits <= 8:
+    if not _is_bits(weight_bits):
         raise ValueError(f"weight_bits must be an int in 1..8, got {weight_bits!r}")
-    if not isinstance(act_bits, int) or isinstance(act_bits, bool) or not (1 <= act_bits <= 8 or act_bits == FP_BITS):
+    if not (_is_bits(act_bits) or (act_bits == FP_BITS and not isinstance(act_bits, bool))):
         raise ValueError(f"act_bits must be an int in 1..8, or {FP_BITS} for full-precision activations, got {act_bits!r}")
     qrange(weight_bits, True)
 
@@ -100,7 +121,8 @@ def _check_bits(weight_bits: int, act_bits: int) -> None:
 def quantize(model: nn.Module, weight_bits: int = 2, act_bits: int = 2, *,
              layer_types: Sequence[Type[nn.Module]] = (nn.Conv1d, nn.Conv2d, nn.Linear),
              include: Patterns = None, exclude: Patterns = None, keep_first_last: bool = True,
-             per_channel: bool = False, signed_act: Patterns = None, output_scale: Patterns = None,
+             per_channel: bool = False, signed_act: Patterns = None, unsigned_act: Patterns = None,
+             output_scale: Union[Patterns, bool] = None, layer_bits: Optional[Mapping[str, int]] = None,
              inplace: bool = True) -> nn.Module:
     """Replace the model's Conv1d/Conv2d/Linear layers by quantized ones; return the model.
 
@@ -119,8 +141,15 @@ def quantize(model: nn.Module, weight_bits: int = 2, act_bits: int = 2, *,
       sum, a layer without ReLU): their activation quantizer is signed. By default activations are
       quantized unsigned (levels 0..2^b-1); a layer that sees negative inputs on its first training
       forward warns once, naming it.
+    - unsigned_act: patterns of layers whose unsigned quantizer is intended although their inputs
+      can be slightly negative (after a GELU): no warning for them.
     - output_scale: patterns of layers that get a learnable output scale, for layers that no
-      normalization follows (the quantized output is fixed-point, docs/method.md); True for all.
+      normalization follows (the quantized output is fixed-point, docs/method.md); True for all, False
+      or None for none.
+    - layer_bits: {pattern: bits} per-layer weight bit-widths (1..8) that override weight_bits.
+      The first pattern (in the mapping's order) that matches a quantized layer's name, or the
+      name of a module around it, sets its bits. A pattern that matches no quantized layer is an
+      error.
     - inplace: False quantizes a deep copy and leaves `model` untouched.
 
     Quantize before you build the optimizer: the quantized layers are new modules (the latent
@@ -142,14 +171,11 @@ def quantize(model: nn.Module, weight_bits: int = 2, act_bits: int = 2, *,
                              f"supported: {', '.join('nn.' + b.__name__ for b in SUPPORTED_TYPES)}")
     inc, exc = _patterns(include, "include"), _patterns(exclude, "exclude")
     signed = ["*"] if signed_act is True else _patterns(signed_act, "signed_act")
-    outs = ["*"] if output_scale is True else _patterns(output_scale, "output_scale")
-    names = [n for n, _ in model.named_modules() if n]
-    for what, pats in (("include", inc), ("exclude", exc), ("signed_act", signed), ("output_scale", outs)):
-        for pat in pats:
-            if pat != "*" and not any(_matches(n, [pat]) for n in names):
-                sample = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
-                raise ValueError(f"{what} pattern {pat!r} matches no module of the model "
-                                 f"(module names: {sample or 'none, the model has no submodules'})")
+    unsigned = _patterns(unsigned_act, "unsigned_act")
+    outs = ["*"] if output_scale is True else [] if output_scale is False else _patterns(output_scale, "output_scale")
+    bits_by_pattern = _layer_bits(layer_bits)
+    _check_patterns(model, {"include": inc, "exclude": exc, "signed_act": signed, "unsigned_act": unsigned,
+                            "output_scale": outs})
     if not inplace:
         model = copy.deepcopy(model)
 
@@ -201,26 +227,74 @@ def quantize(model: nn.Module, weight_bits: int = 2, act_bits: int = 2, *,
             detail.append(f"include={inc or None}, exclude={exc or None}")
         detail.append(f"layer_types=({', '.join('nn.' + t.__name__ for t in types)})")
         raise ValueError("trqat.quantize found no layer to quantize in the model: " + "; ".join(detail))
+    target_names = [n for n, _ in targets]
+    for pat in bits_by_pattern:
+        if not any(_matches(n, [pat]) for n in target_names):
+            raise ValueError(f"layer_bits pattern {pat!r} matches no layer that is quantized (they are: "
+                             f"{_sample(target_names)})")
 
     for name, m in targets:
-        parent_name, _, attr = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
         qcls = SUPPORTED_TYPES[type(m)]
         kwargs = {}
         if _matches(name, signed):
             kwargs["act_signed"] = True
         if _matches(name, outs):
             kwargs["output_scale"] = True
-        q = qcls.from_float(m, weight_bits, act_bits, per_channel, **kwargs)  # type: ignore[attr-defined]
+        bits = next((b for pat, b in bits_by_pattern.items() if _matches(name, [pat])), weight_bits)
+        q = qcls.from_float(m, bits, act_bits, per_channel, **kwargs)  # type: ignore[attr-defined]
         # Keep the very Parameter objects: an optimizer built before quantize() still holds them.
         q.weight = m.weight
         if m.bias is not None:
             q.bias = m.bias
         q.train(m.training)
-        if act_bits != FP_BITS and not kwargs.get("act_signed"):
+        if act_bits != FP_BITS and not kwargs.get("act_signed") and not _matches(name, unsigned):
             q.register_forward_pre_hook(_NegativeInputCheck(name))
-        setattr(parent, attr, q)
+        replace_module(model, name, q)
     return model
+
+
+OUTPUT_SCALE_MODES = ("auto", "on", "off")
+
+
+def quantize_from_config(model: nn.Module, quant: Mapping[str, Any]) -> nn.Module:
+    """Quantize `model` in place as the config's `quant` section says: the managed runs' way into
+    `quantize`, and the one place where the config's words map onto its arguments.
+
+    | config (`quant.*`)           | quantize()                                                 |
+    |------------------------------|------------------------------------------------------------|
+    | weight_bits, act_bits        | weight_bits, act_bits (weight_bits 32: nothing quantized)  |
+    | per_channel, layer_bits      | per_channel, layer_bits                                    |
+    | first_last_fp                | keep_first_last                                            |
+    | full_precision               | exclude, with the model's quant_hints["full_precision"]    |
+    | output_scale auto / on / off | output_scale = quant_hints["output_scale"] / True / False  |
+    | (the model's quant_hints)    | signed_act, unsigned_act                                   |
+
+    `quant_hints` is what a model knows about itself (models.py): layers the architecture keeps
+    real-valued, inputs that can be negative, layers no normalization follows.
+    """
+    weight_bits, act_bits = quant["weight_bits"], quant["act_bits"]
+    full_precision = list(quant.get("full_precision") or [])
+    mode = quant.get("output_scale", "auto")
+    if mode not in OUTPUT_SCALE_MODES:
+        raise ValueError(f"quant.output_scale must be one of {', '.join(OUTPUT_SCALE_MODES)}, got {mode!r}")
+    _check_patterns(model, {"quant.full_precision": full_precision})  # named as in the config
+    if weight_bits == FP_BITS:
+        if act_bits != FP_BITS:
+            warnings.warn("quant.weight_bits is 32: the model stays full precision and act_bits "
+                          f"{act_bits} is ignored (activations are quantized only in quantized layers)")
+        if quant.get("layer_bits"):
+            raise ValueError("quant.layer_bits needs quantized weights, but quant.weight_bits is 32")
+        return model
+    hints: Dict[str, List[str]] = getattr(model, "quant_hints", None) or {}
+    output_scale = {"auto": hints.get("output_scale") or False, "on": True, "off": False}[mode]
+    try:
+        return quantize(model, weight_bits, act_bits, keep_first_last=quant.get("first_last_fp", True),
+                        exclude=full_precision + list(hints.get("full_precision", [])),
+                        per_channel=quant.get("per_channel", False), signed_act=hints.get("signed_act"),
+                        unsigned_act=hints.get("unsigned_act"), output_scale=output_scale,
+                        layer_bits=quant.get("layer_bits") or None)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"quant: {e}") from None
 
 
 class _NegativeInputCheck:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import progress
 from .distributed import Ranks
 from .factories import FactoryError, call_factory
 

@@ -2,10 +2,11 @@
 
 Every builder takes (in_channels, num_classes, image_size) and returns a full-precision nn.Module.
 A model may carry `quant_hints`, a dict of fnmatch pattern lists over its module names that
-quantize_model reads (see quant.py):
+adapt.quantize_from_config passes on to trqat.quantize:
 
 - "full_precision": layers the architecture keeps real-valued (ReActNet's shortcut convs);
 - "signed_act": layers whose input can be negative (signed activation quantizer);
+- "unsigned_act": layers whose input can be slightly negative, unsigned on purpose (no warning);
 - "output_scale": layers that no normalization follows (output_scale "auto").
 
 | name | what | notes |
@@ -32,8 +33,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import safe_io
+from .adapt import quantize_from_config
 from .factories import FactoryError, call_factory
-from .quant import FP_BITS, quantize_model
+from .quant import FP_BITS
 
 SMALL_IMAGE = 64  # image_size <= this: CIFAR-style stem
 
@@ -273,10 +275,10 @@ class DeiT(nn.Module):
     """A plain ViT/DeiT classifier (class token only; no distillation token, no stochastic depth).
 
     Patch size 16 for image_size >= 64, else 4 (CIFAR-size inputs would otherwise give 4 tokens).
-    Quantized by quantize_model: every Linear in the blocks (qkv, proj, fc1, fc2); the patch
+    Quantized by trqat.quantize: every Linear in the blocks (qkv, proj, fc1, fc2); the patch
     embedding conv and the head stay full precision as first/last. The inputs of qkv and fc1
     (LayerNorm outputs) and of proj (attention outputs) can be negative: signed activation
-    quantizers. fc2's input is a GELU output (>= -0.17): unsigned. No normalization follows any of
+    quantizers. fc2's input is a GELU output (>= -0.17): unsigned on purpose. No normalization follows any of
     these Linear layers (their outputs enter the residual stream), so "auto" output scales are on
     for all of them.
     """
@@ -301,7 +303,7 @@ class DeiT(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
         self.quant_hints = {"signed_act": ["blocks.*.attn.qkv", "blocks.*.attn.proj", "blocks.*.mlp.fc1"],
-                            "output_scale": ["blocks.*"]}
+                            "unsigned_act": ["blocks.*.mlp.fc2"], "output_scale": ["blocks.*"]}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
@@ -411,11 +413,7 @@ def build_model(cfg: Dict[str, Any]) -> nn.Module:
         model = build_fp_model(mcfg["name"], mcfg["in_channels"], mcfg["num_classes"], model_image_size(cfg))
     if mcfg.get("init_checkpoint"):
         load_checkpoint_weights(model, mcfg["init_checkpoint"])
-    return quantize_model(model, qcfg["weight_bits"], qcfg["act_bits"],
-                          first_last_fp=qcfg.get("first_last_fp", True),
-                          per_channel=qcfg.get("per_channel", False),
-                          full_precision=qcfg.get("full_precision") or (),
-                          output_scale=qcfg.get("output_scale", "auto"))
+    return quantize_from_config(model, qcfg)
 
 
 __all__ = ["MODELS", "build_model", "build_fp_model", "load_checkpoint_weights", "read_state_dict",

@@ -1,4 +1,4 @@
-"""Modified LSQ quantizer and the quantized Conv2d/Linear layers (docs/method.md).
+"""Modified LSQ quantizer and the quantized Conv1d/Conv2d/Linear layers (docs/method.md; README, "The quantizer").
 
 For an input x and a learnable positive scale s:
 
@@ -23,10 +23,8 @@ layer's input can be negative (LayerNorm or attention outputs, MobileNetV2's lin
 ReActNet's binary activations): then they use the weights' signed range (-2^(b-1)..2^(b-1)-1,
 gamma = 2^(b-1); b = 1: sign, levels {-1, +1}).
 """
-import fnmatch
 import math
-import warnings
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -108,17 +106,22 @@ def to_levels(v: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
     return v.round()
 
 
-def quantize(x: torch.Tensor, s: torch.Tensor, bits: int, signed: bool, g: float) -> torch.Tensor:
+def quantize_levels(x: torch.Tensor, s: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
+    """x_int / gamma without gradients: what fake_quantize computes at inference, and what the
+    converted inference layers (convert.py) compute, bit for bit."""
+    return to_levels(clipped(x, s, bits, signed), bits, signed).div_(qrange(bits, signed)[2])
+
+
+def fake_quantize(x: torch.Tensor, s: torch.Tensor, bits: int, signed: bool, g: float) -> torch.Tensor:
     """Fake-quantize x to x_int/gamma with straight-through gradients.
 
     Gradient w.r.t. x: 1/s where alpha <= gamma*x/s <= beta (binary weights: |x| <= s), else 0.
     Gradient w.r.t. s: autograd of the clipped expression, -x/s^2 inside the range and 0 outside,
     multiplied by the LSQ gradient scale g = 1/sqrt(numel * beta).
     """
-    gamma = qrange(bits, signed)[2]
     if not (torch.is_grad_enabled() and (x.requires_grad or s.requires_grad)):
-        # inference: the same values without the STE's temporaries
-        return to_levels(clipped(x, s, bits, signed), bits, signed).div_(gamma)
+        return quantize_levels(x, s, bits, signed)  # inference: the same values without the STE's temporaries
+    gamma = qrange(bits, signed)[2]
     v = clipped(x, scale_gradient(s, g), bits, signed)
     x_int = (to_levels(v, bits, signed) - v).detach() + v  # exact: the value equals the level
     return x_int / gamma
@@ -140,6 +143,8 @@ class QuantLayer(nn.Module):
     weight_scale_init = "lsq"
     act_scale_init = "lsq"
     lsq_grad_scale = True
+    float_type: type  # the float layer this one replaces (nn.Conv1d, nn.Conv2d, nn.Linear)
+    kind: str  # "conv1d", "conv", "linear": the worker's ready.layers and the export format name it
 
     def _setup_quant(self, weight_bits: int, act_bits: int, per_channel: bool,
                      act_signed: bool = False, output_scale: bool = False) -> None:
@@ -209,7 +214,7 @@ class QuantLayer(nn.Module):
         return 1.0 / math.sqrt(per_scale * qrange(self.weight_bits, True)[1])
 
     def quantized_weight(self) -> torch.Tensor:
-        return quantize(self.weight, self.weight_scale, self.weight_bits, True, self._weight_grad_scale())
+        return fake_quantize(self.weight, self.weight_scale, self.weight_bits, True, self._weight_grad_scale())
 
     def weight_levels(self) -> torch.Tensor:
         """The int8 levels of the current weights: exactly those the forward pass uses."""
@@ -224,7 +229,7 @@ class QuantLayer(nn.Module):
             self._init_act_scale(x)
         per_sample = x.numel() // max(x.shape[0], 1)
         g = 1.0 / math.sqrt(per_sample * qrange(self.act_bits, self.act_signed)[1]) if self.lsq_grad_scale else 1.0
-        return quantize(x, self.act_scale, self.act_bits, self.act_signed, g)
+        return fake_quantize(x, self.act_scale, self.act_bits, self.act_signed, g)
 
     def _init_act_scale(self, x: torch.Tensor) -> None:
         with torch.no_grad():
@@ -242,6 +247,18 @@ class QuantLayer(nn.Module):
     def _load_from_state_dict(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         super()._load_from_state_dict(*args, **kwargs)
         self._act_ready = False  # re-read the loaded act_initialized flag on the next forward
+
+    def to_float(self) -> nn.Module:
+        """The float layer back (torch.ao's to_float): a plain float_type with this layer's latent
+        weights and bias (the same Parameter objects), no quantizers. The reverse of from_float."""
+        m = self._float_copy()
+        m.weight = self.weight
+        if self.bias is not None:
+            m.bias = self.bias
+        return m.train(self.training)
+
+    def _float_copy(self) -> nn.Module:
+        raise NotImplementedError
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, weight_bits={self.weight_bits}, act_bits={self.act_bits}"
@@ -269,11 +286,27 @@ class QConv(QuantLayer):
                 per_channel=per_channel, act_signed=act_signed, output_scale=output_scale)
         return _copy_float(q, m)
 
+    def _float_copy(self) -> nn.Module:
+        return self.float_type(self.in_channels, self.out_channels, self.kernel_size, self.stride,  # type: ignore[attr-defined]
+                               self.padding, self.dilation, self.groups, self.bias is not None,  # type: ignore[attr-defined]
+                               device=self.weight.device, dtype=self.weight.dtype)
+
+
+class QConv1d(QConv, nn.Conv1d):
+    """nn.Conv1d computing with quantized input activations and quantized weights."""
+
+    kind, float_type = "conv1d", nn.Conv1d
+
+    def __init__(self, *args, weight_bits: int = 2, act_bits: int = 2, per_channel: bool = False,  # type: ignore[no-untyped-def]
+                 act_signed: bool = False, output_scale: bool = False, **kwargs):
+        nn.Conv1d.__init__(self, *args, **kwargs)
+        self._setup_quant(weight_bits, act_bits, per_channel, act_signed, output_scale)
+
 
 class QConv2d(QConv, nn.Conv2d):
     """nn.Conv2d computing with quantized input activations and quantized weights."""
 
-    kind = "conv"
+    kind, float_type = "conv", nn.Conv2d
 
     def __init__(self, *args, weight_bits: int = 2, act_bits: int = 2, per_channel: bool = False,  # type: ignore[no-untyped-def]
                  act_signed: bool = False, output_scale: bool = False, **kwargs):
@@ -284,7 +317,7 @@ class QConv2d(QConv, nn.Conv2d):
 class QLinear(QuantLayer, nn.Linear):
     """nn.Linear computing with quantized input activations and quantized weights."""
 
-    kind = "linear"
+    kind, float_type = "linear", nn.Linear
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  weight_bits: int = 2, act_bits: int = 2, per_channel: bool = False,
@@ -303,6 +336,14 @@ class QLinear(QuantLayer, nn.Linear):
                 output_scale=output_scale)
         return _copy_float(q, m)
 
+    def _float_copy(self) -> nn.Module:
+        return nn.Linear(self.in_features, self.out_features, self.bias is not None,
+                         device=self.weight.device, dtype=self.weight.dtype)
+
+
+#: the quantized layer types, each replacing its `float_type`
+QUANT_TYPES: Tuple[type, ...] = (QConv1d, QConv2d, QLinear)
+
 
 def _copy_float(q: QuantLayer, m: nn.Module) -> QuantLayer:
     with torch.no_grad():
@@ -313,68 +354,10 @@ def _copy_float(q: QuantLayer, m: nn.Module) -> QuantLayer:
     return q.to(m.weight.device, m.weight.dtype)
 
 
-OUTPUT_SCALE_MODES = ("auto", "on", "off")
-
-
-def _matches(name: str, patterns: Iterable[str]) -> bool:
-    """fnmatch `name`, or any of its parent module names, against `patterns`."""
-    parts = name.split(".")
-    prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
-    return any(fnmatch.fnmatchcase(p, pat) for pat in patterns for p in prefixes)
-
-
-def quantize_model(model: nn.Module, weight_bits: int, act_bits: int, first_last_fp: bool = True,
-                   per_channel: bool = False, full_precision: Sequence[str] = (),
-                   output_scale: str = "auto") -> nn.Module:
-    """Replace nn.Conv2d/nn.Linear modules of `model` in place by QConv2d/QLinear.
-
-    - weight_bits == 32: nothing is quantized (a full-precision model, zero quantized layers;
-      activations stay full precision too).
-    - first_last_fp: the first and last conv/linear layers (module registration order) stay full
-      precision.
-    - full_precision: fnmatch patterns of module names that stay full precision, in addition to the
-      model's own (`model.quant_hints["full_precision"]`, e.g. ReActNet's real-valued shortcuts).
-      A pattern also covers the children of a module it names ("layer1" keeps layer1.* FP). A
-      pattern that matches no module at all is an error (a typo would silently quantize).
-    - output_scale: "auto" = on the layers the model names (`quant_hints["output_scale"]`
-      patterns, e.g. DeiT's Linear layers, which no normalization follows), "on" = every quantized
-      layer, "off" = none.
-    - Layers named by `quant_hints["signed_act"]` get a signed activation quantizer.
-    Returns the model.
-    """
-    if output_scale not in OUTPUT_SCALE_MODES:
-        raise ValueError(f"quant.output_scale must be one of {', '.join(OUTPUT_SCALE_MODES)}, got {output_scale!r}")
-    if weight_bits != FP_BITS:
-        qrange(weight_bits, True)
-    if act_bits != FP_BITS:
-        qrange(act_bits, False)
-    hints: Dict[str, List[str]] = getattr(model, "quant_hints", {}) or {}
-    names = [n for n, _ in model.named_modules() if n]
-    for pat in full_precision:
-        if not any(_matches(n, [pat]) for n in names):
-            raise ValueError(f"quant.full_precision pattern {pat!r} matches no module of the model "
-                             f"(module names look like {', '.join(names[:3])}, ...)")
-    if weight_bits == FP_BITS:
-        if act_bits != FP_BITS:
-            warnings.warn("quant.weight_bits is 32: the model stays full precision and act_bits "
-                          f"{act_bits} is ignored (activations are quantized only in quantized layers)")
-        return model
-    targets = [(n, m) for n, m in model.named_modules()
-               if type(m) in (nn.Conv2d, nn.Linear)]  # exact types: never re-quantize a Q layer
-    if first_last_fp:
-        targets = targets[1:-1]
-    fp_patterns = list(full_precision) + list(hints.get("full_precision", []))
-    targets = [(n, m) for n, m in targets if not _matches(n, fp_patterns)]
-    out_patterns = {"on": ["*"], "off": [], "auto": list(hints.get("output_scale", []))}[output_scale]
-    signed_patterns = list(hints.get("signed_act", []))
-    for name, m in targets:
-        parent_name, _, attr = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        qcls = QConv2d if isinstance(m, nn.Conv2d) else QLinear
-        setattr(parent, attr, qcls.from_float(m, weight_bits, act_bits, per_channel,
-                                              act_signed=_matches(name, signed_patterns),
-                                              output_scale=_matches(name, out_patterns)))
-    return model
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` where model.get_submodule(name) is."""
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
 
 
 def quantized_layers(model: nn.Module) -> List[Tuple[str, QuantLayer]]:

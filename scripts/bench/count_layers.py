@@ -1,6 +1,6 @@
 """Counting time against the number of quantized layers at a fixed number of quantized weights.
 
-Builds stacks of L quantized Linear layers (trqat.quant.quantize_model, W2A2, none left full
+Builds stacks of L quantized Linear layers (trqat.quantize, W2A2, none left full
 precision) holding about W weights in all, and times TransitionCounter.update() (the worker's
 per-step counting) after a small random update of all weights, as in training.
 
@@ -16,7 +16,8 @@ import time
 import torch
 import torch.nn as nn
 
-from trqat.quant import quantize_model, quantized_layers
+from trqat.adapt import quantize
+from trqat.quant import quantized_layers
 from trqat.transitions import TransitionCounter
 
 
@@ -32,8 +33,8 @@ def main() -> None:
     out = []
     for n_layers in [int(v) for v in args.layers.split(",")]:
         d = max(2, round(math.sqrt(args.weights / n_layers)))
-        model = quantize_model(nn.Sequential(*[nn.Linear(d, d, bias=False) for _ in range(n_layers)]),
-                               2, 2, first_last_fp=False)
+        model = quantize(nn.Sequential(*[nn.Linear(d, d, bias=False) for _ in range(n_layers)]),
+                         2, 2, keep_first_last=False)
         layers = [m for _, m in quantized_layers(model)]
         counter = TransitionCounter(layers)
         counter.update()

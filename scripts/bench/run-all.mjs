@@ -10,7 +10,7 @@ const opts = parseArgs();
 const pass = [`--${opts.budget}`, ...(opts.out ? ['--out', opts.out] : [])];
 const started = Date.now();
 const parts = [];
-for (const script of ['overhead.mjs', 'bridge.mjs', 'scaling.mjs', 'ddp.mjs']) {
+for (const script of ['overhead.mjs', 'bridge.mjs', 'scaling.mjs', 'ddp.mjs', 'export.mjs']) {
   process.stderr.write(`run-all: ${script} (${opts.budget})\n`);
   const { stdout } = await run(process.execPath, [join(BENCH_DIR, script), ...pass], { echo: 'stderr' });
   process.stdout.write(`${stdout}\n`);

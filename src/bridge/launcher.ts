@@ -26,7 +26,7 @@ export function resolvePython(configured: string | null): string {
 }
 
 /** PYTHONPATH with the project's python/ first, so the trqat package imports from this checkout. */
-function pythonPath(): string {
+export function pythonPath(): string {
   return [join(PACKAGE_ROOT, 'python'), process.env['PYTHONPATH']].filter(Boolean).join(delimiter);
 }
 

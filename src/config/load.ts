@@ -81,6 +81,11 @@ function formatIssue(issue: z.core.$ZodIssue, raw: unknown): string {
     const keys = issue.keys.map((key) => (issue.path.length > 0 ? `${issue.path.join('.')}.${key}` : key));
     return `${keys.join(', ')}: unknown setting${allowed ? ` (allowed here: ${allowed.join(', ')})` : ''}`;
   }
+  if (issue.code === 'invalid_key') {
+    // A record's key (quant.layer_bits): say which key and why, not zod's "Invalid key in record".
+    const parent = issue.path.slice(0, -1).join('.');
+    return `${parent}: key ${JSON.stringify(String(issue.path[issue.path.length - 1]))} ${issue.issues[0]?.message ?? issue.message}`;
+  }
   const value = valueAt(raw, issue.path);
   const got = value === undefined ? 'it is missing (required)' : `got ${describe(value)}`;
   return `${where}: ${issue.message}; ${got}`;

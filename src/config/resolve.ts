@@ -46,6 +46,9 @@ export function resolveConfig(parsed: ParsedConfig): ResolvedConfig {
   if (quant.weight_bits === 32 && parsed.mode === 'tr') {
     throw new ConfigError('quant.weight_bits=32 (full precision) leaves no quantized weights to schedule: use mode=baseline, or weight_bits 1..8');
   }
+  if (quant.weight_bits === 32 && Object.keys(quant.layer_bits).length > 0) {
+    throw new ConfigError('quant.layer_bits sets bits of quantized layers, but quant.weight_bits=32 quantizes none: set weight_bits 1..8, or leave layer_bits out');
+  }
   if (data.root === null && data.factory === null && data.name !== 'fashion-mnist' && data.name !== 'synthetic') {
     throw new ConfigError(`data.root is required for ${data.name}: the folder that holds ${ROOT_HINT[data.name]}`);
   }
@@ -152,4 +155,28 @@ function controllerDefaults(tr: ParsedConfig['tr'], lr: number, u0: number, r0: 
 export function controllerSettings(config: ResolvedConfig, total: number): ControllerSettings {
   const { momentum, eta } = controllerDefaults(config.tr, config.optimizer.lr, config.tr.talr.u0, config.tr.r0, total);
   return { momentum: momentum!, eta: eta! };
+}
+
+/** What R(0) needs to know of a quantized layer (the worker's ready.layers). */
+export interface LayerBits {
+  numel: number;
+  weight_bits: number;
+}
+
+/**
+ * R(0) for the model's quantized layers. With one bit-width b for all: lambda * sqrt(b), the paper's
+ * rule. With mixed bit-widths (quant.layer_bits): lambda * sum_l n_l sqrt(b_l) / sum_l n_l, the
+ * size-weighted mean of the layers' own targets lambda * sqrt(b_l). k is the size-weighted mean of
+ * the layers' rates, so this is the network-wide rate at which every layer moves at its own
+ * bit-width's target. A config whose R(0) is not lambda * sqrt(quant.weight_bits) keeps it: tr.r0
+ * was set, or the run already recorded the value in force (a resume).
+ */
+export function r0ForLayers(config: ResolvedConfig, layers: readonly LayerBits[]): number {
+  const { tr, quant } = config;
+  const derived = Math.abs(tr.r0 - tr.lambda * Math.sqrt(quant.weight_bits)) <= 1e-12 * tr.r0;
+  const bits = [...new Set(layers.map((layer) => layer.weight_bits))];
+  if (!derived || bits.length === 0 || (bits.length === 1 && bits[0] === quant.weight_bits)) return tr.r0;
+  if (bits.length === 1) return tr.lambda * Math.sqrt(bits[0]!);
+  const total = layers.reduce((sum, layer) => sum + layer.numel, 0);
+  return (tr.lambda * layers.reduce((sum, layer) => sum + layer.numel * Math.sqrt(layer.weight_bits), 0)) / total;
 }

@@ -31,6 +31,10 @@ const syntheticSchema = z.strictObject({
 export const PRESET_NAMES = ['paper', 'released'] as const;
 
 const bits = z.number().int().min(1).max(8);
+/** An fnmatch pattern of module names, as in model.named_modules(): "layer4.*", "*.downsample.*", "blocks.[0-3].*". */
+const layerPattern = z
+  .string()
+  .regex(/^[A-Za-z0-9_.*?[\]!-]+$/, 'must be an fnmatch pattern of module names (letters, digits, "_", "-", ".", "*", "?", "[...]"), e.g. "layer4.*"');
 /** Node's timers cap at 2^31 - 1 ms (~24.8 days); a longer delay would fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -90,6 +94,17 @@ export const configSchema = z.strictObject({
       act_scale_init: z.enum(['lsq', 'std']).default('lsq'),
       /** LSQ's gradient scale 1/sqrt(numel * beta) on the scales' gradients; the released code has none. */
       lsq_grad_scale: z.boolean().default(true),
+      /** Per-layer weight bits {pattern: bits} over weight_bits; the first matching pattern wins. */
+      layer_bits: z
+        .record(
+          layerPattern,
+          z
+            .number()
+            .int('must be a whole number of bits')
+            .min(1, 'must be 1..8 bits')
+            .max(8, 'must be 1..8 bits (keep a layer in full precision with quant.full_precision instead)'),
+        )
+        .default({}),
     })
     .prefault({}),
   data: z
@@ -153,6 +168,8 @@ export const configSchema = z.strictObject({
       /** Checkpoint every N steps; null = at every evaluation; 0 = only at the end. */
       checkpoint_every: z.number().int().min(0).nullable().default(null),
       keep_checkpoints: z.number().int().positive().default(3),
+      /** Keep the checkpoint of the best evaluation (checkpoints/best.json) whatever keep_checkpoints prunes. */
+      keep_best: z.boolean().default(false),
       /** Progress line every N steps (the metrics log gets every step). */
       log_every: z.number().int().positive().default(20),
       /** Micro-batches per optimizer step: data.batch_size is split into this many (less memory, same step). */

@@ -1,6 +1,6 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { controllerSettings, totalSteps, type ResolvedConfig } from '../config/resolve.js';
+import { controllerSettings, r0ForLayers, totalSteps, type ResolvedConfig } from '../config/resolve.js';
 import { ConfigError, TrqatError } from '../errors.js';
 import { makeCredentials, peerEnv, writeAuthFile, type Credentials } from '../bridge/auth.js';
 import { describeExit, RunProcess, type ProcessExit } from '../bridge/launcher.js';
@@ -89,7 +89,7 @@ export class Run implements SessionHandler {
   /** What each rank is doing, for error messages ("training step 37"). */
   private readonly activity = new Map<number, string>();
   private readonly closedRanks = new Set<number>();
-  private pendingCheckpoint: { step: number; staging: string; commit: (state: ControllerCheckpoint) => CheckpointRef; state: ControllerState; saved: boolean } | null = null;
+  private pendingCheckpoint: { step: number; staging: string; commit: (state: ControllerCheckpoint, top1: number | null) => CheckpointRef; state: ControllerState; saved: boolean } | null = null;
   private lastEvalStep = -1;
   /** The checkpoint the ranks restore from: the resumed one, then the latest after an automatic restart. */
   private resumeFrom: CheckpointRef | null;
@@ -111,7 +111,7 @@ export class Run implements SessionHandler {
     this.resumeFrom = spec.checkpoint;
     this.credentials = makeCredentials(spec.config.bridge.endpoint, spec.config.bridge.curve);
     this.unlock = lockRunDir(spec.runDir);
-    this.checkpoints = new Checkpoints(spec.runDir, spec.config.train.keep_checkpoints);
+    this.checkpoints = new Checkpoints(spec.runDir, spec.config.train.keep_checkpoints, spec.config.train.keep_best);
     try {
       this.record = new RunRecord(spec.runDir, spec.config, spec.kind, spec.checkpoint?.step ?? null, (event) => this.emit(event));
     } catch (error) {
@@ -381,6 +381,7 @@ export class Run implements SessionHandler {
     const start = body.start_step;
     if (start >= total) return { refuse: `the run continues at step ${start}, but it has only ${total} steps` };
     if (client) this.adoptBits(body.layers);
+    this.adoptR0(body.layers);
     const controller = new TrController(this.config, total, body.layers.map((layer) => layer.numel), body.steps_per_epoch);
     const restored = this.restore(controller, body, start);
     if (restored !== null) return { refuse: restored };
@@ -461,10 +462,7 @@ export class Run implements SessionHandler {
     const bits = [...new Set(layers.map((l) => l.weight_bits))];
     const acts = [...new Set(layers.map((l) => l.act_bits))];
     const quant = this.config.quant;
-    if (bits.length !== 1) {
-      this.warn(`the model's layers have mixed weight bits (${bits.join(', ')}): R(0) uses quant.weight_bits = ${quant.weight_bits}`);
-      return;
-    }
+    if (bits.length !== 1) return;
     const weightBits = bits[0]!;
     const actBits = acts.length === 1 ? acts[0]! : quant.act_bits;
     if (weightBits === quant.weight_bits && actBits === quant.act_bits) return;
@@ -481,6 +479,16 @@ export class Run implements SessionHandler {
     }
   }
 
+  /** R(0) of a model with mixed bit-widths: the size-weighted mean of the layers' own targets (r0ForLayers). */
+  private adoptR0(layers: readonly LayerInfo[]): void {
+    const r0 = r0ForLayers(this.config, layers);
+    if (r0 === this.config.tr.r0) return;
+    this.config = { ...this.config, tr: { ...this.config.tr, r0 } };
+    this.record.updateConfig(this.config);
+    const bits = [...new Set(layers.map((l) => l.weight_bits))].sort((a, b) => a - b);
+    this.warn(`the model's quantized layers have ${bits.join(', ')}-bit weights: R(0) = ${r0.toExponential(3)}, the size-weighted mean of lambda * sqrt(bits) over the layers`);
+  }
+
   // --- steps -----------------------------------------------------------------------------------
   private directives(t: number): Directives {
     const plan = this.plan!;
@@ -489,13 +497,15 @@ export class Run implements SessionHandler {
     const stop = final || this.stopRequested;
     if (this.spec.kind === 'client') return { eval: false, save: null, stop };
     const boundary = (every: number) => final || (every > 0 && done % every === 0);
+    const evaluate = boundary(plan.eval_every);
     let save: string | null = null;
-    if (stop || boundary(plan.checkpoint_every)) {
+    // With train.keep_best every evaluation is followed by a checkpoint: the best one must exist to be kept.
+    if (stop || boundary(plan.checkpoint_every) || (evaluate && this.config.train.keep_best)) {
       const { staging, commit } = this.checkpoints.begin(done);
       this.pendingCheckpoint = { step: done, staging, commit, state: this.controller!.stateDict(), saved: false };
       save = staging;
     }
-    return { eval: boundary(plan.eval_every), save, stop };
+    return { eval: evaluate, save, stop };
   }
 
   private answer(ranks: number[], lr: LrBody): void {
@@ -531,15 +541,19 @@ export class Run implements SessionHandler {
     if (!pending?.saved || !this.record.holds(pending.step)) return;
     this.pendingCheckpoint = null;
     this.record.flush(); // a checkpoint never points past what the log holds
-    const ref = pending.commit({
-      format: CHECKPOINT_FORMAT,
-      step: pending.step,
-      total_steps: this.plan!.total_steps,
-      controller: pending.state,
-      best_top1: this.record.bestTop1,
-      elapsed_s: this.record.elapsed(),
-      config: this.config,
-    });
+    const evaluated = this.record.lastEval?.step === pending.step ? this.record.lastEval.top1 : null;
+    const ref = pending.commit(
+      {
+        format: CHECKPOINT_FORMAT,
+        step: pending.step,
+        total_steps: this.plan!.total_steps,
+        controller: pending.state,
+        best_top1: this.record.bestTop1,
+        elapsed_s: this.record.elapsed(),
+        config: this.config,
+      },
+      evaluated,
+    );
     this.record.checkpoint(ref);
   }
 
