@@ -42,6 +42,7 @@ class ExportError(Exception):
 def load_run_model(config: Dict[str, Any], checkpoint_dir: str) -> Tuple[nn.Module, int]:
     """The run's training model with the checkpoint's weights, in eval mode, and its step."""
     from .models import build_model  # torchvision is imported only here
+    from . import safe_io
     from .trainer import CHECKPOINT_FILE
 
     path = os.path.join(checkpoint_dir, CHECKPOINT_FILE)
@@ -52,7 +53,7 @@ def load_run_model(config: Dict[str, Any], checkpoint_dir: str) -> Tuple[nn.Modu
         warnings.simplefilter("ignore")  # the weight_bits 32 warning: the error below says it better
         model = build_model(cfg)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file (RNG states inside)
+        state = safe_io.load(path)  # weights-only: no code runs from a checkpoint
         model.load_state_dict(state["model"])
     except Exception as e:
         raise ExportError(f"cannot load {path} into the run's model: {type(e).__name__}: {e}") from None
