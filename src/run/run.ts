@@ -678,8 +678,9 @@ export class Run implements SessionHandler {
     return this.config.mode === 'tr' && this.controller ? this.controller.trackingError : null;
   }
 
+  /** Ranks of the current processes that have said ready (not those replaced by an automatic restart). */
   private readyRanks(): number {
-    return this.table?.all().filter((s) => s.ready !== null).length ?? 0;
+    return this.table?.active().filter((s) => s.ready !== null).length ?? 0;
   }
 
   private firstRank(): number {
