@@ -516,7 +516,6 @@ export class Run implements SessionHandler {
       const then = lr.eval ? ' and evaluating' : lr.save ? ` and saving the checkpoint of step ${lr.step + 1}` : '';
       this.activity.set(rank, `finishing step ${lr.step}${then}`);
     }
-    this.record.set({ step: lr.step + 1 });
     this.armProgress();
   }
 
