@@ -111,8 +111,8 @@ def _save_fp_resnet20(path, num_classes=4, seed=7):
 @pytest.mark.parametrize("alpha, temperature", [(1.0, 1.0), (0.3, 4.0)])
 def test_distillation_loss_matches_an_independent_computation(tmp_path, alpha, temperature):
     teacher_ref = _save_fp_resnet20(tmp_path / "teacher.pt").eval()
-    cfg = make_config(**{"train.distill": {"teacher_checkpoint": str(tmp_path / "teacher.pt"), "teacher_model": None,
-                                           "temperature": temperature, "alpha": alpha}})
+    cfg = make_config(**{"train.distill.teacher_checkpoint": str(tmp_path / "teacher.pt"),  # teacher_model: model.name
+                         "train.distill.temperature": temperature, "train.distill.alpha": alpha})
     trainer = Trainer(cfg, CPU)
     assert not trainer.teacher.training
     teacher_params = {id(p) for p in trainer.teacher.parameters()}
