@@ -153,6 +153,10 @@ def test_init_checkpoint_round_trip(tmp_path):
     torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in ref.items()}}, str(tmp_path / "wrapped.pt"))
     wrapped = build_model(make_config(**{"model.init_checkpoint": str(tmp_path / "wrapped.pt")}))
     assert torch.equal(wrapped.layers[2].conv1.weight, fp.layers[2].conv1.weight)
+    for prefix in ("_orig_mod.module.", "module._orig_mod."):  # torch.compile and DDP, in either order
+        torch.save({prefix + k: v for k, v in ref.items()}, str(tmp_path / "both.pt"))
+        both = build_model(make_config(**{"model.init_checkpoint": str(tmp_path / "both.pt")}))
+        assert torch.equal(both.layers[2].conv1.weight, fp.layers[2].conv1.weight)
 
     trainer = Trainer(make_config(), CPU)  # a trqat worker.pt: its model state, quantizer keys dropped
     one_step(trainer)

@@ -331,7 +331,7 @@ def read_state_dict(path: str, what: str = "model.init_checkpoint") -> Dict[str,
     """The full-precision state dict in `path`: a raw state dict, a dict with a "model" or
     "state_dict" entry, or a trqat worker.pt (its model state, quantizer-only keys stripped).
     Read with weights-only loading (no pickled code runs). A common "module." (DataParallel,
-    DistributedDataParallel) or "_orig_mod." (torch.compile) prefix is removed."""
+    DistributedDataParallel) or "_orig_mod." (torch.compile) prefix is removed, also both in either order."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what}: no such file {path}")
     try:  # weights-only: a file someone else made must not run code here
@@ -352,9 +352,11 @@ def read_state_dict(path: str, what: str = "model.init_checkpoint") -> Dict[str,
         raise ValueError(f"{what}: {path} holds no state dict (expected a dict of tensors, or one under "
                          f"'model' or 'state_dict')")
     state = {k: v for k, v in obj.items() if k.rpartition(".")[2] not in QUANTIZER_KEYS}
-    for prefix in ("module.", "_orig_mod."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+    while state:  # torch.compile(DDP(model)) saves "_orig_mod.module.", DDP(torch.compile(model)) the reverse
+        prefix = next((p for p in ("module.", "_orig_mod.") if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        state = {k[len(prefix):]: v for k, v in state.items()}
     return state
 
 
