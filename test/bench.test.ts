@@ -52,6 +52,27 @@ describe('the study\'s statistics', () => {
   });
 });
 
+describe('the benchmark scripts\' command lines (commander)', () => {
+  const scripts = readdirSync(join(import.meta.dirname, '..', 'scripts', 'bench')).filter((name) => name.endsWith('.mjs') && !['lib.mjs', 'svg.mjs'].includes(name));
+
+  it.each(scripts)('%s --help lists its options', async (name) => {
+    const { stdout } = await run(process.execPath, [script(name), '--help']);
+    expect(stdout).toMatch(new RegExp(`^Usage: ${name.replace('.', '\\.')} \\[options\\]`));
+    if (name !== 'trqat_run.mjs') expect(stdout).toMatch(/--tiny .*--out <dir>/s);
+  });
+
+  it('bad usage exits 2 naming the problem', async () => {
+    for (const args of [['--tinny'], ['--budget', 'huge'], ['--reps', 'x']]) {
+      const refused = await run(process.execPath, [script('bridge.mjs'), ...args]).then(
+        () => null,
+        (error: { code: number; stderr: string }) => error,
+      );
+      expect(refused?.code, args.join(' ')).toBe(2);
+      expect(refused?.stderr).toMatch(/unknown option '--tinny'|argument 'huge' is invalid|argument 'x' is invalid. expected a whole number/);
+    }
+  });
+});
+
 describe('benchmarks on a tiny budget', () => {
   it('overhead.mjs prints the overhead and memory tables', async () => {
     const { stdout } = await bench('overhead.mjs');

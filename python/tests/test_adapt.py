@@ -220,6 +220,9 @@ def test_quantize_from_config_speaks_the_config_vocabulary():
         quantize_from_config(Net(), {**quant, "full_precision": ["head"]})
     with pytest.raises(ValueError, match=r"quant.output_scale must be one of auto, on, off"):
         quantize_from_config(Net(), {**quant, "output_scale": "yes"})
+    with pytest.raises(ValueError, match=r"quant: first_last_fp, full_precision, per_channel, output_scale, layer_bits "
+                                          r"missing: pass the resolved config's quant section"):
+        quantize_from_config(Net(), {"weight_bits": 2, "act_bits": 2})
 
 
 def test_optional_output_scale():

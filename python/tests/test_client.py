@@ -11,13 +11,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 import zmq
 
+from conftest import make_config
 from trqat import protocol as P
 from trqat.adapt import quantize
 from trqat.client import (Client, ClientError, ControllerGone, ControllerUnreachable, Rejected, RunOver,
                           split_param_groups)
 from trqat.quant import quantized_layers
 
-CONFIG = {"mode": "tr", "optimizer": {"name": "sgd", "lr": 0.1}, "train": {"steps": None, "epochs": 2}}
+# What a controller sends: its resolved config (python/tests/base_config.json), run length from the script.
+CONFIG = make_config(**{"optimizer.name": "sgd", "optimizer.lr": 0.1, "train.steps": None, "train.epochs": 2})
 SECRET = "client-test-secret"
 
 
@@ -182,7 +184,7 @@ def test_per_layer_lrs_and_state_dict_round_trip(controller):
     ctl = controller(lrs=lambda t: [0.1 * (t + 1), 0.2 * (t + 1)])
     model = make_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    config = {**CONFIG, "optimizer": {"name": "adam", "lr": 1e-3}, "train": {"steps": 6, "epochs": 3}}
+    config = make_config(**{"optimizer.name": "adam", "optimizer.lr": 1e-3, "train.steps": 6, "train.epochs": 3})
     ctl.config = config
     client = Client(ctl.endpoint, model=model, optimizer=optimizer)
     assert client.total_steps == 6

@@ -187,3 +187,28 @@ def test_imagenet_errors(tmp_path):
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="unknown data.name 'mnist'; available: fashion-mnist, cifar10, cifar100, imagenet, synthetic"):
         build_data(make_config(**{"data.name": "mnist"})["data"], 0, CPU)
+
+
+def _write_idx(path, array):
+    """An IDX ubyte file: magic 0x0000080N, the dimensions, the bytes."""
+    header = (0x800 + array.ndim).to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_fixed_shape_datasets_are_checked_against_their_shape(tmp_path):
+    """DATASETS holds the shapes the controller resolves the model from: files of another shape are refused."""
+    rng = np.random.default_rng(0)
+    for prefix in ("train", "t10k"):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (4, 32, 32)))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, 4))
+    config = make_config(**{"data.name": "fashion-mnist", "data.root": str(tmp_path), "data.batch_size": 2})["data"]
+    with pytest.raises(ValueError, match=r"fashion-mnist: the images in .* are \[1, 32, 32\] .*expected \[1, 28, 28\]"):
+        build_data(config, 0, CPU)
+    for prefix in ("train", "t10k"):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (4, 28, 28)))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", np.array([0, 3, 12, 1]))
+    with pytest.raises(ValueError, match=r"fashion-mnist: the labels in .* span 0..12, expected 0..9"):
+        build_data(config, 0, CPU)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([0, 3, 9, 1]))
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.array([0, 3, 9, 1]))
+    assert build_data(config, 0, CPU).num_classes == 10

@@ -221,3 +221,13 @@ def test_weight_bits_32_means_a_full_precision_model():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         quantize_from_config(resnet20(1, 4), cfg["quant"])
+
+
+def test_a_missing_torchvision_names_the_extra(monkeypatch):
+    import sys
+
+    from trqat.extras import MissingExtra
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # `import torchvision` raises ImportError
+    with pytest.raises(MissingExtra, match=r"the model resnet18 needs torchvision, .*pip install 'trqat\[vision\]'"):
+        build_fp_model("resnet18", 3, 10, 32)
+    assert isinstance(build_fp_model("resnet20", 3, 10, 32), nn.Module)  # ResNet-20 is trqat's own

@@ -1,3 +1,6 @@
+import json
+import os
+
 import msgpack
 import pytest
 
@@ -72,3 +75,65 @@ def test_encode_validates_and_limits_size():
         P.encode(P.SAVED, "x", 0, {"bytes": 3})
     with pytest.raises(P.ProtocolError, match="byte limit"):
         P.encode(P.ERROR, "x", 0, {"message": "m" * P.MAX_MESSAGE_BYTES})
+
+
+# --- the examples shared with the controller's zod schemas (test/protocol-contract.test.ts) ------------
+with open(os.path.join(os.path.dirname(__file__), "..", "..", "test", "fixtures", "protocol-messages.json")) as _f:
+    SHARED = json.load(_f)
+SENDERS = ("session", "controller")
+CASES = [(sender, type_, examples) for sender in SENDERS for type_, examples in SHARED[sender].items()]
+
+
+def _verdict(type_, body):
+    """None when the checker accepts the body (in an envelope), else its message."""
+    try:
+        P.validate({"v": P.PROTOCOL_VERSION, "type": type_, "sid": "abc123", "seq": 1, "body": body})
+        return None
+    except P.ProtocolError as e:
+        return str(e)
+
+
+def _wrong_type(value):
+    """A value of another type than `value`'s (and than null's), as the TypeScript half picks it."""
+    return 12345 if isinstance(value, str) else "x" if isinstance(value, bool) else True
+
+
+def test_the_shared_examples_cover_every_message_type():
+    assert {t for sender in SENDERS for t in SHARED[sender]} == set(P.SCHEMAS)
+
+
+@pytest.mark.parametrize("sender, type_, examples", CASES, ids=[f"{s}-{t}" for s, t, _ in CASES])
+def test_shared_examples_are_accepted_and_broken_variants_refused(sender, type_, examples):
+    minimal, full = examples["minimal"], examples.get("full", examples["minimal"])
+    for body in [minimal, full, *examples.get("more", [])]:
+        assert _verdict(type_, body) is None, body
+    for key in minimal:
+        assert _verdict(type_, {k: v for k, v in minimal.items() if k != key}) is not None, f"without {key}"
+    for key, value in full.items():
+        assert _verdict(type_, {**full, key: _wrong_type(value)}) is not None, f"{key}: {_wrong_type(value)!r}"
+
+
+def test_the_shared_examples_name_exactly_the_checkers_fields():
+    """Required fields: those of every 'minimal' example of the type; all fields: those of the 'full' ones
+    (a type both sides send, error and bye, has the union of both)."""
+    for type_ in P.SCHEMAS:
+        examples = [SHARED[s][type_] for s in SENDERS if type_ in SHARED[s]]
+        assert all(set(e["minimal"]) == set(P.SCHEMAS[type_]) for e in examples), type_
+        known = set(P.SCHEMAS[type_]) | set(P.OPTIONAL.get(type_, {}))
+        assert set().union(*(set(e.get("full", e["minimal"])) for e in examples)) == known, type_
+        for e in examples:  # the sub-maps, where an example has them
+            for key, fields in P.SUBSCHEMAS.items():
+                for body in [e["minimal"], e.get("full", {}), *e.get("more", [])]:
+                    if isinstance(body.get(key), dict):
+                        assert set(fields) <= set(body[key]), (type_, key)
+
+
+@pytest.mark.parametrize("case", SHARED["broken"], ids=[c["why"] for c in SHARED["broken"]])
+def test_shared_broken_messages_are_refused(case):
+    assert _verdict(case["type"], case["body"]) is not None
+
+
+@pytest.mark.parametrize("case", SHARED["broken_envelopes"], ids=[c["why"] for c in SHARED["broken_envelopes"]])
+def test_shared_broken_envelopes_are_refused(case):
+    with pytest.raises(P.ProtocolError):
+        P.validate(case["envelope"])

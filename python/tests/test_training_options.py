@@ -111,8 +111,8 @@ def _save_fp_resnet20(path, num_classes=4, seed=7):
 @pytest.mark.parametrize("alpha, temperature", [(1.0, 1.0), (0.3, 4.0)])
 def test_distillation_loss_matches_an_independent_computation(tmp_path, alpha, temperature):
     teacher_ref = _save_fp_resnet20(tmp_path / "teacher.pt").eval()
-    cfg = make_config(**{"train.distill": {"teacher_checkpoint": str(tmp_path / "teacher.pt"), "teacher_model": None,
-                                           "temperature": temperature, "alpha": alpha}})
+    cfg = make_config(**{"train.distill.teacher_checkpoint": str(tmp_path / "teacher.pt"),  # teacher_model: model.name
+                         "train.distill.temperature": temperature, "train.distill.alpha": alpha})
     trainer = Trainer(cfg, CPU)
     assert not trainer.teacher.training
     teacher_params = {id(p) for p in trainer.teacher.parameters()}
@@ -153,6 +153,10 @@ def test_init_checkpoint_round_trip(tmp_path):
     torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in ref.items()}}, str(tmp_path / "wrapped.pt"))
     wrapped = build_model(make_config(**{"model.init_checkpoint": str(tmp_path / "wrapped.pt")}))
     assert torch.equal(wrapped.layers[2].conv1.weight, fp.layers[2].conv1.weight)
+    for prefix in ("_orig_mod.module.", "module._orig_mod."):  # torch.compile and DDP, in either order
+        torch.save({prefix + k: v for k, v in ref.items()}, str(tmp_path / "both.pt"))
+        both = build_model(make_config(**{"model.init_checkpoint": str(tmp_path / "both.pt")}))
+        assert torch.equal(both.layers[2].conv1.weight, fp.layers[2].conv1.weight)
 
     trainer = Trainer(make_config(), CPU)  # a trqat worker.pt: its model state, quantizer keys dropped
     one_step(trainer)

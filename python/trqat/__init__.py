@@ -6,7 +6,7 @@ your own training scripts).
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version number: pyproject.toml reads it, package.json must match (test/version.test.ts)
 
 # public name -> the module that defines it
 _EXPORTS = {

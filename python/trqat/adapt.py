@@ -254,6 +254,8 @@ def quantize(model: nn.Module, weight_bits: int = 2, act_bits: int = 2, *,
 
 
 OUTPUT_SCALE_MODES = ("auto", "on", "off")
+# The keys of the config's quant section that quantize_from_config reads (the scale rules are scales.py's).
+QUANT_KEYS = ("weight_bits", "act_bits", "first_last_fp", "full_precision", "per_channel", "output_scale", "layer_bits")
 
 
 def quantize_from_config(model: nn.Module, quant: Mapping[str, Any]) -> nn.Module:
@@ -272,9 +274,13 @@ def quantize_from_config(model: nn.Module, quant: Mapping[str, Any]) -> nn.Modul
     `quant_hints` is what a model knows about itself (models.py): layers the architecture keeps
     real-valued, inputs that can be negative, layers no normalization follows.
     """
+    missing = [key for key in QUANT_KEYS if key not in quant]
+    if missing:
+        raise ValueError(f"quant: {', '.join(missing)} missing: pass the resolved config's quant section "
+                         f"(`trqat config` prints it; every key has its default there)")
     weight_bits, act_bits = quant["weight_bits"], quant["act_bits"]
-    full_precision = list(quant.get("full_precision") or [])
-    mode = quant.get("output_scale", "auto")
+    full_precision = list(quant["full_precision"])
+    mode = quant["output_scale"]
     if mode not in OUTPUT_SCALE_MODES:
         raise ValueError(f"quant.output_scale must be one of {', '.join(OUTPUT_SCALE_MODES)}, got {mode!r}")
     _check_patterns(model, {"quant.full_precision": full_precision})  # named as in the config
@@ -282,17 +288,18 @@ def quantize_from_config(model: nn.Module, quant: Mapping[str, Any]) -> nn.Modul
         if act_bits != FP_BITS:
             warnings.warn("quant.weight_bits is 32: the model stays full precision and act_bits "
                           f"{act_bits} is ignored (activations are quantized only in quantized layers)")
-        if quant.get("layer_bits"):
+        if quant["layer_bits"]:
             raise ValueError("quant.layer_bits needs quantized weights, but quant.weight_bits is 32")
         return model
+    # A model's quant_hints hold only the keys that apply to it (models.py): each one is optional.
     hints: Dict[str, List[str]] = getattr(model, "quant_hints", None) or {}
     output_scale = {"auto": hints.get("output_scale") or False, "on": True, "off": False}[mode]
     try:
-        return quantize(model, weight_bits, act_bits, keep_first_last=quant.get("first_last_fp", True),
+        return quantize(model, weight_bits, act_bits, keep_first_last=quant["first_last_fp"],
                         exclude=full_precision + list(hints.get("full_precision", [])),
-                        per_channel=quant.get("per_channel", False), signed_act=hints.get("signed_act"),
+                        per_channel=quant["per_channel"], signed_act=hints.get("signed_act"),
                         unsigned_act=hints.get("unsigned_act"), output_scale=output_scale,
-                        layer_bits=quant.get("layer_bits") or None)
+                        layer_bits=quant["layer_bits"] or None)
     except (TypeError, ValueError) as e:
         raise ValueError(f"quant: {e}") from None
 

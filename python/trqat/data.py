@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import progress
+from . import extras, progress
 from .distributed import Ranks
 from .factories import FactoryError, call_factory
 
@@ -112,8 +112,8 @@ def load_fashion_mnist(root: str) -> Tuple[Split, Split]:
     return split("train"), split("t10k")
 
 
-def make_synthetic(seed: int, train_size: int, test_size: int, image_size: int = 28,
-                   channels: int = 1, num_classes: int = 10) -> Tuple[Split, Split]:
+def make_synthetic(seed: int, train_size: int, test_size: int, image_size: int, channels: int,
+                   num_classes: int) -> Tuple[Split, Split]:
     """Random images whose label is learnable: a smooth per-class pattern plus uniform noise."""
     g = _generator(seed, 2)
     protos = torch.rand(num_classes, channels, 7, 7, generator=g)
@@ -152,12 +152,12 @@ def normalize(images: torch.Tensor, mean: Sequence[float] = (MEAN,), std: Sequen
 
 
 # --- CIFAR -------------------------------------------------------------------------------------
-_CIFAR = {  # name: (label, archive, folder, train members, test members, label key, mean, std, classes)
+_CIFAR = {  # name: (label, archive, folder, train members, test members, label key, mean, std)
     "cifar10": ("CIFAR-10", "cifar-10-python.tar.gz", "cifar-10-batches-py",
                 [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels",
-                CIFAR10_MEAN, CIFAR10_STD, 10),
+                CIFAR10_MEAN, CIFAR10_STD),
     "cifar100": ("CIFAR-100", "cifar-100-python.tar.gz", "cifar-100-python", ["train"], ["test"],
-                 b"fine_labels", CIFAR100_MEAN, CIFAR100_STD, 100),
+                 b"fine_labels", CIFAR100_MEAN, CIFAR100_STD),
 }
 
 
@@ -405,11 +405,22 @@ def _class_folders(label: str, path: str, root: str) -> List[str]:
     return classes
 
 
+def _subsets(cfg: Dict[str, Any], train: Any, test: Any) -> Tuple[Any, Any]:
+    """The first data.train_subset / data.test_subset samples (null: all)."""
+    def head(split: Any, n: Optional[int]) -> Any:
+        if n is None:
+            return split
+        if isinstance(split, Split):
+            return split.head(n)
+        return torch.utils.data.Subset(split, range(min(n, len(split))))
+    return head(train, cfg["train_subset"]), head(test, cfg["test_subset"])
+
+
 def build_imagenet(cfg: Dict[str, Any], seed: int, device: torch.device, ranks: Ranks = Ranks()) -> LoaderData:
     """ImageFolder train/ and val/ under data.root with torchvision transforms."""
-    from torchvision import datasets, transforms as T
-
-    root, size = cfg["root"], int(cfg.get("image_size", 224))
+    tv = extras.torchvision("data.name imagenet")
+    datasets, T = tv.datasets, tv.transforms
+    root, size = cfg["root"], int(cfg["image_size"])
     label = "ImageNet"
     train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
     classes = _class_folders(label, train_dir, root)
@@ -427,17 +438,38 @@ def build_imagenet(cfg: Dict[str, Any], seed: int, device: torch.device, ranks: 
         raise FileNotFoundError(f"{label}: {e} (expected image files in the class folders of {root})") from e
     norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     evaluate = T.Compose([T.Resize(int(size * 256 / 224)), T.CenterCrop(size)] + norm)
-    augment = bool(cfg.get("augment", True))
+    augment = bool(cfg["augment"])
     train_tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip()] + norm) if augment else evaluate
-    if cfg.get("train_subset") is not None:
-        train = torch.utils.data.Subset(train, range(min(cfg["train_subset"], len(train))))
-    if cfg.get("test_subset") is not None:
-        test = torch.utils.data.Subset(test, range(min(cfg["test_subset"], len(test))))
+    train, test = _subsets(cfg, train, test)
     return LoaderData(train, test, train_tf, evaluate, cfg["batch_size"], cfg["eval_batch_size"], seed,
-                      augment, device, int(cfg.get("num_workers", 0)), num_classes=len(classes), ranks=ranks)
+                      augment, device, int(cfg["num_workers"]), num_classes=len(classes), ranks=ranks)
 
 
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagenet", "synthetic")
+# The datasets trqat loads itself, by data.name, with their fixed shape (channels, classes, image size);
+# None: from the config (synthetic) or the class folders (imagenet). The controller's schema (data.name)
+# and resolveConfig (model.in_channels, num_classes, image_size) hold the same: test/registries.test.ts.
+DATASETS: Dict[str, Optional[Tuple[int, int, int]]] = {
+    "fashion-mnist": (1, 10, 28),
+    "cifar10": (3, 10, 32),
+    "cifar100": (3, 100, 32),
+    "imagenet": None,
+    "synthetic": None,
+}
+
+
+def _check_shape(name: str, root: str, splits: Sequence[Split]) -> int:
+    """The classes of a fixed-shape dataset, after checking its files hold DATASETS[name]'s shape."""
+    shape = DATASETS[name]
+    assert shape is not None
+    channels, classes, size = shape
+    for split in splits:
+        if tuple(split.images.shape[1:]) != (channels, size, size):
+            raise ValueError(f"{name}: the images in {root} are {list(split.images.shape[1:])} (channels, height, "
+                             f"width), expected [{channels}, {size}, {size}]")
+        if len(split) and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < classes:
+            raise ValueError(f"{name}: the labels in {root} span {int(split.labels.min())}..{int(split.labels.max())}, "
+                             f"expected 0..{classes - 1}")
+    return classes
 
 
 def _unchanged(sample: Any) -> Any:
@@ -449,45 +481,38 @@ def build_factory_data(cfg: Dict[str, Any], seed: int, device: torch.device, ran
     """data.factory returns (train_dataset, test_dataset) of (image tensor, label) pairs. Random
     transforms inside them are seeded per sample from (seed, step), like ImageNet's."""
     ref = cfg["factory"]
-    result = call_factory(ref, cfg.get("kwargs") or {}, "data.factory")
+    result = call_factory(ref, cfg["kwargs"], "data.factory")
     if not (isinstance(result, (tuple, list)) and len(result) == 2
             and all(hasattr(d, "__len__") and hasattr(d, "__getitem__") for d in result)):
         raise FactoryError(f"data.factory = {ref!r} must return (train_dataset, test_dataset), "
                            f"got {type(result).__name__}")
-    train, test = result
-    if cfg.get("train_subset") is not None:
-        train = torch.utils.data.Subset(train, range(min(cfg["train_subset"], len(train))))
-    if cfg.get("test_subset") is not None:
-        test = torch.utils.data.Subset(test, range(min(cfg["test_subset"], len(test))))
+    train, test = _subsets(cfg, *result)
     return LoaderData(train, test, _unchanged, _unchanged, cfg["batch_size"], cfg["eval_batch_size"], seed,
-                      bool(cfg.get("augment", True)), device, int(cfg.get("num_workers", 0)), ranks=ranks)
+                      bool(cfg["augment"]), device, int(cfg["num_workers"]), ranks=ranks)
 
 
 def build_data(cfg: Dict[str, Any], seed: int, device: torch.device, ranks: Ranks = Ranks()) -> Any:
     """Data from the config's `data` section (Data, or LoaderData for imagenet and factories), this
     rank's share of it."""
-    if cfg.get("factory"):
+    if cfg["factory"]:
         return build_factory_data(cfg, seed, device, ranks)
     name = cfg["name"]
     if name not in DATASETS:
         raise ValueError(f"unknown data.name {name!r}; available: {', '.join(DATASETS)}")
-    if cfg.get("root") is None and name not in ("synthetic",):
+    if cfg["root"] is None and name != "synthetic":
         raise ValueError(f"data.root is required for data.name {name!r}")
     if name == "imagenet":
         return build_imagenet(cfg, seed, device, ranks)
     pad, mean, std = 2, (MEAN,), (STD,)
     if name == "fashion-mnist":
         train, test = load_fashion_mnist(cfg["root"])
-        classes = 10
+        classes = _check_shape(name, cfg["root"], (train, test))
     elif name == "synthetic":
         train, test = make_synthetic(seed, **cfg["synthetic"])
-        classes = cfg["synthetic"].get("num_classes", 10)
+        classes = cfg["synthetic"]["num_classes"]
     else:
         train, test = load_cifar(name, cfg["root"])
-        pad, mean, std, classes = 4, _CIFAR[name][6], _CIFAR[name][7], _CIFAR[name][8]
-    if cfg.get("train_subset") is not None:
-        train = train.head(cfg["train_subset"])
-    if cfg.get("test_subset") is not None:
-        test = test.head(cfg["test_subset"])
+        pad, mean, std, classes = 4, _CIFAR[name][6], _CIFAR[name][7], _check_shape(name, cfg["root"], (train, test))
+    train, test = _subsets(cfg, train, test)
     return Data(train, test, cfg["batch_size"], cfg["eval_batch_size"], seed,
-                cfg.get("augment", True), device, pad=pad, mean=mean, std=std, num_classes=classes, ranks=ranks)
+                bool(cfg["augment"]), device, pad=pad, mean=mean, std=std, num_classes=classes, ranks=ranks)

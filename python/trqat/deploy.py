@@ -228,6 +228,7 @@ def _build_arch(arch: Mapping[str, Any]) -> nn.Module:
     from .models import build_fp_model  # the models need torchvision; import only when used
     from .factories import call_factory
 
+    # `arch` is whatever save_exported was given (a user may write just name and sizes): factory optional.
     if arch.get("factory"):
         return call_factory(arch["factory"], arch.get("kwargs") or {}, "model.factory")
     return build_fp_model(arch["name"], arch["in_channels"], arch["num_classes"], arch["image_size"])

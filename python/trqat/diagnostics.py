@@ -60,5 +60,5 @@ def step_fields(layers: Sequence[QuantLayer], step: int, every: int) -> Dict[str
 
 
 def every_from(config: Dict[str, Any]) -> int:
-    """train.diagnostics_every of a run config (0 when absent: a controller that predates it)."""
-    return int((config.get("train") or {}).get("diagnostics_every") or 0)
+    """train.diagnostics_every of a run config (0: never)."""
+    return int(config["train"]["diagnostics_every"])

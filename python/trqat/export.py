@@ -89,7 +89,7 @@ def run_export(config: Dict[str, Any], checkpoint_dir: str, fmt: str, output: st
         raise ExportError(f"the run's model has no quantized layers (quant.weight_bits is "
                           f"{config['quant']['weight_bits']}): export writes low-bit models")
     inference = convert(model).eval()
-    arch = {k: config["model"].get(k) for k in ARCH_KEYS}
+    arch = {k: config["model"][k] for k in ARCH_KEYS}
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     batches = list(test_batches(config, verify_samples))
     if not batches and verify_samples != 0:
@@ -166,8 +166,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         with open(args.config) as f:
             config = json.load(f)
-        threads = (config.get("worker") or {}).get("threads")
-        torch.set_num_threads(threads or os.cpu_count() or 1)
+        # worker.threads null: every core (what a worker on its own would get)
+        torch.set_num_threads(config["worker"]["threads"] or os.cpu_count() or 1)
         with warnings.catch_warnings():
             if not debug:
                 warnings.simplefilter("ignore")  # tracer and exporter chatter; the checks below are the verdict

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import safe_io
+from . import extras, safe_io
 from .adapt import quantize_from_config
 from .factories import FactoryError, call_factory
 from .quant import FP_BITS
@@ -94,9 +94,7 @@ def resnet20(in_channels: int = 3, num_classes: int = 10, image_size: int = 32) 
 
 # --- torchvision ResNets and MobileNetV2 -------------------------------------------------------
 def _torchvision(name: str, num_classes: int) -> nn.Module:
-    import torchvision.models as tvm
-
-    fn = getattr(tvm, name)
+    fn = getattr(extras.torchvision(f"the model {name}").models, name)
     try:
         return fn(weights=None, num_classes=num_classes)
     except TypeError:  # torchvision < 0.13
@@ -333,7 +331,7 @@ def read_state_dict(path: str, what: str = "model.init_checkpoint") -> Dict[str,
     """The full-precision state dict in `path`: a raw state dict, a dict with a "model" or
     "state_dict" entry, or a trqat worker.pt (its model state, quantizer-only keys stripped).
     Read with weights-only loading (no pickled code runs). A common "module." (DataParallel,
-    DistributedDataParallel) or "_orig_mod." (torch.compile) prefix is removed."""
+    DistributedDataParallel) or "_orig_mod." (torch.compile) prefix is removed, also both in either order."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what}: no such file {path}")
     try:  # weights-only: a file someone else made must not run code here
@@ -354,9 +352,11 @@ def read_state_dict(path: str, what: str = "model.init_checkpoint") -> Dict[str,
         raise ValueError(f"{what}: {path} holds no state dict (expected a dict of tensors, or one under "
                          f"'model' or 'state_dict')")
     state = {k: v for k, v in obj.items() if k.rpartition(".")[2] not in QUANTIZER_KEYS}
-    for prefix in ("module.", "_orig_mod."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+    while state:  # torch.compile(DDP(model)) saves "_orig_mod.module.", DDP(torch.compile(model)) the reverse
+        prefix = next((p for p in ("module.", "_orig_mod.") if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        state = {k[len(prefix):]: v for k, v in state.items()}
     return state
 
 
@@ -387,31 +387,17 @@ def build_fp_model(name: str, in_channels: int, num_classes: int, image_size: in
     return MODELS[name](in_channels=in_channels, num_classes=num_classes, image_size=image_size)
 
 
-def model_image_size(cfg: Dict[str, Any]) -> int:
-    """model.image_size, else the data section's size (synthetic, imagenet crop, 32 for CIFAR)."""
-    size = cfg["model"].get("image_size")
-    if size:
-        return int(size)
-    data = cfg.get("data", {})
-    name = data.get("name")
-    if name == "synthetic":
-        return int(data.get("synthetic", {}).get("image_size", 28))
-    if name == "imagenet":
-        return int(data.get("image_size", 224))
-    return {"cifar10": 32, "cifar100": 32}.get(name, 28)
-
-
 def build_model(cfg: Dict[str, Any]) -> nn.Module:
     """Build cfg["model"] by name (or with model.factory), load model.init_checkpoint (before quantization, so that the
     weight scales are initialised from those weights), then quantize with cfg["quant"]."""
     mcfg, qcfg = cfg["model"], cfg["quant"]
-    if mcfg.get("factory"):
-        model = call_factory(mcfg["factory"], mcfg.get("kwargs") or {}, "model.factory")
+    if mcfg["factory"]:
+        model = call_factory(mcfg["factory"], mcfg["kwargs"], "model.factory")
         if not isinstance(model, nn.Module):
             raise FactoryError(f"model.factory = {mcfg['factory']!r} returned {type(model).__name__}, not an nn.Module")
     else:
-        model = build_fp_model(mcfg["name"], mcfg["in_channels"], mcfg["num_classes"], model_image_size(cfg))
-    if mcfg.get("init_checkpoint"):
+        model = build_fp_model(mcfg["name"], mcfg["in_channels"], mcfg["num_classes"], mcfg["image_size"])
+    if mcfg["init_checkpoint"]:
         load_checkpoint_weights(model, mcfg["init_checkpoint"])
     return quantize_from_config(model, qcfg)
 

@@ -20,6 +20,8 @@ PROGRESS = "progress"  # session -> controller: how far loading data or evaluati
 ROLE_WORKER, ROLE_CLIENT = "worker", "client"  # hello.role: a managed worker, or a user's own script
 ERROR_KINDS = ("config", "runtime")  # error.kind: "config" ends the run as a config error (exit 2)
 
+# The controller's zod schemas (src/bridge/protocol.ts) describe the same messages: both must accept the
+# shared examples in test/fixtures/protocol-messages.json and know the same fields (python/tests/test_protocol.py).
 # Required body fields per type. Specs: int, number (int or float), numbers (a number or a list of
 # numbers), bool, str, map, list; a leading "?" also allows null. Extra body fields are ignored.
 SCHEMAS: Dict[str, Dict[str, str]] = {

@@ -23,7 +23,6 @@ import contextlib
 import inspect
 import os
 import random
-import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -36,7 +35,7 @@ from .data import build_data
 from .distributed import Ranks
 from .groups import apply_lrs, param_groups, quant_layer_count
 from .log import logger
-from .models import build_fp_model, build_model, load_checkpoint_weights, model_image_size
+from .models import build_fp_model, build_model, load_checkpoint_weights
 from .quant import quantized_layers
 from .scales import configure_scales, scale_groups
 from .transitions import TransitionCounter
@@ -110,7 +109,7 @@ def build_optimizer(model: nn.Module, cfg: Dict[str, Any]) -> torch.optim.Optimi
             raise ValueError(f"optimizer {cls.__name__} ({name!r}) does not accept the keyword argument "
                              f"{key!r}; it takes: {', '.join(accepted)}")
     if "weight_decay" not in params and not takes_any and any(g["weight_decay"] for g in groups):
-        warnings.warn(f"optimizer {cls.__name__} has no weight_decay: weight decay is not applied")
+        logger.warning("optimizer %s has no weight_decay: weight decay is not applied", cls.__name__)
     try:
         return cls(groups, **args)
     except (TypeError, ValueError) as e:
@@ -170,9 +169,9 @@ class Trainer:
         self.distill = dict(tcfg["distill"])
         self.teacher = self._build_teacher(config) if self.distill["teacher_checkpoint"] else None
         self.counter = TransitionCounter([m for _, m in self.layers])
-        amp = wcfg["amp"] if isinstance(wcfg["amp"], str) else ("fp16" if wcfg["amp"] else "off")
+        amp = wcfg["amp"]
         if amp != "off" and device.type != "cuda":
-            warnings.warn(f"worker.amp={amp} is ignored on the CPU (mixed precision here is for CUDA)")
+            logger.warning("worker.amp=%s is ignored on the CPU (mixed precision here is for CUDA)", amp)
             amp = "off"
         self.amp_dtype: Optional[torch.dtype] = AMP_DTYPES.get(amp)
         self.scaler = _grad_scaler(self.amp_dtype is torch.float16)  # bf16 has fp32's range: no scaling
@@ -191,7 +190,7 @@ class Trainer:
             if hasattr(torch, "compile"):
                 net = torch.compile(net)  # type: ignore[assignment]
             else:
-                warnings.warn(f"worker.compile needs torch >= 2.0 (this is {torch.__version__}): not compiled")
+                logger.warning("worker.compile needs torch >= 2.0 (this is %s): not compiled", torch.__version__)
         return net
 
     def _autocast(self) -> Any:
@@ -212,8 +211,7 @@ class Trainer:
         """The full-precision teacher: distill.teacher_model (default model.name) with the model's
         in/out sizes, weights from distill.teacher_checkpoint, eval mode, frozen."""
         mcfg = config["model"]
-        name = self.distill["teacher_model"] or mcfg["name"]
-        teacher = build_fp_model(name, mcfg["in_channels"], mcfg["num_classes"], model_image_size(config))
+        teacher = build_fp_model(self.distill["teacher_model"], mcfg["in_channels"], mcfg["num_classes"], mcfg["image_size"])
         load_checkpoint_weights(teacher, self.distill["teacher_checkpoint"], "train.distill.teacher_checkpoint")
         teacher.eval().requires_grad_(False)
         return teacher.to(self.device)

@@ -29,6 +29,7 @@ import torch
 from . import diagnostics, distributed, progress
 from . import protocol as P
 from .distributed import Ranks, ranks_from_env
+from .extras import MissingExtra
 from .factories import FactoryError
 from .log import logger, to_stderr
 from .trainer import CHECKPOINT_FILE, Trainer, resolve_device
@@ -38,7 +39,7 @@ EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_CONTROLLER_GONE, EXIT_BAD_MESSAGE = 0,
 MAX_TEXT = 64 * 1024  # error texts are cut to this many characters to stay under the size limit
 # Exceptions while building from the config are the config's fault (a missing dataset, an unknown
 # optimizer): reported as config errors, without a traceback on the console.
-CONFIG_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, FactoryError)
+CONFIG_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, FactoryError, MissingExtra)
 
 
 class BadMessage(Exception):
@@ -111,6 +112,7 @@ class Worker:
         wcfg = config["worker"]
         device = resolve_device(wcfg["device"], self.ranks.local_rank)
         if device.type == "cpu":  # some builds default to 1 thread; ranks on one machine share its cores
+            # worker.threads null: only this machine knows its cores (the controller may run elsewhere)
             torch.set_num_threads(wcfg["threads"] or max(1, (os.cpu_count() or 1) // self.ranks.world_size))
         distributed.init(self.ranks, device, wcfg["backend"])
         trainer = Trainer(config, device, self.ranks)

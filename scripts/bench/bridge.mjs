@@ -11,15 +11,20 @@
 //             metrics log, driving null_worker.py (the real trqat.worker.Worker without tensors)
 // Round trip = on the Python side, from before encoding `step` to after decoding `lr`.
 //
-// Usage: node scripts/bench/bridge.mjs [--tiny|--quick|--full] [--reps N] [--steps N] [--layers 18,60]
+// Usage: node scripts/bench/bridge.mjs [--tiny|--quick|--full] [options] (--help: the options)
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { Packr, Unpackr } from 'msgpackr';
 import { Router } from 'zeromq';
-import { BENCH_DIR, importDist, loadNote, waitQuiet, machineLine, median, medRange, outDir, parseArgs, pick, python, quantile, ROOT, table, writeJson } from './lib.mjs';
+import { BENCH_DIR, importDist, loadNote, waitQuiet, machineLine, median, medRange, outDir, parseArgs, pick, positiveInt, python, quantile, ROOT, table, writeJson } from './lib.mjs';
 
-const opts = parseArgs();
+const opts = parseArgs('bridge.mjs', 'The bridge: round trip of the per-step exchange and controller throughput, against bare ZeroMQ', (cli) =>
+  cli
+    .option('--reps <n>', 'repetitions (default by budget: 1, 3, 5)', positiveInt)
+    .option('--steps <n>', 'steps per measurement (default by budget: 300, 4000, 20000)', positiveInt)
+    .option('--layers <list>', 'quantized layer counts, comma-separated (default by budget: 18; 18,60; 18,60,200)'),
+);
 const budget = opts.budget;
 const steps = Number(opts.steps ?? pick(budget, { tiny: 300, quick: 4000, full: 20000 }));
 const reps = Number(opts.reps ?? pick(budget, { tiny: 1, quick: 3, full: 5 }));

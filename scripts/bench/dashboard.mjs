@@ -1,13 +1,18 @@
 // The dashboard on a long run: a synthetic metrics.jsonl of 600K steps and 120 quantized layers
 // (the shape of an ImageNet run), read, downsampled and served as the dashboard does, with the
 // same figures for the naive alternative beside them.
-// Usage: node scripts/bench/dashboard.mjs [--tiny|--quick|--full] [--out DIR] [--steps N] [--layers N]
+// Usage: node scripts/bench/dashboard.mjs [--tiny|--quick|--full] [options] (--help: the options)
 import { closeSync, existsSync, openSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { importDist, loadNote, machineLine, medRange, outDir, parseArgs, pick, table, waitQuiet, writeJson } from './lib.mjs';
+import { importDist, loadNote, machineLine, medRange, outDir, parseArgs, pick, positiveInt, table, waitQuiet, writeJson } from './lib.mjs';
 
-const opts = parseArgs();
+const opts = parseArgs('dashboard.mjs', 'The dashboard on a long run: a synthetic metrics.jsonl read, downsampled and served as the dashboard does', (cli) =>
+  cli
+    .option('--steps <n>', 'steps of the synthetic run (default by budget: 3000, 600000, 600000)', positiveInt)
+    .option('--layers <n>', 'quantized layers of the synthetic run (default by budget: 12, 120, 120)', positiveInt)
+    .option('--regenerate', 'write the synthetic metrics.jsonl again even when the folder has it'),
+);
 const steps = Number(opts.steps ?? pick(opts.budget, { tiny: 3000, quick: 600_000, full: 600_000 }));
 const layers = Number(opts.layers ?? pick(opts.budget, { tiny: 12, quick: 120, full: 120 }));
 const reps = pick(opts.budget, { tiny: 1, quick: 3, full: 5 });

@@ -6,12 +6,17 @@
 // Reported: steps/s and images/s, the scaling efficiency of trqat from 1 to 2 ranks, and the overhead
 // of trqat x2 against plain x2 (goal <= 1.03).
 //
-// Usage: node scripts/bench/ddp.mjs [--tiny|--quick|--full] [--reps N] [--steps N] [--out DIR] [--json FILE]
+// Usage: node scripts/bench/ddp.mjs [--tiny|--quick|--full] [options] (--help: the options)
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { importDist, loadNote, machineLine, mean, medRange, outDir, parseArgs, pick, runNodeJson, runPythonJson, table, waitQuiet, writeJson } from './lib.mjs';
+import { importDist, loadNote, machineLine, mean, medRange, outDir, parseArgs, pick, positiveInt, runNodeJson, runPythonJson, table, waitQuiet, writeJson } from './lib.mjs';
 
-const opts = parseArgs();
+const opts = parseArgs('ddp.mjs', 'Data-parallel training on the CPU: trqat with 1 and 2 ranks against a plain DDP loop', (cli) =>
+  cli
+    .option('--reps <n>', 'repetitions (default by budget: 1, 3, 5)', positiveInt)
+    .option('--steps <n>', 'steps per run (default by budget: 8, 40, 120)', positiveInt)
+    .option('--json <file>', 'also write the results as JSON'),
+);
 const budget = opts.budget;
 const size = {
   tiny: { batch: 16, steps: 8, warmup: 2 },

@@ -6,20 +6,25 @@
 //      model (fake quantization) and on the converted model (int8 levels). The variants alternate
 //      within each repetition, in rotating order.
 //
-// Usage: node scripts/bench/export.mjs [--tiny|--quick|--full] [--models ...] [--latency-models ...]
-//        [--reps N] [--threads N]
+// Usage: node scripts/bench/export.mjs [--tiny|--quick|--full] [options] (--help: the options)
 import { cpus } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { availableModels, loadNote, machineLine, median, medRange, outDir, parseArgs, pick, runPythonJson, table, waitQuiet, writeJson } from './lib.mjs';
+import { availableModels, importDist, loadNote, machineLine, median, medRange, outDir, parseArgs, pick, positiveInt, runPythonJson, table, waitQuiet, writeJson } from './lib.mjs';
 
-const opts = parseArgs();
+const opts = parseArgs('export.mjs', 'The deployable model: sizes on disk at W1, W2, W4, and CPU latency of ONNX Runtime against PyTorch eager', (cli) =>
+  cli
+    .option('--models <list>', 'models of the size table, comma-separated (default: resnet20 on tiny, else every model)')
+    .option('--latency-models <list>', 'models of the latency table (default: resnet20 on tiny, else resnet20,resnet18)')
+    .option('--reps <n>', 'repetitions (default by budget: 1, 3, 5)', positiveInt)
+    .option('--threads <n>', 'CPU threads (default: 1 on tiny or on 2 cores, else every core)', positiveInt),
+);
 const budget = opts.budget;
 const reps = Number(opts.reps ?? pick(budget, { tiny: 1, quick: 3, full: 5 }));
-const ALL = 'resnet20,resnet18,resnet34,resnet50,mobilenetv2,reactnet18,deit_tiny,deit_small';
+const ALL = (await importDist('config/schema.js')).MODEL_NAMES.join(',');
 const sizeModels = (opts.models ?? pick(budget, { tiny: 'resnet20', quick: ALL, full: ALL })).split(',');
-const latencyModels = (opts['latency-models'] ?? pick(budget, { tiny: 'resnet20', quick: 'resnet20,resnet18', full: 'resnet20,resnet18' })).split(',');
+const latencyModels = (opts.latencyModels ?? pick(budget, { tiny: 'resnet20', quick: 'resnet20,resnet18', full: 'resnet20,resnet18' })).split(',');
 const batches = pick(budget, { tiny: [1], quick: [1, 32], full: [1, 32] });
 // iterations per measurement, by model: ResNet-18 at 224x224 is ~50x the work of ResNet-20 at 32x32
 const iters = (model, batch) => pick(budget, { tiny: 2, quick: 20, full: 50 }) * (model === 'resnet20' ? 1 : 0.25) * (batch === 1 ? 1 : 0.2);

@@ -8,16 +8,23 @@
 // trqat_run.mjs (the real controller driving the real worker). Step time = the span of the steady
 // state (after warm-up) over its steps.
 //
-// Usage: node scripts/bench/gpu.mjs [--tiny|--quick|--full] [--only resnet18|resnet20] [--device cuda|cpu]
-//        [--reps N] [--steps N] [--md FILE] [--out DIR] [--json FILE]
+// Usage: node scripts/bench/gpu.mjs [--tiny|--quick|--full] [options] (--help: the options)
 // --tiny runs on the CPU at small sizes (test/bench.test.ts: it proves the script works); quick and full
 // are the GPU sizes. --md FILE is rewritten with the table after every repetition, so a run stopped at
 // its time limit still leaves the repetitions it finished.
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { importDist, machineLine, mean, medRange, outDir, parseArgs, pick, python, run, runNodeJson, runPythonJson, table, writeJson } from './lib.mjs';
+import { importDist, machineLine, mean, medRange, outDir, parseArgs, pick, positiveInt, python, run, runNodeJson, runPythonJson, table, writeJson } from './lib.mjs';
 
-const opts = parseArgs();
+const opts = parseArgs('gpu.mjs', 'trqat against a plain PyTorch QAT loop on one GPU: images/s, step-time ratio, peak GPU memory', (cli) =>
+  cli
+    .option('--only <models>', 'resnet18, resnet20 or both, comma-separated (default: resnet18,resnet20)')
+    .option('--device <device>', 'cuda or cpu (default: cpu on tiny, else cuda)')
+    .option('--reps <n>', 'repetitions (default by budget: 1, 3, 5)', positiveInt)
+    .option('--steps <n>', 'steps per run (default: by model and budget)', positiveInt)
+    .option('--md <file>', 'rewrite this markdown file with the table after every repetition')
+    .option('--json <file>', 'also write the results as JSON'),
+);
 const budget = opts.budget;
 const device = opts.device ?? (budget === 'tiny' ? 'cpu' : 'cuda');
 const reps = Number(opts.reps ?? pick(budget, { tiny: 1, quick: 3, full: 5 }));

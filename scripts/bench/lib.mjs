@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import jstat from 'jstat';
 
 export const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
@@ -27,35 +28,34 @@ export async function importDist(path = 'index.js') {
   return import(file);
 }
 
-/**
- * `--name value` and `--flag` options. `budget` is tiny|quick|full: --tiny, --quick, --full or
- * --budget X. Everything else lands in `opts` as strings (or true).
- */
-export function parseArgs(argv = process.argv.slice(2), defaults = {}) {
-  const opts = { ...defaults };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    if (!arg.startsWith('--')) throw usage(`unexpected argument ${arg}`);
-    const key = arg.slice(2);
-    if (['tiny', 'quick', 'full'].includes(key)) {
-      opts.budget = key;
-      continue;
-    }
-    const next = argv[i + 1];
-    if (next === undefined || next.startsWith('--')) opts[key] = true;
-    else {
-      opts[key] = next;
-      i++;
-    }
-  }
-  opts.budget ??= 'quick';
-  if (!['tiny', 'quick', 'full'].includes(opts.budget)) throw usage(`--budget must be tiny, quick or full, got ${opts.budget}`);
-  return opts;
+export const BUDGETS = ['tiny', 'quick', 'full'];
+
+/** commander's parser of whole numbers >= 1 (--reps, --steps, --threads, ...). */
+export function positiveInt(value) {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number >= 1');
+  return n;
 }
 
-function usage(message) {
-  console.error(`bench: ${message}`);
-  process.exit(2);
+/**
+ * The command line of a benchmark script, parsed by commander: the budget (--tiny, --quick, --full
+ * or --budget X; default quick), --out DIR, and the script's own options, added by
+ * `options(program)`. `--help` lists them all. Bad usage exits 2 with the reason. Returns the
+ * options (camelCase: --latency-models is `latencyModels`) with `budget` always set.
+ */
+export function parseArgs(name, description, options = (program) => program, argv = process.argv) {
+  const program = new Command(name)
+    .description(description)
+    .addOption(new Option('--budget <budget>', 'how long it runs: tiny (seconds; what the tests run), quick (minutes), full').choices(BUDGETS).default('quick'))
+    .addOption(new Option('--tiny', 'the same as --budget tiny').implies({ budget: 'tiny' }))
+    .addOption(new Option('--quick', 'the same as --budget quick').implies({ budget: 'quick' }))
+    .addOption(new Option('--full', 'the same as --budget full').implies({ budget: 'full' }))
+    .option('--out <dir>', `the folder of results (default: ${join('runs', 'bench')})`)
+    .showHelpAfterError('(--help for the options)')
+    .exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : 2));
+  options(program);
+  program.parse(argv);
+  return program.opts();
 }
 
 /** Picks the value of the current budget from {tiny, quick, full}. */

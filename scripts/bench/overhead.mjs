@@ -8,8 +8,7 @@
 //   +count  plain_loop.py --count: the plain loop plus the worker's TransitionCounter.update()
 // Step time = mean over the steady-state steps (after warm-up) of each run.
 //
-// Usage: node scripts/bench/overhead.mjs [--tiny|--quick|--full] [--models resnet20,resnet18]
-//        [--reps N] [--steps N] [--out DIR] [--json FILE]
+// Usage: node scripts/bench/overhead.mjs [--tiny|--quick|--full] [options] (--help: the options)
 import { rmSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -25,13 +24,21 @@ import {
   outDir,
   parseArgs,
   pick,
+  positiveInt,
   runNodeJson,
   runPythonJson,
   table,
   writeJson,
 } from './lib.mjs';
 
-const opts = parseArgs();
+const opts = parseArgs('overhead.mjs', "Step-time overhead of trqat's TR-scheduled training against a plain PyTorch QAT loop, and its memory", (cli) =>
+  cli
+    .option('--models <list>', 'models, comma-separated (default: resnet20 on tiny, else resnet20,resnet18)')
+    .option('--reps <n>', 'repetitions (default by budget: 1, 3, 5)', positiveInt)
+    .option('--steps <n>', 'steps per run (default: by model and budget)', positiveInt)
+    .option('--threads <n>', 'CPU threads (default: 1 on tiny or on 2 cores, else every core)', positiveInt)
+    .option('--json <file>', 'also write the results as JSON'),
+);
 const budget = opts.budget;
 /** Per model: batch, steps per run, warm-up steps; the batch is fixed per model so one step is affordable on a CPU. */
 const SIZES = {

@@ -1,12 +1,12 @@
 // Runs every benchmark in turn and prints their tables (npm run bench).
-// Usage: node scripts/bench/run-all.mjs [--tiny|--quick|--full] [--out DIR]
+// Usage: node scripts/bench/run-all.mjs [--tiny|--quick|--full] [--out DIR] (--help: the options)
 //   tiny: seconds (what the test suite runs); quick (default): minutes on a laptop; full: longer, more repetitions and models.
 // The reproduction study is separate: node scripts/bench/study.mjs --budget quick|full
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BENCH_DIR, machineLine, outDir, parseArgs, run } from './lib.mjs';
 
-const opts = parseArgs();
+const opts = parseArgs('run-all.mjs', 'Runs every benchmark in turn and prints their tables (npm run bench)');
 const pass = [`--${opts.budget}`, ...(opts.out ? ['--out', opts.out] : [])];
 const started = Date.now();
 const parts = [];

@@ -7,13 +7,19 @@
 //      `step` message, TrController.step, encode the `lr` reply (in-process, no sockets)
 // The end-to-end overhead with the bridge is in overhead.mjs (run it with --models to cover more).
 //
-// Usage: node scripts/bench/scaling.mjs [--tiny|--quick|--full] [--models ...] [--reps N]
+// Usage: node scripts/bench/scaling.mjs [--tiny|--quick|--full] [options] (--help: the options)
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
-import { availableModels, importDist, loadNote, waitQuiet, machineLine, mean, median, medRange, outDir, parseArgs, pick, runPythonJson, table, writeJson } from './lib.mjs';
+import { availableModels, importDist, loadNote, waitQuiet, machineLine, mean, median, medRange, outDir, parseArgs, pick, positiveInt, runPythonJson, table, writeJson } from './lib.mjs';
 
-const opts = parseArgs();
+const opts = parseArgs('scaling.mjs', 'How the costs grow with model size and with the number of quantized layers', (cli) =>
+  cli
+    .option('--models <list>', 'models, comma-separated (default: resnet20 on tiny, else resnet20,resnet18,resnet34,resnet50)')
+    .option('--reps <n>', 'repetitions (default by budget: 1, 3, 5)', positiveInt)
+    .option('--batch <n>', 'batch size (default by budget: 4, 16, 32)', positiveInt)
+    .option('--threads <n>', 'CPU threads (default: 1 on tiny or on 2 cores, else every core)', positiveInt),
+);
 const budget = opts.budget;
 const reps = Number(opts.reps ?? pick(budget, { tiny: 1, quick: 3, full: 5 }));
 const wanted = (opts.models ?? pick(budget, { tiny: 'resnet20', quick: 'resnet20,resnet18,resnet34,resnet50', full: 'resnet20,resnet18,resnet34,resnet50' })).split(',');

@@ -18,17 +18,24 @@
 // 1000 steps). The tables and plots are rewritten after every run from all the results there. With --commit, each run's result and the rewritten report are committed at once
 // (`git commit -- <those paths>`, nothing else; retried while another git holds the index lock).
 //
-// Usage: node scripts/bench/study.mjs --budget tiny|quick|full [--jobs N] [--threads N] [--out DIR]
-//        [--device auto|cpu|cuda] [--commit] [--skip-missing] [--data-root DIR]
-//        [--plan (print the number of runs and steps, run nothing)]
+// Usage: node scripts/bench/study.mjs --budget tiny|quick|full [options] (--help: the options)
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, relative } from 'node:path';
-import { importDist, machineLine, mean, meanStd, outDir, parseArgs, readJson, ROOT, runNodeJson, table, welch, writeJson } from './lib.mjs';
+import { importDist, machineLine, mean, meanStd, outDir, parseArgs, positiveInt, readJson, ROOT, runNodeJson, table, welch, writeJson } from './lib.mjs';
 import { linePlot } from './svg.mjs';
 
-const opts = parseArgs(undefined, { budget: 'quick' });
+const opts = parseArgs('study.mjs', 'Reproduction study: TR scheduling against LR scheduling on Fashion-MNIST with ResNet-20', (cli) =>
+  cli
+    .option('--jobs <n>', 'runs at a time (default by budget: 2, 2, 1)', positiveInt)
+    .option('--threads <n>', 'CPU threads per run (default: 1)', positiveInt)
+    .option('--device <device>', 'worker.device of every run: auto, cpu or cuda (default: auto)')
+    .option('--data-root <dir>', 'data.root of every run (default: the Fashion-MNIST of Debian)')
+    .option('--skip-missing', 'drop the runs whose config the controller refuses, with a note, instead of stopping')
+    .option('--commit', 'commit each finished run\'s results (git) as it ends')
+    .option('--plan', 'print the number of runs and steps, and run nothing'),
+);
 const budget = opts.budget;
 const B = {
   tiny: {
@@ -76,7 +83,7 @@ const lengthLabel = (length) => (length.steps ? `${length.steps} steps` : `${len
 const common = [
   'model.name=resnet20',
   'data.name=fashion-mnist',
-  ...(opts['data-root'] ? [`data.root=${opts['data-root']}`] : []),
+  ...(opts.dataRoot ? [`data.root=${opts.dataRoot}`] : []),
   ...(B.batch ? [`data.batch_size=${B.batch}`] : []),
   ...(B.trainSubset ? [`data.train_subset=${B.trainSubset}`] : []),
   ...(B.testSubset ? [`data.test_subset=${B.testSubset}`] : []),
@@ -165,7 +172,7 @@ if (problems.length > 0) {
   const byMessage = new Map();
   for (const p of problems) byMessage.set(p.message, [...(byMessage.get(p.message) ?? []), p.run]);
   const lines = [...byMessage].map(([message, rs]) => `  - ${message}\n    needed by ${[...new Set(rs.map((r) => r.needs))].join(', ')} (${rs.length} run(s), e.g. ${rs[0].id})`);
-  if (!opts['skip-missing']) {
+  if (!opts.skipMissing) {
     console.error(`study: the controller refuses ${problems.length} of the study's configs:\n${lines.join('\n')}\n` + 'Update trqat (npm run build) or pass --skip-missing to run the rest.');
     process.exit(2);
   }

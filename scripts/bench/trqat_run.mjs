@@ -3,27 +3,30 @@
 // peak RSS at the end of training (after the final evaluation, which needs less than a training step) and the controller's peak RSS,
 // and on CUDA the worker's peak GPU memory (the line it logs at the end, in worker.log).
 //
-// Usage: node trqat_run.mjs --warmup W --dump-config FILE? -- key=value ...   (config overrides)
+// Usage: node trqat_run.mjs --warmup W [--dump-config FILE] -- key=value ...   (config overrides)
 //        node trqat_run.mjs --warmup W --resume RUN_DIR --                    (continue a stopped run)
 // Prints one JSON line.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Command } from 'commander';
 import { importDist, writeJson } from './lib.mjs';
 
-const argv = process.argv.slice(2);
-const sep = argv.indexOf('--');
-const own = sep >= 0 ? argv.slice(0, sep) : [];
-const overrides = sep >= 0 ? argv.slice(sep + 1) : argv;
-const opt = (name, fallback) => {
-  const i = own.indexOf(`--${name}`);
-  return i >= 0 ? own[i + 1] : fallback;
-};
-const warmup = Number(opt('warmup', '5'));
+const cli = new Command('trqat_run.mjs')
+  .description('One trqat run in its own process; prints the steady-state step times and peak memory as one JSON line')
+  .argument('[overrides...]', 'config overrides, path=value, after "--"')
+  .option('--warmup <steps>', 'steps left out of the step times', '5')
+  .option('--resume <run-dir>', 'continue this stopped run instead of starting one')
+  .option('--dump-config <file>', 'write the resolved config to this file and exit')
+  .exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : 2))
+  .parse();
+const opts = cli.opts();
+const overrides = cli.args;
+const warmup = Number(opts.warmup);
 
 const { loadConfig, resume, train } = await importDist();
-const resumeDir = opt('resume', null);
+const resumeDir = opts.resume ?? null;
 const config = resumeDir ? null : loadConfig(null, overrides);
-const dump = opt('dump-config', null);
+const dump = opts.dumpConfig;
 if (dump) {
   writeJson(dump, config);
   process.exit(0);

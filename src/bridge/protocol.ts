@@ -1,6 +1,5 @@
 import { Packr, Unpackr } from 'msgpackr';
 import { z } from 'zod';
-import type { ControllerState } from '../schedules/controller.js';
 
 /** Version of docs/protocol.md this controller speaks. */
 export const PROTOCOL_VERSION = 2;
@@ -120,42 +119,49 @@ export interface WorkerMessage<T extends WorkerMessageType = WorkerMessageType> 
 }
 
 /** The LRs of one step, sent to every rank, with the directives a managed worker follows. */
-export interface LrBody {
-  step: number;
+const lrBody = z.object({
+  step: count,
   /** One LR for every quantized layer, or one per layer (per-layer TR scope) in `layers` order. */
-  lr_quant: number | number[];
-  lr_other: number;
+  lr_quant: z.union([z.number(), z.array(z.number())]),
+  lr_other: z.number(),
   /** The schedule's numbers of this step, for the script's own logger. */
-  k: number | null;
-  K: number;
-  R: number | null;
-  U: number | null;
+  k: z.number().nullable(),
+  K: z.number(),
+  R: z.number().nullable(),
+  U: z.number().nullable(),
   /** This was the last step: the session ends (bye) after following the other directives. */
-  stop: boolean;
+  stop: z.boolean(),
   /** Evaluate after this step's update (managed workers; rank 0 reports). */
-  eval: boolean;
+  eval: z.boolean(),
   /** Save the checkpoint of the state after this step into this folder (managed workers; rank 0 writes). */
-  save: string | null;
+  save: z.string().nullable(),
   /** The controller's state after this step (clients keep it in their checkpoints). */
-  state: ControllerState;
-}
+  state: controllerStateSchema,
+});
 
-/** Bodies the controller sends, by type. */
-export interface ControllerBodies {
-  welcome: { config: unknown; resume: string | null };
-  reject: { reason: string };
+/**
+ * Bodies the controller sends, by type. The controller builds them (typed by these schemas) and
+ * does not parse them again; test/protocol-contract.test.ts checks them against the shared examples
+ * that python/trqat/protocol.py must accept too.
+ */
+export const controllerBodies = {
+  welcome: z.object({ config: z.record(z.string(), z.unknown()), resume: z.string().nullable() }),
+  reject: z.object({ reason: z.string() }),
   /** The answer to a ready: the run's plan. */
-  plan: { total_steps: number; steps_per_epoch: number; start_step: number };
-  lr: LrBody;
+  plan: z.object({ total_steps: z.number().int().positive(), steps_per_epoch: z.number().int().positive(), start_step: count }),
+  lr: lrBody,
   /** The run ended or failed: a worker exits, a client raises. Sent to every socket of every session. */
-  abort: { reason: string };
-  heartbeat_ack: Record<string, never>;
-  error: { message: string };
+  abort: z.object({ reason: z.string() }),
+  heartbeat_ack: z.object({}),
+  error: z.object({ message: z.string() }),
   /** The answer to a bye. */
-  bye: Record<string, never>;
-}
+  bye: z.object({}),
+} as const;
+
+export type ControllerMessageType = keyof typeof controllerBodies;
+export type ControllerBodies = { [T in ControllerMessageType]: z.input<(typeof controllerBodies)[T]> };
+export type LrBody = ControllerBodies['lr'];
 export type ControllerStateBody = z.infer<typeof controllerStateSchema>;
-export type ControllerMessageType = keyof ControllerBodies;
 
 export class ProtocolError extends Error {
   constructor(

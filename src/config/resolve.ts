@@ -21,18 +21,21 @@ const ROOT_HINT: Record<string, string> = {
   imagenet: 'train/ and val/ with one sub-folder per class',
 };
 
+/** The datasets of a fixed shape (python/trqat/data.py's DATASETS holds the same: test/registries.test.ts). */
+export const FIXED_DATASET_SHAPES = {
+  'fashion-mnist': { channels: 1, classes: 10, size: 28 },
+  cifar10: { channels: 3, classes: 10, size: 32 },
+  cifar100: { channels: 3, classes: 100, size: 32 },
+} as const satisfies Partial<Record<ParsedConfig['data']['name'], { channels: number; classes: number; size: number }>>;
+
 function datasetShape(data: ParsedConfig['data']): { channels: number; classes: number; size: number } {
   switch (data.name) {
-    case 'fashion-mnist':
-      return { channels: 1, classes: 10, size: 28 };
-    case 'cifar10':
-      return { channels: 3, classes: 10, size: 32 };
-    case 'cifar100':
-      return { channels: 3, classes: 100, size: 32 };
     case 'imagenet':
       return { channels: 3, classes: 1000, size: data.image_size };
     case 'synthetic':
       return { channels: data.synthetic.channels, classes: data.synthetic.num_classes, size: data.synthetic.image_size };
+    default:
+      return FIXED_DATASET_SHAPES[data.name];
   }
 }
 

@@ -1,7 +1,7 @@
 import type { ResolvedConfig } from './resolve.js';
 
 /** Settings a resume may change: where and how the workers run, never the schedule. */
-export const RESUMABLE_PREFIXES = ['worker.', 'bridge.', 'dashboard.', 'train.log_every', 'train.keep_checkpoints', 'train.diagnostics_every'] as const;
+export const RESUMABLE_PREFIXES = ['worker.', 'bridge.', 'dashboard.', 'train.log_every', 'train.keep_checkpoints', 'train.keep_best', 'train.diagnostics_every'] as const;
 
 export function isResumable(key: string): boolean {
   return RESUMABLE_PREFIXES.some((prefix) => key === prefix || key.startsWith(prefix));

@@ -23,7 +23,8 @@ export interface StepDecision {
   U_layers?: number[];
 }
 
-export interface ControllerState {
+/** A type, not an interface, so that it fits the protocol's open map of `lr.state` (src/bridge/protocol.ts). */
+export type ControllerState = {
   K: number;
   U: number;
   /** Last step decided, so a resume can check it continues where it stopped. */
@@ -31,7 +32,7 @@ export interface ControllerState {
   K_layers?: number[];
   U_layers?: number[];
   tracking?: { sum: number; count: number };
-}
+};
 
 /** One K and one U: the whole network, or one layer under the per-layer scope. */
 interface Loop {
