@@ -6,10 +6,12 @@ and writes everything else as one JSON text beside them; `load` reads it back wi
 loading on every torch version. Dicts with non-string keys (an optimizer's state, keyed by int),
 tuples and non-finite floats survive the round trip.
 """
+import errno
+import io
 import json
 import os
 import tempfile
-from typing import Any, BinaryIO, Dict, List, Union
+from typing import Any, BinaryIO, Dict, List, Optional, Union
 
 import torch
 
@@ -53,20 +55,55 @@ def dump(obj: Any, f: BinaryIO) -> None:
     torch.save({"format": FORMAT, "meta": meta, "tensors": tensors}, f)
 
 
+class WriteError(OSError):
+    """A file could not be written (a full disk, a quota, a read-only folder): names the file and the cause."""
+
+    def __init__(self, path: str, cause: OSError):
+        super().__init__(cause.errno, cause.strerror or str(cause), path)
+        self.path = path
+
+    def __str__(self) -> str:
+        code = errno.errorcode.get(self.errno or 0)
+        return f"cannot write {self.path}: {self.strerror}" + (f" ({code})" if code else "")
+
+
 def save(obj: Any, path: str) -> None:
-    """Writes `obj` to `path` atomically: a temporary file in the same folder, fsync, rename."""
+    """Writes `obj` to `path` atomically: a temporary file in the same folder, fsync, rename.
+
+    The bytes are made in memory first and then written by Python, so a full disk is an OSError
+    naming the file (torch's own writer turns it into an unreadable RuntimeError, or aborts the
+    process). On any failure the temporary is removed and `path` keeps its old content.
+    """
+    buffer = io.BytesIO()
+    dump(obj, buffer)
+    write_atomic(path, buffer.getbuffer())
+
+
+def write_atomic(path: str, data: Union[bytes, memoryview]) -> None:
+    """`data` to `path` atomically; a WriteError naming `path` on failure, with no temporary left."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
         with os.fdopen(fd, "wb") as f:
-            dump(obj, f)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        raise WriteError(path, e) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(path: Optional[str]) -> None:
+    try:
+        if path is not None and os.path.exists(path):
+            os.unlink(path)
+    except OSError:
+        pass  # a failing disk: nothing more can be done
 
 
 def load(source: Union[str, BinaryIO], map_location: Any = "cpu") -> Any:

@@ -26,7 +26,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from . import diagnostics, distributed, progress
+from . import diagnostics, distributed, progress, safe_io
 from . import protocol as P
 from .distributed import Ranks, ranks_from_env
 from .extras import MissingExtra
@@ -92,6 +92,10 @@ class Worker:
             logger.info("the config cannot work here: %s\n%s", e, traceback.format_exc())
             self.session.send(P.ERROR, {"message": str(e)[:MAX_TEXT], "kind": "config"})
             return EXIT_REJECTED
+        except safe_io.WriteError as e:  # a full disk: the file and the cause say it all, no traceback
+            logger.info("failed: %s", e)
+            self.session.send(P.ERROR, {"message": str(e)[:MAX_TEXT]})
+            return EXIT_FAILED
         except (TransportError, BadMessage) as e:
             logger.info("%s", e)
             if isinstance(e, BadMessage):
@@ -182,8 +186,11 @@ class Worker:
             line.update(counts=counts, lr_quant=lr["lr_quant"], lr_other=lr["lr_other"])
         if evaluated is not None:
             line.update(evaluated=evaluated, state_sha256=state_digest(self.trainer.model))  # type: ignore[union-attr]
-        self.trace.write(json.dumps(line) + "\n")
-        self.trace.flush()
+        try:
+            self.trace.write(json.dumps(line) + "\n")
+            self.trace.flush()
+        except OSError as e:
+            raise safe_io.WriteError(self.trace.name, e) from None
 
 
 def state_digest(model: torch.nn.Module) -> str:

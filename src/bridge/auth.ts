@@ -1,8 +1,8 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmodSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { curveKeyPair } from 'zeromq';
+import { writeFileAtomic } from '../run/files.js';
 
 /**
  * Who may join a run: every hello carries the run's secret, made per run and handed only to the
@@ -59,7 +59,6 @@ export function writeAuthFile(runDir: string, credentials: Credentials, endpoint
     secret: credentials.secret,
     server_key: credentials.curve?.publicKey ?? null,
   };
-  writeFileSync(path, `${JSON.stringify(content, null, 2)}\n`, { mode: 0o600 });
-  chmodSync(path, 0o600); // an existing file keeps its mode on write: make sure
+  writeFileAtomic(path, `${JSON.stringify(content, null, 2)}\n`, 0o600); // owner-only from its creation on
   return path;
 }

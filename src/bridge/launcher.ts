@@ -4,6 +4,7 @@ import { delimiter, join } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { execa, type ResultPromise } from 'execa';
 import { PACKAGE_ROOT } from '../paths.js';
+import { WriteError } from '../errors.js';
 
 /** How long a process gets to exit after SIGTERM before it is killed (execa escalates). */
 export const KILL_GRACE_MS = 5000;
@@ -83,6 +84,8 @@ export interface LaunchOptions {
 /** One OS process of the run (a worker rank, or one copy of the user's command), started with execa. */
 export class RunProcess {
   readonly exited: Promise<ProcessExit>;
+  /** Settles when its log (`logPath`) cannot be written (a full disk): the error names the file and the cause. */
+  readonly logFailed: Promise<WriteError>;
   private readonly tail: string[] = [];
   private partialLine = '';
   private exitInfo: ProcessExit | null = null;
@@ -105,8 +108,13 @@ export class RunProcess {
       reject: false,
       forceKillAfterDelay: KILL_GRACE_MS,
     });
-    this.log = stdio === 'pipe' && options.logPath ? createWriteStream(options.logPath, { flags: 'a' }) : null;
-    // A full or failing disk must not take the controller down: the in-memory tail still works.
+    const logPath = stdio === 'pipe' ? (options.logPath ?? null) : null;
+    this.log = logPath ? createWriteStream(logPath, { flags: 'a' }) : null;
+    // A full or failing disk must not take the controller down: the in-memory tail still works,
+    // and whoever supervises the process hears of it once.
+    this.logFailed = new Promise((resolve) => {
+      this.log?.once('error', (error) => resolve(new WriteError(logPath!, error)));
+    });
     this.log?.on('error', () => this.log?.destroy());
     if (stdio === 'pipe') this.child.stderr?.on('data', (chunk: Buffer) => this.onStderr(chunk));
     this.exited = this.child.then(
@@ -140,7 +148,7 @@ export class RunProcess {
   }
 
   private onStderr(chunk: Buffer): void {
-    this.log?.write(chunk);
+    if (this.log && !this.log.destroyed) this.log.write(chunk);
     const lines = (this.partialLine + chunk.toString('utf8')).split('\n');
     this.partialLine = lines.pop() ?? '';
     this.tail.push(...lines);

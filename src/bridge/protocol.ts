@@ -186,7 +186,8 @@ export class VersionMismatchError extends ProtocolError {
   }
 }
 
-const packr = new Packr({ useRecords: false });
+// variableMapSize: maps of any size (the fast default stops at 65535 keys, which a config's kwargs may pass)
+const packr = new Packr({ useRecords: false, variableMapSize: true });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
 
 export function encode<T extends ControllerMessageType>(type: T, sid: string, seq: number, body: ControllerBodies[T]): Buffer {

@@ -139,6 +139,15 @@ export class SessionTable {
   }
 
   private onMessage(message: WorkerMessage, routingId: Buffer): void {
+    try {
+      this.route(message, routingId);
+    } catch (error) {
+      // The run handles its own failures; this keeps a bug in handling one message from stopping the receive loop.
+      this.handler.warn(`internal error while handling a "${message.type}" message: ${(error as Error).stack ?? String(error)}`);
+    }
+  }
+
+  private route(message: WorkerMessage, routingId: Buffer): void {
     if (this.closed) return;
     const route = routingId.toString('hex');
     if (message.type === 'hello') return this.onHello(message as WorkerMessage<'hello'>, routingId);

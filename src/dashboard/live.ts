@@ -2,6 +2,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { dashboardSchema, type DashboardConfig } from '../config/schema.js';
 import type { ResolvedConfig } from '../config/resolve.js';
+import { TrqatError, WriteError } from '../errors.js';
 import type { RunEvent } from '../run/record.js';
 import { RUN_FILES, RunReader } from './reader.js';
 import { REPORT_FILE, writeReport } from './report.js';
@@ -15,13 +16,14 @@ export function dashboardSettings(config: ResolvedConfig): DashboardConfig {
 /**
  * A run's views while it runs: the live dashboard fed from the run's own events (the records it
  * writes to metrics.jsonl, as it writes them), and at the end the report, written into the run
- * folder. Nothing here can fail the run: problems become warnings.
+ * folder. Nothing here can fail the run: problems become warnings. Only a report that cannot be
+ * written (a full disk) is an error, after the run's own record is complete.
  */
 export interface RunViews {
   /** The run's listener: feeds the dashboard, then calls the caller's. */
   onEvent: (event: RunEvent) => void;
-  /** The run has ended: writes report.html, stops the dashboard. */
-  close(): Promise<void>;
+  /** The run has ended: writes report.html (unless `report` is false), stops the dashboard. Returns the WriteError of a report that could not be written. */
+  close(report?: boolean): Promise<WriteError | null>;
 }
 
 /** Starts the views of the run in `runDir`; `onEvent` is the caller's own listener. */
@@ -44,17 +46,19 @@ export async function openRunViews(runDir: string, config: ResolvedConfig, onEve
       if (server) feed!.event(event);
       onEvent?.(event);
     },
-    close: async () => {
+    close: async (report = true) => {
       await server?.close();
-      if (!settings.report) return;
+      if (!settings.report || !report) return null;
       const path = join(runDir, REPORT_FILE);
       try {
         const reader = (server && (await feed!.finish())) || (await readRun(runDir));
         writeReport([reader.data], path);
         tell({ type: 'report', path });
       } catch (error) {
+        if (error instanceof WriteError) return error;
         warn(`cannot write the report ${path}: ${(error as Error).message}`);
       }
+      return null;
     },
   };
 }
@@ -71,16 +75,18 @@ export async function withRunViews<O extends { onEvent?: (event: RunEvent) => vo
   try {
     handle = await start({ ...options, onEvent: views.onEvent });
   } catch (error) {
-    await views.close();
+    await views.close(false); // nothing ran: no report
     throw error;
   }
   const done = handle.done.then(
     async (value) => {
-      await views.close();
+      const failed = await views.close();
+      if (failed) throw new TrqatError(`the run ended and its record is complete, but ${failed.message}`);
       return value;
     },
     async (error: unknown) => {
-      await views.close();
+      const failed = await views.close();
+      if (failed) options.onEvent?.({ type: 'warning', message: failed.message });
       throw error;
     },
   );

@@ -1,19 +1,54 @@
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { ResolvedConfig } from '../config/resolve.js';
-import { ConfigError, TrqatError } from '../errors.js';
+import { ConfigError, TrqatError, WriteError } from '../errors.js';
 
-/** Writes a file so that readers see the old content or the new one, never a torn one. */
-export function writeFileAtomic(path: string, content: string): void {
-  const temporary = `${path}.tmp-${process.pid}`;
-  const fd = openSync(temporary, 'w');
+export { WriteError };
+
+/** Runs `write`, turning any failure into a WriteError that names `path`. */
+export function writing<T>(path: string, write: () => T): T {
   try {
-    writeSync(fd, content);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    return write();
+  } catch (error) {
+    throw error instanceof WriteError ? error : new WriteError(path, error);
   }
-  renameSync(temporary, path);
+}
+
+/** Writes all of `data` at the file's position (a write may take only part of it, e.g. when the disk fills). */
+export function writeFully(fd: number, data: Buffer): void {
+  for (let offset = 0; offset < data.length; ) offset += writeSync(fd, data, offset, data.length - offset);
+}
+
+/**
+ * Writes a file so that readers see the old content or the new one, never a torn one. On any
+ * failure the temporary is removed, the old content stays, and a WriteError names the file.
+ * `mode`: the new file's permissions from its creation on (a secret is never readable by others).
+ */
+export function writeFileAtomic(path: string, content: string, mode?: number): void {
+  const temporary = `${path}.tmp-${process.pid}`;
+  try {
+    const fd = openSync(temporary, 'w', mode);
+    try {
+      if (mode !== undefined) fchmodSync(fd, mode); // a stale temporary keeps its old mode otherwise
+      writeFully(fd, Buffer.from(content));
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temporary, path);
+  } catch (error) {
+    removeQuietly(temporary);
+    throw new WriteError(path, error);
+  }
+}
+
+/** Removes a file or folder if it can; for clean-ups on a path that is already failing. */
+export function removeQuietly(path: string): void {
+  try {
+    rmSync(path, { recursive: true, force: true });
+  } catch {
+    // a read-only or vanished folder: nothing more can be done here
+  }
 }
 
 export function writeJsonAtomic(path: string, value: unknown): void {
@@ -68,19 +103,26 @@ export function makeDirs(dir: string): void {
  */
 export function lockRunDir(runDir: string): () => void {
   const path = join(runDir, 'run.lock');
+  const pid = Buffer.from(String(process.pid));
   try {
     const fd = openSync(path, 'wx');
-    writeSync(fd, String(process.pid));
+    try {
+      writeFully(fd, pid);
+    } catch (error) {
+      closeSync(fd);
+      removeQuietly(path);
+      throw new WriteError(path, error);
+    }
     closeSync(fd);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    const pid = Number(readFileSync(path, 'utf8'));
-    if (pid > 0 && pid !== process.pid && isAlive(pid)) {
-      throw new TrqatError(`${runDir} is in use by another trqat process (pid ${pid}); wait for it to end, or stop it first`);
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error instanceof WriteError ? error : new WriteError(path, error);
+    const owner = Number(readFileSync(path, 'utf8'));
+    if (owner > 0 && owner !== process.pid && isAlive(owner)) {
+      throw new TrqatError(`${runDir} is in use by another trqat process (pid ${owner}); wait for it to end, or stop it first`);
     }
-    writeFileSync(path, String(process.pid));
+    writing(path, () => writeFileSync(path, pid));
   }
-  return () => rmSync(path, { force: true });
+  return () => removeQuietly(path);
 }
 
 function isAlive(pid: number): boolean {

@@ -1,9 +1,9 @@
-import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { transitionDistanceSchema, type TransitionDistance } from '../bridge/protocol.js';
 import type { StepDecision } from '../schedules/controller.js';
-import { TrqatError } from '../errors.js';
-import { writeFileAtomic } from './files.js';
+import { TrqatError, WriteError } from '../errors.js';
+import { writeFileAtomic, writeFully, writing } from './files.js';
 
 /**
  * What a line of metrics.jsonl holds: the one definition that the run writes against (the types
@@ -139,13 +139,21 @@ export function stepRecord(
 /** Lines are buffered and written in batches so a fast run does not pay a syscall per step. */
 const FLUSH_EVERY_LINES = 200;
 
-/** The run's JSON-lines metrics log. */
+/**
+ * The run's JSON-lines metrics log. A write that fails (a full disk) is undone: the file is cut
+ * back to its last whole line, the lines are dropped (a resume writes them again from the
+ * checkpoint), and a WriteError names the file.
+ */
 export class MetricsLog {
   private readonly fd: number;
   private pending: string[] = [];
+  /** Bytes of whole lines in the file. */
+  private size: number;
+  private closed = false;
 
   constructor(readonly path: string) {
-    this.fd = openSync(path, 'a');
+    this.fd = writing(path, () => openSync(path, 'a'));
+    this.size = fstatSync(this.fd).size;
   }
 
   write(record: MetricsRecord): void {
@@ -154,14 +162,31 @@ export class MetricsLog {
   }
 
   flush(): void {
-    if (this.pending.length === 0) return;
-    writeSync(this.fd, `${this.pending.join('\n')}\n`);
+    if (this.pending.length === 0 || this.closed) return;
+    const data = Buffer.from(`${this.pending.join('\n')}\n`);
     this.pending = [];
+    try {
+      writeFully(this.fd, data);
+    } catch (error) {
+      try {
+        ftruncateSync(this.fd, this.size);
+      } catch {
+        // the reader skips a torn last line; nothing more can be done on a failing disk
+      }
+      throw new WriteError(this.path, error);
+    }
+    this.size += data.length;
   }
 
+  /** Flushes and closes; the file is closed even when the flush fails (which then throws). Closing twice is a no-op. */
   close(): void {
-    this.flush();
-    closeSync(this.fd);
+    if (this.closed) return;
+    try {
+      this.flush();
+    } finally {
+      this.closed = true;
+      closeSync(this.fd);
+    }
   }
 
   /**

@@ -121,7 +121,8 @@ export class RunRecord {
   ) {
     const now = new Date().toISOString();
     if (resumeStep !== null) {
-      this.info = { ...readJson<RunInfo>(join(runDir, RUN_FILE), 'run status'), status: 'running', updated: now };
+      // checkpoint_step: the checkpoint the resume uses (an older one when the latest was damaged)
+      this.info = { ...readJson<RunInfo>(join(runDir, RUN_FILE), 'run status'), status: 'running', checkpoint_step: resumeStep, updated: now };
       delete this.info.error;
       MetricsLog.truncate(join(runDir, METRICS_FILE), resumeStep);
       this.lastStep = resumeStep - 1;
@@ -214,13 +215,28 @@ export class RunRecord {
     this.save();
   }
 
-  /** Ends the record: the final status, summary.json for a run that did not fail, the log closed. */
+  /**
+   * Ends the record: the final status, summary.json for a run that did not fail, the log closed.
+   * Everything that can be written is, even when a part fails (a full disk); then the first
+   * failure is thrown, a WriteError naming its file.
+   */
   end(status: RunStatus, trackingError: number | null, error?: string): RunSummary | null {
-    for (const evaluation of this.held) this.writeEval(evaluation);
+    let failure: unknown = null;
+    const attempt = (write: () => void) => {
+      try {
+        write();
+      } catch (problem) {
+        failure ??= problem;
+      }
+    };
+    attempt(() => {
+      for (const evaluation of this.held) this.writeEval(evaluation);
+    });
     this.held = [];
-    this.metrics.close();
+    attempt(() => this.metrics.close());
     this.info = { ...this.info, status, ...(error ? { error } : {}) };
-    this.save();
+    attempt(() => this.save());
+    if (failure !== null) throw failure;
     if (status === 'failed' || status === 'running') return null;
     const summary: RunSummary = {
       run_dir: this.runDir,

@@ -1,4 +1,3 @@
-import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { controllerSettings, r0ForLayers, totalSteps, type ResolvedConfig } from '../config/resolve.js';
 import { ConfigError, TrqatError } from '../errors.js';
@@ -8,7 +7,7 @@ import { VersionMismatchError, type ControllerBodies, type LayerInfo, type LrBod
 import { SessionTable, type Outcome, type Session, type SessionHandler } from '../bridge/sessions.js';
 import { TrController, type ControllerState } from '../schedules/controller.js';
 import { Checkpoints, CHECKPOINT_FORMAT, type CheckpointRef, type ControllerCheckpoint } from './checkpoints.js';
-import { lockRunDir } from './files.js';
+import { lockRunDir, removeQuietly } from './files.js';
 import type { EvalRecord, StepRecord } from './metrics.js';
 import { rankInfo, RunRecord, type RunEvent, type RunKind, type RunPlan, type RunSummary } from './record.js';
 import { StepLoop, StepMismatch, type Directives } from './step-loop.js';
@@ -110,16 +109,27 @@ export class Run implements SessionHandler {
     this.config = spec.config;
     this.resumeFrom = spec.checkpoint;
     this.credentials = makeCredentials(spec.config.bridge.endpoint, spec.config.bridge.curve);
-    this.unlock = lockRunDir(spec.runDir);
     this.checkpoints = new Checkpoints(spec.runDir, spec.config.train.keep_checkpoints, spec.config.train.keep_best);
+    // A new run's folder that cannot even be set up (a full disk) is removed: it holds nothing yet.
+    const fresh = spec.checkpoint === null;
     try {
-      this.record = new RunRecord(spec.runDir, spec.config, spec.kind, spec.checkpoint?.step ?? null, (event) => this.emit(event));
+      this.unlock = lockRunDir(spec.runDir);
     } catch (error) {
-      this.unlock();
+      if (fresh) removeQuietly(spec.runDir);
       throw error;
     }
-    if (spec.configChanged) this.record.updateConfig(spec.config);
-    if (spec.command) this.record.set({ command: spec.command });
+    let record: RunRecord | null = null;
+    try {
+      record = new RunRecord(spec.runDir, spec.config, spec.kind, spec.checkpoint?.step ?? null, (event) => this.emit(event));
+      if (spec.configChanged) record.updateConfig(spec.config);
+      if (spec.command) record.set({ command: spec.command });
+    } catch (error) {
+      if (record) this.attempt(() => record!.end('failed', null, (error as Error).message));
+      this.unlock();
+      if (fresh) removeQuietly(spec.runDir);
+      throw error;
+    }
+    this.record = record;
     this.done = new Promise<RunSummary>((resolve, reject) => {
       this.resolveDone = resolve;
       this.rejectDone = reject;
@@ -137,7 +147,13 @@ export class Run implements SessionHandler {
       throw error;
     }
     const external = spec.kind === 'client' || spec.config.worker.launch === 'external';
-    const authFile = external ? writeAuthFile(spec.runDir, run.credentials, run.endpoint) : null;
+    let authFile: string | null = null;
+    try {
+      if (external) authFile = writeAuthFile(spec.runDir, run.credentials, run.endpoint);
+    } catch (error) {
+      run.fail(error as Error);
+      throw error;
+    }
     const signal = options.signal;
     if (signal?.aborted) run.stop();
     else signal?.addEventListener('abort', () => run.stop(), { once: true });
@@ -190,6 +206,8 @@ export class Run implements SessionHandler {
   supervise(process: RunProcess): void {
     this.processes.push(process);
     void process.exited.then((exit) => this.processExited(process, exit));
+    // Its log cannot be written (a full disk): the run stops rather than go on without a record of it.
+    void process.logFailed.then((error) => this.fail(error));
   }
 
   stop(): void {
@@ -205,8 +223,8 @@ export class Run implements SessionHandler {
   stopNow(reason: string): void {
     if (this.ended) return;
     this.ended = true;
-    this.loop?.flush();
-    this.record.end('stopped', this.controller?.trackingError ?? null, reason);
+    this.attempt(() => this.loop?.flush());
+    this.attempt(() => this.record.end('stopped', this.controller?.trackingError ?? null, reason));
     this.table?.abort(reason);
     for (const process of this.processes) process.stop('SIGKILL');
     this.unlock();
@@ -236,7 +254,7 @@ export class Run implements SessionHandler {
 
   welcome(session: Session): ControllerBodies['welcome'] {
     const info = rankInfo(session.hello);
-    this.record.addRank(info);
+    this.guard(() => this.record.addRank(info));
     this.activity.set(session.rank, 'building the model and loading data');
     this.emit({ type: 'rank', rank: info, worldSize: session.hello.world_size });
     return { config: this.config, resume: this.resumeFrom?.path ?? null };
@@ -244,7 +262,7 @@ export class Run implements SessionHandler {
 
   ready(session: Session, body: WorkerBody<'ready'>): Outcome<ControllerBodies['plan']> {
     if (this.ended) return { refuse: 'this run has ended' };
-    const outcome = this.plan ? this.join(body) : this.makePlan(body);
+    const outcome = this.guard(() => (this.plan ? this.join(body) : this.makePlan(body))) ?? { refuse: 'this run has failed' };
     if ('ok' in outcome) this.activity.set(session.rank, `waiting for the other ranks before step ${this.startStep}`);
     return outcome;
   }
@@ -567,7 +585,10 @@ export class Run implements SessionHandler {
 
   private processExited(process: RunProcess, exit: ProcessExit): void {
     if (!this.processes.includes(process)) return; // stopped by an automatic restart
-    if (this.spec.command) this.record.set({ exit });
+    if (this.spec.command) {
+      if (this.ended) this.attempt(() => this.record.set({ exit }));
+      else this.guard(() => this.record.set({ exit }));
+    }
     if (this.ended) return;
     const rank = process.rank;
     if (this.spec.kind === 'managed') {
@@ -596,11 +617,17 @@ export class Run implements SessionHandler {
       this.fail(new RunFailure(`the training script failed${this.plan ? ` at step ${this.loop!.next} of ${this.plan.total_steps}` : ''}: ${this.clientError}`));
       return;
     }
-    this.loop?.flush();
-    this.maybeCommit();
-    const completed = this.plan !== null && this.loop!.next >= this.plan.total_steps && !this.pendingCheckpoint;
+    let summary: RunSummary;
+    try {
+      this.loop?.flush();
+      this.maybeCommit();
+      const completed = this.plan !== null && this.loop!.next >= this.plan.total_steps && !this.pendingCheckpoint;
+      summary = this.record.end(completed ? 'completed' : 'stopped', this.trackingError())!;
+    } catch (error) {
+      this.fail(error as Error); // run.json says failed, if it can still be written
+      return;
+    }
     this.ended = true;
-    const summary = this.record.end(completed ? 'completed' : 'stopped', this.trackingError())!;
     void this.release(false).then(() => this.resolveDone(summary));
   }
 
@@ -625,7 +652,7 @@ export class Run implements SessionHandler {
   }
 
   private async restart(error: Error, count: number): Promise<void> {
-    const checkpoint = this.checkpoints.latest();
+    const checkpoint = this.checkpoints.latest((message) => this.warn(message));
     const from = checkpoint ? `the checkpoint of step ${checkpoint.step}` : 'the start (no checkpoint yet)';
     this.warn(`${error.message.split('\n')[0]}; restarting every rank from ${from} (restart ${count} of at most ${this.config.worker.max_restarts})`);
     this.table!.abort(`restarting from ${from}`);
@@ -634,7 +661,7 @@ export class Run implements SessionHandler {
     for (const process of old) process.stop('SIGKILL');
     await Promise.all(old.map((p) => p.exited));
     if (this.progressTimer) clearTimeout(this.progressTimer);
-    if (this.pendingCheckpoint) rmSync(this.pendingCheckpoint.staging, { recursive: true, force: true });
+    if (this.pendingCheckpoint) removeQuietly(this.pendingCheckpoint.staging);
     this.pendingCheckpoint = null;
     this.resumeFrom = checkpoint;
     this.record.rewind(checkpoint?.step ?? 0);
@@ -647,14 +674,37 @@ export class Run implements SessionHandler {
     if (!this.ended) await this.launch();
   }
 
+  /**
+   * Ends the run as failed. Nothing here may throw or wait on the disk: a write that fails again
+   * (the disk that failed the run is still full) becomes a warning, and the run ends regardless.
+   */
   private fail(error: Error): void {
     if (this.ended) return;
     this.ended = true;
-    if (this.pendingCheckpoint) rmSync(this.pendingCheckpoint.staging, { recursive: true, force: true });
-    this.loop?.flush();
-    this.record.end('failed', this.trackingError(), error.message);
+    if (this.pendingCheckpoint) removeQuietly(this.pendingCheckpoint.staging);
+    this.attempt(() => this.loop?.flush());
+    this.attempt(() => this.record.end('failed', this.trackingError(), error.message));
     this.table?.abort(error.message.split('\n')[0]!);
     void this.release(true).then(() => this.rejectDone(error));
+  }
+
+  /** Runs a step of the run's handling; an error (a write that failed) fails the run. Returns undefined then. */
+  private guard<T>(action: () => T): T | undefined {
+    try {
+      return action();
+    } catch (error) {
+      this.fail(error as Error);
+      return undefined;
+    }
+  }
+
+  /** On the way out: a write that fails is said, never thrown (the run is already ending). */
+  private attempt(action: () => void): void {
+    try {
+      action();
+    } catch (error) {
+      this.warn(`${(error as Error).message} (while ending the run)`);
+    }
   }
 
   /** Closes the socket, lets (or makes) the processes exit, frees the folder. */

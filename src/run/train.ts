@@ -40,7 +40,8 @@ export async function startResume(runDir: string, options: ResumeOptions = {}): 
   const info = readJson<RunInfo>(join(dir, RUN_FILE), 'run status');
   if (info.kind === 'client') throw new TrqatError(`${dir} is a client run (trqat run / trqat serve): resume your script from its own checkpoint with client.state_dict()`);
   if (info.status === 'completed') throw new TrqatError(`${dir} has already completed (${info.checkpoint_step} of ${info.plan?.total_steps} steps)`);
-  const checkpoint = new Checkpoints(dir, config.train.keep_checkpoints).latest();
+  const warn = (message: string) => options.onEvent?.({ type: 'warning', message });
+  const checkpoint = new Checkpoints(dir, config.train.keep_checkpoints).latest(warn); // a damaged latest one: the newest intact one, said
   if (!checkpoint) throw new TrqatError(`${dir} has no checkpoint to resume from; start the run again with "trqat train"`);
   const recorded = Checkpoints.readController(checkpoint).config;
   const changes = recorded ? scheduleChanges(recorded, config) : [];
@@ -51,7 +52,7 @@ export async function startResume(runDir: string, options: ResumeOptions = {}): 
     );
   }
   if (info.status === 'running') {
-    options.onEvent?.({ type: 'warning', message: `run.json still says "running": its controller ended without closing the run (killed?); continuing from the checkpoint of step ${checkpoint.step}` });
+    warn(`run.json still says "running": its controller ended without closing the run (killed?); continuing from the checkpoint of step ${checkpoint.step}`);
   }
   return launch(dir, config, checkpoint, options, JSON.stringify(config) !== JSON.stringify(stored));
 }
