@@ -17,6 +17,31 @@ import { readRun, tinyConfig } from './helpers.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
 
+/** The --set arguments that give the CLI the settings of a test config made by tinyConfig. */
+function cliSets(config: ReturnType<typeof tinyConfig>): string[] {
+  const keys = ['out_dir', 'data.name', 'data.synthetic.train_size', 'data.batch_size', 'train.steps', 'train.eval_every', 'train.checkpoint_every', 'worker.device', 'worker.threads'];
+  return keys.flatMap((key) => {
+    const value = key.split('.').reduce<unknown>((node, part) => (node as Record<string, unknown>)[part], config);
+    return ['--set', `${key}=${String(value)}`];
+  });
+}
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** Milliseconds until `pid` is gone (at most `limitMs`, then the limit). */
+async function goneWithin(pid: number, limitMs: number): Promise<number> {
+  const start = Date.now();
+  while (alive(pid) && Date.now() - start < limitMs) await new Promise((resolve) => setTimeout(resolve, 20));
+  return Date.now() - start;
+}
+
 /** Starts a run and applies `act` to the worker's pid once step `atStep` is logged; returns the error. */
 async function failingRun(overrides: string[], atStep: number, act: (pid: number) => void): Promise<{ error: Error; runDir: string; took: number }> {
   const config = tinyConfig(['train.steps=400', 'train.eval_every=0', 'train.checkpoint_every=4', 'worker.max_restarts=0', ...overrides]);
@@ -226,11 +251,7 @@ describe('the CLI', () => {
 
   it('Ctrl-C stops with a checkpoint; trqat resume finishes the run', async () => {
     const config = tinyConfig(['train.steps=200', 'train.eval_every=0', 'train.checkpoint_every=0']);
-    const sets = ['out_dir', 'data.name', 'data.synthetic.train_size', 'data.batch_size', 'train.steps', 'train.eval_every', 'train.checkpoint_every', 'worker.device', 'worker.threads'].map((key) => {
-      const value = key.split('.').reduce<unknown>((node, part) => (node as Record<string, unknown>)[part], config);
-      return ['--set', `${key}=${String(value)}`];
-    });
-    const child = execa('node', [CLI, 'train', ...sets.flat(), '--set', 'train.log_every=1'], { reject: false });
+    const child = execa('node', [CLI, 'train', ...cliSets(config), '--set', 'train.log_every=1'], { reject: false });
     let output = '';
     let interrupted = false;
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -255,4 +276,47 @@ describe('the CLI', () => {
     expect(resumed.stdout).toMatch(/done: step 200\/200, final top-1 \d+\.\d\d%/);
     expect(readRun(runDir).steps.map((s) => s.step)).toEqual(Array.from({ length: 200 }, (_, t) => t));
   }, 240_000); // two CLI processes, 200 steps in all
+
+  it('a controller killed with SIGKILL leaves no worker behind; trqat resume says what happened and finishes the run', async () => {
+    const config = tinyConfig(['train.steps=60', 'train.eval_every=0', 'train.checkpoint_every=4']);
+    const child = execa('node', [CLI, 'train', ...cliSets(config), '--set', 'train.log_every=1'], { reject: false });
+    let output = '';
+    let killed: { runDir: string; pid: number; at: number } | null = null;
+    child.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      const runDir = /run folder (\S+)/.exec(output)?.[1];
+      if (!killed && runDir && /step 9\/60/.test(output)) {
+        killed = { runDir, pid: readRun(runDir).info.ranks[0]!.pid, at: Date.now() };
+        child.kill('SIGKILL');
+      }
+    });
+    await child;
+    const { runDir, pid, at } = killed!;
+    expect(await goneWithin(pid, 10_000)).toBeLessThan(5000 - (Date.now() - at));
+    expect(readRun(runDir).info.status).toBe('running'); // nobody was left to say otherwise
+    expect(existsSync(join(runDir, 'run.lock'))).toBe(true); // stale: its pid is gone
+
+    const resumed = await execa('node', [CLI, 'resume', runDir], { reject: false });
+    expect(resumed.exitCode, resumed.stderr).toBe(0);
+    expect(resumed.stderr).toMatch(/run\.json still says "running": its controller ended without closing the run \(killed\?\)/);
+    expect(readRun(runDir).steps.map((s) => s.step)).toEqual(Array.from({ length: 60 }, (_, t) => t));
+    expect(readRun(runDir).info.status).toBe('completed');
+  }, 240_000);
+
+  it("a controller killed with SIGKILL ends the user's script under trqat run within seconds", async () => {
+    const out = mkdtempSync(join(tmpdir(), 'trqat-kill-'));
+    const script = join(PACKAGE_ROOT, 'test', 'fixtures', 'client_script.py');
+    const child = execa('node', [CLI, 'run', '--set', `out_dir=${out}`, '--', resolvePython(null), script, '--steps', '100000'], { reject: false });
+    // Once the script has trained a few steps, its pid is in run.json: kill the controller then.
+    let pid: number | undefined;
+    for (const start = Date.now(); pid === undefined && Date.now() - start < 60_000; await new Promise((resolve) => setTimeout(resolve, 100))) {
+      const runDir = readdirSync(out).map((name) => join(out, name))[0];
+      if (runDir && existsSync(join(runDir, 'metrics.jsonl')) && readRun(runDir).steps.length >= 3) pid = readRun(runDir).info.ranks?.[0]?.pid;
+    }
+    expect(pid).toBeDefined();
+    const at = Date.now();
+    child.kill('SIGKILL');
+    await child;
+    expect(await goneWithin(pid!, 10_000)).toBeLessThan(5000 - (Date.now() - at));
+  }, 120_000);
 });

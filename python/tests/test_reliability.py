@@ -202,3 +202,37 @@ def test_a_full_disk_under_worker_pt_is_an_error_naming_the_file_and_the_old_fil
     assert f"error: cannot write {mount}/worker.pt: No space left on device (ENOSPC)" in out.stdout
     assert "left: ['worker.pt']" in out.stdout  # no temporary
     assert "old: 10" in out.stdout
+
+
+# --- files that would run code -------------------------------------------------------------------
+class _Payload:
+    """Pickles to a call of os.system: loading it with plain torch.load would create the marker."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_no_file_trqat_reads_runs_pickled_code(tmp_path):
+    """worker.pt (resume, export), model.init_checkpoint and the distillation teacher: refused, nothing runs."""
+    import torch
+    from trqat import models, safe_io
+
+    marker = tmp_path / "ran"
+    (tmp_path / "step").mkdir()
+    torch.save({"format": safe_io.FORMAT, "meta": "{}", "tensors": [], "x": _Payload(str(marker))}, tmp_path / "step" / "worker.pt")
+    torch.save({"fc.weight": torch.zeros(2, 2), "x": _Payload(str(marker))}, tmp_path / "init.pt")
+
+    with pytest.raises(ValueError, match=r"holds pickled objects that would run code when loaded \(.*system.*\): refused"):
+        safe_io.load(str(tmp_path / "step" / "worker.pt"))
+    for what in ("model.init_checkpoint", "train.distill.teacher_checkpoint"):
+        with pytest.raises(ValueError, match=f"{what}: .*init.pt holds more than tensors"):
+            models.read_state_dict(str(tmp_path / "init.pt"), what)
+    with pytest.raises(ValueError, match="worker.pt holds more than tensors"):
+        models.read_state_dict(str(tmp_path / "step" / "worker.pt"))
+    assert not marker.exists()
+    # The same file under plain torch.load does run the code: the test's payload is real.
+    torch.load(tmp_path / "init.pt")
+    assert marker.exists()

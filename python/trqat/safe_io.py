@@ -10,6 +10,7 @@ import errno
 import io
 import json
 import os
+import pickle
 import tempfile
 from typing import Any, BinaryIO, Dict, List, Optional, Union
 
@@ -108,7 +109,12 @@ def _remove(path: Optional[str]) -> None:
 
 def load(source: Union[str, BinaryIO], map_location: Any = "cpu") -> Any:
     """Reads what `save` wrote, with weights-only loading (no pickled code can run)."""
-    raw: Dict[str, Any] = torch.load(source, map_location=map_location, weights_only=True)
+    try:
+        raw: Dict[str, Any] = torch.load(source, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # what weights-only loading refused: say why, not how to bypass it
+        found = str(e).rpartition("WeightsUnpickler error:")[2].strip() or str(e)
+        raise ValueError(f"holds pickled objects that would run code when loaded ({found}): refused; "
+                         f"a trqat file holds tensors, numbers and strings only") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
         raise ValueError(f"not a {FORMAT} file (format {got!r})")

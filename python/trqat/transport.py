@@ -124,6 +124,13 @@ def send_nowait(sock: zmq.Socket, frame: bytes) -> None:
         pass
 
 
+def controller_parent() -> Optional[int]:
+    """The controller's pid when it started this process itself (TRQAT_CONTROLLER_PID is our parent):
+    its death is then seen at once, without waiting for the heartbeat timeout. None under other launchers."""
+    pid = os.environ.get("TRQAT_CONTROLLER_PID")
+    return os.getppid() if pid and pid == str(os.getppid()) else None
+
+
 class Heartbeat(threading.Thread):
     """Joins the session on its own socket (zmq sockets are not thread-safe) with `attach`, sends
     `heartbeat` every interval, and calls `on_gone(reason)` once when no `heartbeat_ack` came for
@@ -136,6 +143,7 @@ class Heartbeat(threading.Thread):
         self.ctx, self.credentials, self.sender = ctx, credentials, sender
         self.interval_s, self.timeout_s, self.on_gone = interval_s, timeout_s, on_gone
         self.stop = threading.Event()
+        self.parent = controller_parent()
 
     def run(self) -> None:
         try:
@@ -154,6 +162,9 @@ class Heartbeat(threading.Thread):
         next_beat = last_ack + self.interval_s
         while not self.stop.is_set():
             now = time.monotonic()
+            if self.parent is not None and os.getppid() != self.parent:  # a parent killed with SIGKILL sends no abort
+                self.on_gone(f"the trqat controller (pid {self.parent}) is gone")
+                return
             if now - last_ack > self.timeout_s:
                 self.on_gone(f"the trqat controller at {self.credentials.endpoint} stopped answering for {self.timeout_s:g} s")
                 return

@@ -185,6 +185,8 @@ export class Run implements SessionHandler {
       TRQAT_RUN_DIR: this.spec.runDir,
       TRQAT_HEARTBEAT_MS: String(this.config.worker.heartbeat_interval_ms),
       TRQAT_CONTROLLER_TIMEOUT_MS: String(controllerTimeoutMs(this.config)),
+      // A process this controller starts itself exits as soon as the controller is gone (its parent changes).
+      TRQAT_CONTROLLER_PID: String(process.pid),
     };
   }
 
