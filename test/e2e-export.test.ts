@@ -2,7 +2,7 @@
 // each file loaded back and checked against the run's own evaluation: the trqat file by Python's
 // loader, the ONNX graph in ONNX Runtime (onnxruntime-node) against PyTorch.
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, truncateSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -59,7 +59,7 @@ describe('trqat export: from a trained run to deployable files', () => {
     expect(checkpointed).toEqual([...evals.keys()]);
     const best = [...evals].reduce((a, b) => (b[1] > a[1] ? b : a));
     const pointer = JSON.parse(readFileSync(join(run.run_dir, 'checkpoints', 'best.json'), 'utf8'));
-    expect(pointer).toEqual({ step: best[0], path: `step-${String(best[0]).padStart(7, '0')}`, top1: best[1] });
+    expect(pointer).toMatchObject({ step: best[0], path: `step-${String(best[0]).padStart(7, '0')}`, top1: best[1] });
     const folders = readdirSync(join(run.run_dir, 'checkpoints')).filter((f) => f.startsWith('step-'));
     expect(new Set(folders)).toEqual(new Set([pointer.path, 'step-0000024'])); // keep_checkpoints=1, plus the best
   });
@@ -120,8 +120,16 @@ describe('trqat export: from a trained run to deployable files', () => {
     const pt = join(copy, 'checkpoints', 'step-0000024', 'worker.pt');
     truncateSync(pt, 1000);
     const broken = await cli([copy, '--step', '24']);
-    expect(broken.code).toBe(1);
-    expect(broken.stderr).toMatch(/^trqat: export failed: cannot load .*worker\.pt into the run's model/);
+    expect(broken.code, broken.stderr).toBe(1);
+    expect(broken.stderr).toMatch(/^trqat: checkpoint \S+step-0000024 is damaged: worker\.pt does not match the sha256 recorded at its commit\n$/);
     expect(broken.stderr + broken.stdout).not.toMatch(/Traceback/);
+    // A checkpoint damaged where no checksum was recorded (a run of an older trqat) fails in the loader.
+    const pointer = join(copy, 'checkpoints', 'latest.json');
+    const latest = JSON.parse(readFileSync(pointer, 'utf8')) as { commits?: { sha256?: unknown }[]; sha256?: unknown };
+    writeFileSync(pointer, JSON.stringify(latest, (key, value: unknown) => (key === 'sha256' ? undefined : value)));
+    const unverified = await cli([copy, '--step', '24']);
+    expect(unverified.code, unverified.stderr).toBe(1);
+    expect(unverified.stderr).toMatch(/^trqat: export failed: cannot load .*worker\.pt into the run's model/);
+    expect(unverified.stderr + unverified.stdout).not.toMatch(/Traceback/);
   }, 120_000);
 });

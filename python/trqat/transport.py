@@ -305,5 +305,5 @@ class Session:
         self.heartbeat.stop.set()
         if self.heartbeat.is_alive():
             self.heartbeat.join()
-        self.sock.close(linger=1000)  # lingers to deliver the last message
+        self.sock.close(linger=0 if self.gone else 1000)  # lingers to deliver the last message, if anyone is there
         self.ctx.term()

@@ -40,7 +40,7 @@ const budget = opts.budget;
 const B = {
   tiny: {
     fp: { steps: 8 }, length: { steps: 6 }, seeds: [0], batch: 32, trainSubset: 512, testSubset: 256, jobs: 2, threads: 1,
-    settings: [[2, 'sgd'], [1, 'sgd']], arms: ['lr', 'tr', 'released'], sweep: 'tiny',
+    settings: [[2, 'sgd']], arms: ['lr', 'tr', 'released'], sweep: 'tiny',
   },
   quick: {
     fp: { steps: 469 }, length: { steps: 200 }, seeds: [0, 1, 2], batch: 128, trainSubset: null, testSubset: null, jobs: 2, threads: 1,

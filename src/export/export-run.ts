@@ -52,12 +52,9 @@ export interface ExportResult extends PythonReport {
   onnx: OnnxCheck | null;
 }
 
-/** The checkpoint the options name: --step N, --best, or the latest. Errors are usage errors (exit 2). */
+/** The checkpoint the options name: --step N, --best, or the latest. One that is not there is a usage error (exit 2). */
 export function pickCheckpoint(runDir: string, config: ResolvedConfig, options: ExportOptions): CheckpointRef {
   const checkpoints = new Checkpoints(runDir, config.train.keep_checkpoints, config.train.keep_best);
-  const usage = (error: unknown): never => {
-    throw new TrqatError((error as Error).message, 2);
-  };
   if (options.best) {
     const best = checkpoints.best();
     if (!best) {
@@ -65,13 +62,7 @@ export function pickCheckpoint(runDir: string, config: ResolvedConfig, options: 
     }
     return { step: best.step, path: best.path };
   }
-  if (options.step !== undefined) {
-    try {
-      return checkpoints.at(options.step);
-    } catch (error) {
-      return usage(error);
-    }
-  }
+  if (options.step !== undefined) return checkpoints.at(options.step);
   const latest = checkpoints.latest();
   if (!latest) throw new TrqatError(`${runDir} has no checkpoint yet`, 2);
   return latest;

@@ -169,11 +169,14 @@ export class Checkpoints {
     return { step: best.step, path: join(this.dir, best.path), top1: best.top1 };
   }
 
-  /** The checkpoint of `step`, verified when latest.json records it; the error lists the steps there are. */
+  /**
+   * The checkpoint of `step`, verified when latest.json records it. A step that has none is a usage
+   * error (exit 2) listing the steps there are; a damaged one is an error of the file (exit 1).
+   */
   at(step: number): CheckpointRef {
     const steps = this.steps();
     if (!steps.includes(step)) {
-      throw new TrqatError(`${this.dir} has no checkpoint of step ${step}; ${steps.length > 0 ? `it has steps ${steps.join(', ')}` : 'it has none'}`);
+      throw new TrqatError(`${this.dir} has no checkpoint of step ${step}; ${steps.length > 0 ? `it has steps ${steps.join(', ')}` : 'it has none'}`, 2);
     }
     const commit = this.committed().find((c) => c.step === step) ?? { step, path: folderName(step) };
     const problem = this.verify(commit);
