@@ -117,6 +117,9 @@ async function goneWithin(pid, limitMs) {
  * resolves with the time of the first step line whose step count (steps done) satisfies `p` (null if
  * the CLI ends first), `ended` with {code, signal, at, stdout, stderr}. Killed after CLI_LIMIT_MS.
  */
+/** The CLI processes running now: a trial that ends early (a harness error) leaves none behind. */
+const running = new Set();
+
 function startCli(argv) {
   const child = spawn(process.execPath, [CLI, ...argv], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   const cli = { child, stdout: '', stderr: '', runDir: null, exitAt: null, waiting: new Set() };
@@ -149,6 +152,8 @@ function startCli(argv) {
     }),
   );
   cli.whenStep = (predicate) => new Promise((resolve) => cli.waiting.add({ predicate, resolve }));
+  running.add(cli);
+  void cli.ended.then(() => running.delete(cli));
   return cli;
 }
 
@@ -559,6 +564,11 @@ async function trial(scenario, seed, index, refDir, mount = null) {
     runDir = mount ? await diskFullInside(f, plan, name, refDir, mount) : await scenario.trial(f, plan, name, refDir, seed);
   } catch (error) {
     f.check(false, `harness: ${error.message.split('\n')[0]}`);
+  }
+  for (const cli of running) {
+    f.check(false, `harness: the trial ended with a CLI still running (${cli.child.spawnargs.slice(2, 4).join(' ')}): killed`);
+    cli.child.kill('SIGKILL');
+    await cli.ended;
   }
   const outcome = f.reasons.length === 0 ? 'survived' : 'lost';
   if (outcome === 'survived' && runDir) rmSync(runDir, { recursive: true, force: true });
