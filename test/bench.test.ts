@@ -147,6 +147,23 @@ describe('benchmarks on a tiny budget', () => {
     expect(readFileSync(md, 'utf8')).toMatch(/### GPU: ResNet-18[^]*### GPU: ResNet-20/);
   });
 
+  it('reliability.mjs kills a worker and damages a checkpoint, both runs survive, and a second start tries nothing again', async () => {
+    const { stdout, out } = await bench('reliability.mjs');
+    const table = rows(stdout, 'Reliability: faults tried, survived, lost');
+    expect(table.map((r) => r.slice(0, 4))).toEqual([
+      ['1. worker SIGKILL at a random step', '1', '1', '0'],
+      ['6. newest checkpoint damaged after a stopped run', '1', '1', '0'],
+    ]);
+    expect(table[0]![4]).toMatch(/^\d+\.\d\d s$/); // kill → exit
+    const trials = readFileSync(join(out, 'reliability', 'trials.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { scenario: string; seed: number; fault: { error?: string; fallback?: number } });
+    expect(trials.map((t) => [t.scenario, t.seed])).toEqual([['worker-kill', 1000], ['corrupt-checkpoint', 6000]]);
+    expect(trials[0]!.fault.error).toMatch(/rank 0 was killed by SIGKILL/);
+    expect(trials[1]!.fault.fallback).toBeGreaterThanOrEqual(4);
+    const again = await run(process.execPath, [script('reliability.mjs'), '--tiny', '--out', out]);
+    expect(again.stderr).toMatch(/0 trials to go \(2 there/);
+    expect(rows(again.stdout, 'Reliability: faults tried')).toEqual(table);
+  }, 300_000); // a reference run and two trials of two CLI runs each
+
   it('study.mjs runs the study end to end, writes its plots, and resumes without running anything again', async () => {
     const { stdout, out } = await bench('study.mjs');
     const grid = rows(stdout, 'TR scheduling against LR scheduling');
