@@ -72,9 +72,12 @@ function workerPeakGpu(dir) {
   }
 }
 
+// The last step's record is stamped when the final evaluation and checkpoint are done (its statistics
+// travel with them): its interval is not a training step, so the timed steps end one before it.
+const timed = times.slice(0, -1);
 const stepS = [];
-for (let i = Math.max(1, warmup); i < times.length; i++) stepS.push(times[i] - times[i - 1]);
-const span = times.length > warmup + 1 ? (times.at(-1) - times[warmup]) / (times.length - 1 - warmup) : null;
+for (let i = Math.max(1, warmup); i < timed.length; i++) stepS.push(timed[i] - timed[i - 1]);
+const span = timed.length > warmup + 1 ? (timed.at(-1) - timed[warmup]) / (timed.length - 1 - warmup) : null;
 console.log(
   JSON.stringify({
     run_dir: summary.run_dir,
