@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # chromium: the dashboard's browser tests (playwright-core drives the system browser; nothing is downloaded)
-DEBIAN_PACKAGES=(python3 python3-venv python3-torch python3-torchvision python3-zmq python3-msgpack python3-pytest python3-numpy dataset-fashion-mnist chromium)
+DEBIAN_PACKAGES=(python3 python3-venv python3-torch python3-torchvision python3-zmq python3-msgpack python3-pytest python3-hypothesis python3-numpy dataset-fashion-mnist chromium)
 
 say() { printf '\n== %s\n' "$*"; }
 
