@@ -240,9 +240,14 @@ describe('authentication', () => {
     await expect(stranger.receive()).rejects.toThrow();
     stranger.close();
 
-    const script = await execa(PYTHON, [SCRIPT, '--steps', '4'], { env: { TRQAT_AUTH_FILE: authFile, TRQAT_HEARTBEAT_MS: '200' }, reject: false });
-    expect(script.exitCode, script.stderr).toBe(0);
+    // Bounded, so that a script that cannot connect fails the test with its own stderr, not a timeout.
+    const script = await execa(PYTHON, [SCRIPT, '--steps', '4'], {
+      env: { TRQAT_AUTH_FILE: authFile, TRQAT_HEARTBEAT_MS: '200', TRQAT_CONNECT_TIMEOUT_MS: '60000' },
+      reject: false,
+      timeout: 150_000,
+    });
+    expect(script.exitCode, `${script.shortMessage ?? ''}\n${script.stderr}`).toBe(0);
     expect(await handle.done).toMatchObject({ status: 'completed', step: 4 });
     expect(existsSync(join(handle.runDir, 'metrics.jsonl'))).toBe(true);
-  });
+  }, 240_000); // one Python process on a machine that may be busy with the other test files
 });
