@@ -25,12 +25,13 @@
 // Usage: node scripts/bench/reliability.mjs [--tiny|--quick|--full] [options] (--help: the options)
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, closeSync, existsSync, fstatSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, watch, writeFileSync, writeSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { Option } from 'commander';
+import { fill } from './full-disk.mjs';
 import { DIST, importDist, machineLine, medRange, outDir, parseArgs, positiveInt, readJson, ROOT, run, table, writeJson } from './lib.mjs';
 
 const opts = parseArgs('reliability.mjs', 'Reliability: randomized fault trials against real runs; tried, survived and lost per scenario', (cli) =>
@@ -521,23 +522,6 @@ async function diskFullInside(f, { step, leave }, name, refDir, mount) {
   rmSync(filler, { force: true });
   await resumeEqualsReference(f, runDir, refDir);
   return null;
-}
-
-/** Fills the disk of `path`, leaving `leave` bytes free. */
-function fill(path, leave) {
-  const fd = openSync(path, 'a');
-  try {
-    for (const size of [1 << 20, 4096, 1]) {
-      try {
-        for (;;) writeSync(fd, Buffer.alloc(size, 1));
-      } catch (error) {
-        if (error.code !== 'ENOSPC') throw error;
-      }
-    }
-    if (leave > 0) ftruncateSync(fd, Math.max(0, fstatSync(fd).size - leave));
-  } finally {
-    closeSync(fd);
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
