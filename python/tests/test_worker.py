@@ -176,25 +176,6 @@ def test_full_session_with_directives_then_resume(controller, tmp_path):
         resumed.close()
 
 
-def test_distance_diagnostics_and_eval_progress(controller):
-    _, ready = handshake(controller, make_config(**{"train.diagnostics_every": 2}))
-    numels = [layer["numel"] for layer in ready["body"]["layers"]]
-    steps, _ = train(controller, 0, 5)
-    assert ["dist" in s for s in steps] == [True, False, True, False, True]  # every 2 steps from step 0
-    for s in steps[::2]:
-        assert [sum(row) for row in s["dist"]["hist"]] == numels  # every weight in one bin
-        assert all(len(row) == 11 for row in s["dist"]["hist"]) and len(s["dist"]["mean"]) == len(numels)
-    assert steps[0]["dist"] != steps[4]["dist"]  # the weights moved
-    controller.send(P.EVAL)
-    controller.recv(P.EVALUATED)
-    # The first batch and the end are always reported (throttled in between).
-    assert controller.progress[0] == {"phase": "eval", "done": 32, "total": 48}
-    assert controller.progress[-1] == {"phase": "eval", "done": 48, "total": 48}
-    controller.send(P.SHUTDOWN)
-    controller.recv(P.BYE)
-    assert controller.wait()[0] == 0
-
-
 def test_reject_exits_2_with_reason(controller):
     controller.start().recv(P.HELLO)
     controller.send(P.REJECT, {"reason": "protocol 1 is not 7"})
