@@ -13,7 +13,7 @@ import { PACKAGE_ROOT } from '../src/paths.js';
 import type { RunEvent } from '../src/run/record.js';
 import { RunFailure } from '../src/run/run.js';
 import { resume, startTraining, train } from '../src/run/train.js';
-import { readRun, tinyConfig } from './helpers.js';
+import { goneWithin, readRun, tinyConfig } from './helpers.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
 
@@ -24,22 +24,6 @@ function cliSets(config: ReturnType<typeof tinyConfig>): string[] {
     const value = key.split('.').reduce<unknown>((node, part) => (node as Record<string, unknown>)[part], config);
     return ['--set', `${key}=${String(value)}`];
   });
-}
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
-/** Milliseconds until `pid` is gone (at most `limitMs`, then the limit). */
-async function goneWithin(pid: number, limitMs: number): Promise<number> {
-  const start = Date.now();
-  while (alive(pid) && Date.now() - start < limitMs) await new Promise((resolve) => setTimeout(resolve, 20));
-  return Date.now() - start;
 }
 
 /** Starts a run and applies `act` to the worker's pid once step `atStep` is logged; returns the error. */

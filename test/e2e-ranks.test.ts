@@ -15,7 +15,7 @@ import type { RunEvent } from '../src/run/record.js';
 import { RunFailure } from '../src/run/run.js';
 import { serve } from '../src/run/serve.js';
 import { resume, startTraining, train } from '../src/run/train.js';
-import { checkEquations, readRun, tinyConfig } from './helpers.js';
+import { alive, checkEquations, readRun, tinyConfig } from './helpers.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
 const PYTHON = resolvePython(null);
@@ -37,15 +37,6 @@ function trace(runDir: string, rank: number): TraceLine[] {
     .trim()
     .split('\n')
     .map((line) => JSON.parse(line) as TraceLine);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 describe('data-parallel managed runs (torch.distributed, gloo)', () => {

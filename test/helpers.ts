@@ -74,3 +74,20 @@ export function checkEquations(steps: StepRecord[], { sizes, total, r0, u0, m, e
     expect(s.lr_quant).toBe(s.U);
   }
 }
+
+/** Whether a process with this pid exists. */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Milliseconds until `pid` is gone (at most `limitMs`, then the limit). */
+export async function goneWithin(pid: number, limitMs: number): Promise<number> {
+  const start = Date.now();
+  while (alive(pid) && Date.now() - start < limitMs) await new Promise((resolve) => setTimeout(resolve, 20));
+  return Date.now() - start;
+}
