@@ -250,6 +250,23 @@ function failedClearly(f, ended, error) {
 
 const stepIn = (lo, hi) => fc.integer({ min: lo, max: hi });
 
+/**
+ * Starts a run and sends `signal` to its worker once step `step` is done; the run must then fail
+ * clearly (`error`). The latency is from the signal to the CLI's exit. pid is null when the run
+ * never reached the step (the trial has failed already).
+ */
+async function signalWorkerAt(f, name, step, signal, error) {
+  const cli = trainCli(name);
+  if (!(await reached(f, cli, (done) => done === step, `step ${step}`))) return { cli, pid: null, noticedMs: null };
+  const pid = workerPid(cli.runDir);
+  const at = Date.now();
+  process.kill(pid, signal);
+  const ended = await cli.ended;
+  f.latency_ms.push(ended.at - at);
+  failedClearly(f, ended, error);
+  return { cli, pid, noticedMs: ended.at - at };
+}
+
 const SCENARIOS = [
   {
     n: 1,
@@ -258,14 +275,8 @@ const SCENARIOS = [
     latency: 'kill → CLI exit',
     draw: () => fc.record({ step: stepIn(5, STEPS - 5) }),
     async trial(f, { step }, name, refDir) {
-      const cli = trainCli(name);
-      if (!(await reached(f, cli, (done) => done === step, `step ${step}`))) return cli.runDir;
-      const pid = workerPid(cli.runDir);
-      const at = Date.now();
-      process.kill(pid, 'SIGKILL');
-      const ended = await cli.ended;
-      f.latency_ms.push(ended.at - at);
-      failedClearly(f, ended, /rank 0 was killed by SIGKILL/);
+      const { cli, pid } = await signalWorkerAt(f, name, step, 'SIGKILL', /rank 0 was killed by SIGKILL/);
+      if (pid === null) return cli.runDir;
       f.check(runInfo(cli.runDir).status === 'failed', `run.json says "${runInfo(cli.runDir).status}", not "failed"`);
       await resumeEqualsReference(f, cli.runDir, refDir);
       return cli.runDir;
@@ -345,15 +356,9 @@ const SCENARIOS = [
     latency: 'SIGSTOP → CLI exit (heartbeat timeout 3 s)',
     draw: () => fc.record({ step: stepIn(5, STEPS - 5) }),
     async trial(f, { step }, name, refDir) {
-      const cli = trainCli(name);
-      if (!(await reached(f, cli, (done) => done === step, `step ${step}`))) return cli.runDir;
-      const pid = workerPid(cli.runDir);
-      const at = Date.now();
-      process.kill(pid, 'SIGSTOP');
-      const ended = await cli.ended;
-      f.latency_ms.push(ended.at - at);
-      failedClearly(f, ended, /rank 0 \(pid \d+ on .+\) stopped answering/);
-      f.check(ended.at - at < HEARTBEAT_TIMEOUT_MS + 2000, `noticed after ${seconds(ended.at - at)}, the timeout is ${seconds(HEARTBEAT_TIMEOUT_MS)}`);
+      const { cli, pid, noticedMs } = await signalWorkerAt(f, name, step, 'SIGSTOP', /rank 0 \(pid \d+ on .+\) stopped answering/);
+      if (pid === null) return cli.runDir;
+      f.check(noticedMs < HEARTBEAT_TIMEOUT_MS + 2000, `noticed after ${seconds(noticedMs)}, the timeout is ${seconds(HEARTBEAT_TIMEOUT_MS)}`);
       if (!f.check((await goneWithin(pid, 2000)) !== null, `the stopped worker (pid ${pid}) was left running after the CLI exited`)) process.kill(pid, 'SIGKILL');
       await resumeEqualsReference(f, cli.runDir, refDir);
       return cli.runDir;
