@@ -30,55 +30,17 @@ TEE=$!
 export PYTHONUNBUFFERED=1
 
 if [ "$CPU" = 1 ]; then
-  BUDGET=--tiny LIMIT_PYTEST=300 LIMIT_RESNET18=300 LIMIT_RESNET20=300   # the shared CPU is slow, and nothing is measured
+  BUDGET=--tiny LIMIT_PYTEST=300 LIMIT_RESNET18=300 LIMIT_RESNET20=300 LIMIT_SHARE=300   # the shared CPU is slow, and nothing is measured
 else
-  BUDGET=--quick LIMIT_PYTEST=120 LIMIT_RESNET18=230 LIMIT_RESNET20=120  # 470 s of parts: 8 minutes in all
+  BUDGET=--quick LIMIT_PYTEST=120 LIMIT_RESNET18=230 LIMIT_RESNET20=120 LIMIT_SHARE=90  # 560 s of parts
 fi
-T=$(mktemp -d "${TMPDIR:-/tmp}/trqat-gpu-check.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-# carried PATH WHY: PATH in .gpu, which a machine without Node, dist/ or pyzmq needs.
-carried() {
-  [ -e "$B/$1" ] && return
-  echo "gpu-check: $2, and $B/$1 is missing: run bash scripts/gpu/prepare.sh on a machine with npm and apt, and carry .gpu"
-  exit 2
-}
+# scripts/gpu/session.sh shortens the parts to leave time for the study: LIMIT_*_S and REPS from the environment
+LIMIT_PYTEST=${GPU_LIMIT_PYTEST_S:-$LIMIT_PYTEST} LIMIT_RESNET18=${GPU_LIMIT_RESNET18_S:-$LIMIT_RESNET18}
+LIMIT_RESNET20=${GPU_LIMIT_RESNET20_S:-$LIMIT_RESNET20} LIMIT_SHARE=${GPU_LIMIT_SHARE_S:-$LIMIT_SHARE}
+REPS=${GPU_REPS:+--reps $GPU_REPS}
 
-# --- Python: the image's python3 (CPU mode: the project's .venv) ------------------------------------
-if [ "$CPU" = 1 ] && [ -x .venv/bin/python ]; then PY=${TRQAT_PYTHON:-$ROOT/.venv/bin/python}; else PY=${TRQAT_PYTHON:-python3}; fi
-export TRQAT_PYTHON=$PY
-
-# --- Node: the carried binary unless a Node >= 20 is there (CPU mode: always the carried one) -------
-node_ok() { command -v node >/dev/null && node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)'; }
-if [ "$CPU" = 1 ] || ! node_ok; then
-  carried node.xz "no Node >= 20 here"
-  mkdir -p "$T/bin"
-  if command -v xz >/dev/null; then xz -dc "$B/node.xz" > "$T/bin/node"
-  else "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$B/node.xz" "$T/bin/node"; fi
-  chmod +x "$T/bin/node"
-  export PATH="$T/bin:$PATH"
-fi
-# The controller and its dependencies (ignored paths, so they travel in .gpu); a dev checkout keeps its own.
-if [ ! -f dist/cli.js ] || [ -f dist/.from-gpu-bundle ]; then
-  carried dist "no built controller (dist/) here"
-  rm -rf dist && cp -r "$B/dist" dist && touch dist/.from-gpu-bundle
-fi
-if [ ! -e node_modules ] || [ -L node_modules ]; then
-  carried node_modules "no node_modules here"
-  ln -sfn "$B/node_modules" node_modules
-fi
-
-# --- zmq: pyzmq if the image has it, else the ctypes stand-in on the carried libzmq -----------------
-if [ "$CPU" = 1 ] || ! "$PY" -c 'import zmq' 2>/dev/null; then
-  carried lib/libzmq.so.5 "$PY cannot import zmq"
-  mkdir -p "$T/lib"
-  system_libs=$( (ldconfig -p || /sbin/ldconfig -p) 2>/dev/null | awk '{print $1}' || true)
-  for f in "$B"/lib/*; do  # only what the system lacks, so that no other program sees a second copy
-    name=$(basename "$f")
-    if [ "$CPU" = 1 ] || ! grep -qxF "$name" <<<"$system_libs"; then ln -s "$f" "$T/lib/$name"; fi
-  done
-  export LD_LIBRARY_PATH="$T/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  export PYTHONPATH="$ROOT/scripts/gpu/zmq_shim${PYTHONPATH:+:$PYTHONPATH}"
-fi
+# Python, Node, the controller and zmq: from the machine where it has them, else from the carried .gpu
+source scripts/gpu/env.sh
 
 # --- a: the machine ----------------------------------------------------------------------------------
 {
@@ -118,9 +80,11 @@ part "pytest -m cuda" $LIMIT_PYTEST pytest-cuda.txt \
   bash -c '"$0" -m pytest python/tests -m cuda -v -rfEs -p no:cacheprovider > "$1" 2>&1' "$PY" "$OUT/pytest-cuda.txt"
 cat "$OUT/pytest-cuda.txt"
 part "ResNet-18, ImageNet-shaped: plain vs trqat" $LIMIT_RESNET18 bench-resnet18.md \
-  node scripts/bench/gpu.mjs $BUDGET --only resnet18 --md "$OUT/bench-resnet18.md" --out "$T/bench"
+  node scripts/bench/gpu.mjs $BUDGET $REPS --only resnet18 --md "$OUT/bench-resnet18.md" --out "$T/bench"
 part "ResNet-20, CIFAR-sized: plain vs trqat" $LIMIT_RESNET20 bench-resnet20.md \
-  node scripts/bench/gpu.mjs $BUDGET --only resnet20 --md "$OUT/bench-resnet20.md" --out "$T/bench"
+  node scripts/bench/gpu.mjs $BUDGET $REPS --only resnet20 --md "$OUT/bench-resnet20.md" --out "$T/bench"
+part "counting share and processes sharing the GPU" $LIMIT_SHARE gpu-share.md \
+  node scripts/bench/gpu-share.mjs $BUDGET --md "$OUT/gpu-share.md" --out "$T/share"
 echo
 cat "$OUT/gpu.md"
 exec >&- 2>&-

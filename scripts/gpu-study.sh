@@ -1,42 +1,57 @@
 #!/usr/bin/env bash
-# The whole 10-epoch study (study.mjs --budget full: the FP model, then 36 QAT runs) on one GPU
-# machine, many runs at a time, its report in $OUT: study.md, study.log and study-full.tar.gz (the
-# per-run results and the plots; the run folders stay in $WORK).
+# The 10-epoch study (study.mjs --budget full) on one GPU machine, many runs at a time, from the
+# full-precision start committed in scripts/bench/results/study-full/fp.pt. Its results land in $OUT as
+# they come: study-results.tar.gz (results/<run>.json, study.md, the plots; rewritten every 20 s and at
+# the end, so a call stopped at its limit still brings back the runs that finished) and study.log.
+# Unpack it here with: tar xzf study-results.tar.gz -C scripts/bench/results/study-full, then commit.
 #
-# Needs, and checks first (naming what is missing): node >= 20 with this checkout's node_modules and
-# dist/ (npm ci && npm run build), a Python with torch and CUDA, pyzmq and msgpack (TRQAT_PYTHON, else
-# .venv/bin/python, else python3), and the Fashion-MNIST IDX files in DATA_ROOT.
-# Sized for one H200 within 10 minutes (GPU_JOBS=12 runs at a time, one CPU thread each): an
-# estimate from the CPU step counts, not yet measured on a GPU.
+#   OUT=/some/dir bash scripts/gpu-study.sh                      # on a GPU machine with Node, dist/, pyzmq
+#   device tool: command "bash scripts/gpu-study.sh", carry [".gpu"], timeout_s 570 (after prepare.sh)
 #
-#   OUT=/some/dir DATA_ROOT=/path/to/fashion-mnist bash scripts/gpu-study.sh
+# Environment: STUDY_SETTINGS (default w2a2-sgd: the setting the paper centres on, 12 runs; "all" for
+# the 36), GPU_JOBS (runs at a time, default 6: one CPU core and one CUDA context each), STUDY_DEADLINE_S
+# (stop starting and waiting after this many seconds, default 540), DATA_ROOT (Fashion-MNIST IDX files;
+# default Debian's folder, else the xz copies carried in .gpu/fashion-mnist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT="${OUT:-runs/gpu-study}"
-WORK="${WORK:-/tmp/trqat-gpu-study}"
-JOBS="${GPU_JOBS:-12}"
+ROOT=$PWD
+B=$ROOT/.gpu
+CPU=${GPU_CHECK_CPU:-0}
+OUT="${OUT:-$ROOT/runs/gpu-study}"
+JOBS="${GPU_JOBS:-6}"
+SETTINGS="${STUDY_SETTINGS:-w2a2-sgd}"
+DEADLINE="${STUDY_DEADLINE_S:-540}"
+mkdir -p "$OUT"
+source scripts/gpu/env.sh
+WORK="${WORK:-$T/work}"
+mkdir -p "$WORK/study-full"
+
 DATA_ROOT="${DATA_ROOT:-/usr/share/datasets/fashion-mnist}"
-if [ -n "${TRQAT_PYTHON:-}" ]; then PY="$TRQAT_PYTHON"; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
-
-missing=()
-command -v node >/dev/null || missing+=("node >= 20 on PATH")
-[ -f dist/index.js ] || missing+=("dist/ (npm run build)")
-[ -d node_modules/zeromq ] || missing+=("node_modules (npm ci)")
-"$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null || missing+=("torch with CUDA for $PY")
-"$PY" -c 'import zmq, msgpack' 2>/dev/null || missing+=("pyzmq and msgpack for $PY")
-ls "$DATA_ROOT"/train-images-idx3-ubyte* >/dev/null 2>&1 || missing+=("Fashion-MNIST IDX files in DATA_ROOT=$DATA_ROOT")
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "gpu-study: cannot start, missing:" >&2
-  printf '  - %s\n' "${missing[@]}" >&2
-  exit 2
+if ! ls "$DATA_ROOT"/train-images-idx3-ubyte* >/dev/null 2>&1; then
+  carried fashion-mnist "no Fashion-MNIST in DATA_ROOT=$DATA_ROOT"
+  DATA_ROOT="$T/fashion-mnist"
+  mkdir -p "$DATA_ROOT"
+  for f in "$B"/fashion-mnist/*.xz; do
+    "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "$DATA_ROOT/$(basename "$f" .xz)"
+  done
 fi
+"$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() or sys.argv[1] == "1" else 1)' "$CPU" \
+  || { echo "gpu-study: $PY sees no CUDA device (GPU_CHECK_CPU=1 runs it on the CPU)" >&2; exit 2; }
 
-mkdir -p "$OUT" "$WORK"
-export TRQAT_PYTHON="$PY" PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >"$OUT/study.log" 2>&1 || true
-status=0
-node scripts/bench/study.mjs --budget full --out "$WORK" --device cuda --jobs "$JOBS" --threads 1 --data-root "$DATA_ROOT" >>"$OUT/study.log" 2>&1 || status=$?
-cp "$WORK/study-full/study.md" "$OUT/" 2>/dev/null || true
-tar czf "$OUT/study-full.tar.gz" -C "$WORK" --exclude=runs study-full 2>/dev/null || true
-tail -n 60 "$OUT/study.log"
+# the committed FP start and any results already there: the study runs only what is missing
+cp -r scripts/bench/results/study-full/. "$WORK/study-full/"
+rm -rf "$WORK/study-full/runs"
+export PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
+pack() { tar czf "$OUT/study-results.tar.gz.part" -C "$WORK/study-full" --exclude=runs . && mv "$OUT/study-results.tar.gz.part" "$OUT/study-results.tar.gz"; }
+{ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; echo "settings $SETTINGS, $JOBS at a time"; } >"$OUT/study.log" 2>&1 || true
+device=cuda; [ "$CPU" = 1 ] && device=cpu
+extra=(); [ "$CPU" = 1 ] && extra=(--jobs 1)
+timeout --kill-after=5 "$DEADLINE" node scripts/bench/study.mjs --budget full --out "$WORK" --device "$device" --jobs "$JOBS" \
+  --threads 1 --data-root "$DATA_ROOT" --settings "$(echo "$SETTINGS" | sed 's/^all$/w2a2-sgd,w2a2-adam,w1a1-sgd/')" "${extra[@]}" >>"$OUT/study.log" 2>&1 &
+study=$!
+while kill -0 $study 2>/dev/null; do sleep 20; pack || true; done
+status=0; wait $study || status=$?
+pack
+echo "gpu-study: exit $status; $(ls "$WORK/study-full/results" | wc -l) result files in $OUT/study-results.tar.gz"
+tail -n 40 "$OUT/study.log"
 exit "$status"

@@ -22,6 +22,7 @@ _EXPORTS = {
     "split_param_groups": "groups", "apply_lrs": "groups",
     "convert": "convert", "IntLayer": "convert", "IntConv1d": "convert", "IntConv2d": "convert", "IntLinear": "convert",
     "save_exported": "deploy", "load_exported": "deploy", "export_onnx": "deploy",
+    "tune_malloc": "allocator",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -27,6 +27,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from . import diagnostics, distributed, progress, safe_io
+from .allocator import tune_malloc
 from . import protocol as P
 from .distributed import Ranks, ranks_from_env
 from .extras import MissingExtra
@@ -219,6 +220,7 @@ def main(argv: Optional[list] = None) -> int:
     except (TransportError, ValueError) as e:
         print(f"trqat worker: {e}", file=sys.stderr)
         return EXIT_FAILED
+    tune_malloc()  # a step's memory is kept for the next instead of faulted in again (trqat/allocator.py)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the controller coordinates Ctrl-C
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # terminate at once, even inside a torch kernel
     return Worker(credentials, ranks).run()

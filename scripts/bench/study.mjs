@@ -20,9 +20,9 @@
 //
 // Usage: node scripts/bench/study.mjs --budget tiny|quick|full [options] (--help: the options)
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { join, relative } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { importDist, machineLine, mean, meanStd, outDir, parseArgs, positiveInt, readJson, ROOT, runNodeJson, table, welch, writeJson } from './lib.mjs';
 import { linePlot } from './svg.mjs';
 
@@ -32,6 +32,7 @@ const opts = parseArgs('study.mjs', 'Reproduction study: TR scheduling against L
     .option('--threads <n>', 'CPU threads per run (default: 1)', positiveInt)
     .option('--device <device>', 'worker.device of every run: auto, cpu or cuda (default: auto)')
     .option('--data-root <dir>', 'data.root of every run (default: the Fashion-MNIST of Debian)')
+    .option('--settings <list>', 'only these settings, comma-separated (e.g. w2a2-sgd,w1a1-sgd; default: all of the budget)')
     .option('--skip-missing', 'drop the runs whose config the controller refuses, with a note, instead of stopping')
     .option('--commit', 'commit each finished run\'s results (git) as it ends')
     .option('--plan', 'print the number of runs and steps, and run nothing'),
@@ -52,6 +53,17 @@ const B = {
     settings: [[2, 'sgd'], [2, 'adam'], [1, 'sgd']], arms: ['lr', 'tr', 'released', 'lr-released'], sweep: null,
   },
 }[budget];
+if (opts.settings) {
+  const wanted = opts.settings.split(',').map((x) => x.trim());
+  const known = B.settings.map(([bits, opt]) => `w${bits}a${bits}-${opt}`);
+  const unknown = wanted.filter((w) => !known.includes(w));
+  if (unknown.length) {
+    console.error(`study: unknown setting(s) ${unknown.join(', ')} for --budget ${budget}; known: ${known.join(', ')}`);
+    process.exit(2);
+  }
+}
+/** --settings: the runs this invocation may start (the report still covers every setting's results). */
+const selected = (run) => !opts.settings || run === FP || run.phase !== 'grid' || opts.settings.split(',').map((x) => x.trim()).includes(`w${run.bits}a${run.bits}-${run.opt}`);
 const jobs = Number(opts.jobs ?? B.jobs);
 const threads = opts.threads ? Number(opts.threads) : (B.threads ?? cpus().length);
 const dir = outDir(opts, `study-${budget}`);
@@ -95,6 +107,7 @@ const common = [
   `worker.threads=${threads}`,
 ];
 const runsDir = join(dir, 'runs'); // git-ignored: run folders and checkpoints
+const fpWeights = join(dir, 'fp.pt'); // committed: the start of every QAT run
 const FP = {
   id: 'fp',
   overrides: [...common, `out_dir=${runsDir}`, 'name=fp', 'mode=baseline', 'quant.weight_bits=32', 'quant.act_bits=32', 'optimizer.name=sgd', ...lengthOverrides(B.fp), 'seed=0'],
@@ -161,7 +174,7 @@ const unique = [...byKey.values()];
 const notes = [];
 const problems = [];
 for (const run of [FP, ...unique]) {
-  const probe = run === FP ? run.overrides : [...run.overrides, `model.init_checkpoint=${join(dir, 'fp.pt')}`];
+  const probe = run === FP ? run.overrides : [...run.overrides, `model.init_checkpoint=${fpWeights}`];
   try {
     loadConfig(null, probe);
   } catch (error) {
@@ -216,6 +229,7 @@ function downsample(steps, n = 200) {
 function summarize(run, runDir, seconds) {
   const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8'));
   const config = JSON.parse(readFileSync(join(runDir, 'config.json'), 'utf8'));
+  const info = readJson(join(runDir, 'run.json')); // where it ran: results from CPUs and GPUs are told apart
   const steps = readMetrics(runDir);
   // late phase: the last 20% of the run (oscillation: transitions that keep happening at a small LR)
   const late = steps.slice(Math.floor(steps.length * 0.8)).filter((s) => s.k != null);
@@ -236,6 +250,8 @@ function summarize(run, runDir, seconds) {
     steps: steps.length,
     batch: config.data.batch_size,
     seconds,
+    device: info.ranks?.[0]?.device_name ? `${info.device} (${info.ranks[0].device_name})` : info.device ?? null,
+    torch: info.ranks?.[0]?.torch_version ?? null,
     run_dir: relative(ROOT, runDir),
     curves: downsample(steps),
   };
@@ -264,8 +280,10 @@ async function execute(run, extra = []) {
     const res = await runNodeJson('trqat_run.mjs', ['--warmup', '1', ...(stopped ? ['--resume', stopped, '--'] : ['--', ...run.overrides, ...extra])]);
     const result = summarize(run, res.run_dir, (Date.now() - started) / 1000);
     if (run === FP) {
+      // the FP weights are kept beside the results (a few MB), so every machine starts from the same model
       const ckDir = join(res.run_dir, 'checkpoints');
-      result.checkpoint = join(ckDir, readJson(join(ckDir, 'latest.json')).path, 'worker.pt');
+      copyFileSync(join(ckDir, readJson(join(ckDir, 'latest.json')).path, 'worker.pt'), fpWeights);
+      result.checkpoint = relative(ROOT, fpWeights);
     }
     writeJson(resultPath(run), result);
     process.stderr.write(`study: ${run.id}: top-1 ${result.top1?.toFixed(2)}% (${result.seconds.toFixed(0)} s)\n`);
@@ -279,7 +297,7 @@ async function execute(run, extra = []) {
 
 /** Commits this run's result and the rewritten report, nothing else; waits out another git's index lock. */
 function commit(run) {
-  const paths = [resultPath(run), ...reportFiles].filter(existsSync).map((p) => relative(ROOT, p));
+  const paths = [resultPath(run), ...(run === FP ? [fpWeights] : []), ...reportFiles].filter(existsSync).map((p) => relative(ROOT, p));
   for (let attempt = 1; ; attempt++) {
     try {
       execFileSync('git', ['add', '--', ...paths], { cwd: ROOT, stdio: 'pipe' });
@@ -452,7 +470,7 @@ if (fpOk) {
       process.exit(1);
     }
   }
-  const fpPath = readJson(resultPath(FP)).checkpoint;
+  const fpPath = resolve(ROOT, readJson(resultPath(FP)).checkpoint);
   if (!existsSync(fpPath)) {
     console.error(`study: the full-precision checkpoint ${fpPath} is missing; delete ${resultPath(FP)} to train it again`);
     process.exit(1);
@@ -461,7 +479,7 @@ if (fpOk) {
 } else {
   notes.push('QAT runs start from random initialisation, not from a full-precision model (see the skipped runs).');
 }
-const todo = unique.filter((run) => !refused.has(run) && !existsSync(resultPath(run)));
+const todo = unique.filter((run) => !refused.has(run) && selected(run) && !existsSync(resultPath(run)));
 process.stderr.write(`study: ${todo.length} QAT runs to go (${unique.length - todo.length} done), ${jobs} at a time, ${threads} thread(s) each\n`);
 await pool(todo, jobs, (run) => execute(run, init));
 console.log(report());

@@ -1,6 +1,7 @@
 // One trqat run in its own Node process, as the CLI would run it: the real controller (train())
 // driving the real worker over ZeroMQ. Reports the step times of the steady state, the worker's
-// peak RSS at the end of training (after the final evaluation, which needs less than a training step) and the controller's peak RSS,
+// peak RSS at the end of training (after the final evaluation, which needs less than a training step), the controller's peak RSS
+// and CPU seconds (controller_cpu_s: start-up and end included),
 // and on CUDA the worker's peak GPU memory (the line it logs at the end, in worker.log).
 //
 // Usage: node trqat_run.mjs --warmup W [--dump-config FILE] -- key=value ...   (config overrides)
@@ -61,7 +62,9 @@ const onEvent = {
     }
   },
 };
+const cpuBefore = process.cpuUsage();
 const summary = resumeDir ? await resume(resumeDir, onEvent) : await train(config, onEvent);
+const cpu = process.cpuUsage(cpuBefore); // the controller runs in this process: its CPU, start-up and the end included
 /** torch.cuda.max_memory_allocated as the worker logs it when it has trained on CUDA; null otherwise. */
 function workerPeakGpu(dir) {
   try {
@@ -87,6 +90,7 @@ console.log(
     worker_peak_rss: workerPeak,
     worker_peak_gpu_bytes: workerPeakGpu(summary.run_dir),
     controller_peak_rss: process.resourceUsage().maxRSS * 1024,
+    controller_cpu_s: (cpu.user + cpu.system) / 1e6,
     layers,
     quantized_weights: quantizedWeights,
     final_top1: summary.final_top1,
