@@ -149,6 +149,33 @@ describe('benchmarks on a tiny budget', () => {
     expect(readFileSync(md, 'utf8')).toMatch(/### GPU: ResNet-18[^]*### GPU: ResNet-20/);
   });
 
+  it('gpu-share.mjs prints the counting share and the processes table (here on the CPU, at tiny sizes)', async () => {
+    const { stdout } = await bench('gpu-share.mjs');
+    const share = rows(stdout, 'Counting share of a step');
+    expect(share.map((r) => r[0])).toEqual(['resnet20', 'resnet18']);
+    for (const row of share) for (const cell of row.slice(2, 5)) expect(cell).toMatch(number);
+    const procs = rows(stdout, 'Processes sharing one GPU');
+    expect(procs.map((r) => r[1])).toEqual(['1', '2']);
+    expect(procs[0]![4]).toBe('1.00x');
+    expect(Number(procs[1]![3])).toBeGreaterThan(0);
+  }, 300_000);
+
+  it('regress.mjs builds a ref in a worktree, times both sides, and fails past --max-ratio', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'trqat-regress-'));
+    const args = [script('regress.mjs'), '--tiny', '--out', out, '--against', 'HEAD', '--cases', 'default', '--max-ratio', '1e-9'];
+    const failed = await run(process.execPath, args, { env: { ...process.env, TRQAT_BENCH_MAX_WAIT_S: '0' } }).then(
+      () => null,
+      (error: { code: number; stdout: string }) => error,
+    );
+    expect(failed?.code).toBe(1); // any ratio is above 1e-9
+    const table = rows(failed!.stdout, 'Speed guard: this checkout against HEAD');
+    expect(table.map((r) => r[1]!.split(' ')[0])).toEqual(['HEAD', 'this', 'ratio']);
+    for (const row of table.slice(0, 2)) for (const cell of row.slice(2, 6)) expect(cell).toMatch(number);
+    expect(table[2]![6]).toMatch(/^FAIL/);
+    const wrong = await run(process.execPath, [script('regress.mjs'), '--tiny', '--against', 'no-such-ref-xyz']).catch((e: { code: number; stderr: string }) => e);
+    expect(wrong).toMatchObject({ code: 2, stderr: expect.stringMatching(/no-such-ref-xyz is not a git ref/) });
+  }, 300_000);
+
   it('reliability.mjs kills a worker and damages a checkpoint, both runs survive, and a second start tries nothing again', async () => {
     const { stdout, out } = await bench('reliability.mjs');
     const table = rows(stdout, 'Reliability: faults tried, survived, lost');

@@ -33,7 +33,9 @@ if (!(maxRatio > 0)) {
   process.exit(2);
 }
 const pairs = Number(opts.pairs ?? pick(budget, { tiny: 1, quick: 3, full: 5 }));
-const steps = pick(budget, { tiny: 12, quick: 150, full: 300 });
+const steps = pick(budget, { tiny: 6, quick: 150, full: 300 });
+// tiny only proves the script works (test/bench.test.ts): a few hundred images instead of the whole dataset
+const shrink = budget === 'tiny' ? ['data.train_subset=256', 'data.test_subset=256', 'data.batch_size=32'] : [];
 const CASES = {
   default: { title: `default job, ${steps} steps`, overrides: [] },
   ranks2: { title: `default job on 2 gloo ranks, ${steps} steps`, overrides: ['worker.nproc_per_node=2'] },
@@ -85,7 +87,7 @@ async function once(side, c, tag) {
   const { root } = SIDES[side];
   const args = [
     join(root, 'dist', 'cli.js'), 'train', '--set', `out_dir=${join(dir, 'runs')}`, '--set', `name=${side}-${tag}`,
-    '--set', `train.steps=${steps}`, ...c.overrides.flatMap((o) => ['--set', o]),
+    '--set', `train.steps=${steps}`, ...[...shrink, ...c.overrides].flatMap((o) => ['--set', o]),
   ];
   const env = { TRQAT_PYTHON: python(), PYTHONPATH: [join(root, 'python'), process.env.PYTHONPATH].filter(Boolean).join(':') };
   // `times` after the command: CPU of the shell's waited-for children, the whole process tree
