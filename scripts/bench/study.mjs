@@ -252,7 +252,7 @@ function summarize(run, runDir, seconds) {
     seconds,
     device: info.ranks?.[0]?.device_name ? `${info.device} (${info.ranks[0].device_name})` : info.device ?? null,
     torch: info.ranks?.[0]?.torch_version ?? null,
-    run_dir: relative(ROOT, runDir),
+    run_dir: relative(dir, runDir), // relative to the study folder: results carry no machine paths
     curves: downsample(steps),
   };
 }
@@ -283,7 +283,7 @@ async function execute(run, extra = []) {
       // the FP weights are kept beside the results (a few MB), so every machine starts from the same model
       const ckDir = join(res.run_dir, 'checkpoints');
       copyFileSync(join(ckDir, readJson(join(ckDir, 'latest.json')).path, 'worker.pt'), fpWeights);
-      result.checkpoint = relative(ROOT, fpWeights);
+      result.checkpoint = relative(dir, fpWeights); // relative to the study folder, wherever that is
     }
     writeJson(resultPath(run), result);
     process.stderr.write(`study: ${run.id}: top-1 ${result.top1?.toFixed(2)}% (${result.seconds.toFixed(0)} s)\n`);
@@ -470,7 +470,7 @@ if (fpOk) {
       process.exit(1);
     }
   }
-  const fpPath = resolve(ROOT, readJson(resultPath(FP)).checkpoint);
+  const fpPath = resolve(dir, readJson(resultPath(FP)).checkpoint);
   if (!existsSync(fpPath)) {
     console.error(`study: the full-precision checkpoint ${fpPath} is missing; delete ${resultPath(FP)} to train it again`);
     process.exit(1);
@@ -480,7 +480,9 @@ if (fpOk) {
   notes.push('QAT runs start from random initialisation, not from a full-precision model (see the skipped runs).');
 }
 const todo = unique.filter((run) => !refused.has(run) && selected(run) && !existsSync(resultPath(run)));
-process.stderr.write(`study: ${todo.length} QAT runs to go (${unique.length - todo.length} done), ${jobs} at a time, ${threads} thread(s) each\n`);
+const doneCount = unique.filter((run) => existsSync(resultPath(run))).length;
+const others = unique.length - doneCount - todo.length; // refused, or not among --settings
+process.stderr.write(`study: ${todo.length} QAT runs to go (${doneCount} done${others ? `, ${others} not selected` : ''}), ${jobs} at a time, ${threads} thread(s) each\n`);
 await pool(todo, jobs, (run) => execute(run, init));
 console.log(report());
 process.stderr.write(`study: ${((Date.now() - t0) / 60000).toFixed(1)} min\n`);

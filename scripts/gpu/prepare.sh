@@ -71,6 +71,12 @@ NM="$TMP/nm/node_modules"
 rm -rf "$NM/.bin"                          # symbolic links, and no command is run from them there
 # ONNX Runtime (~100 MiB) serves only `trqat export`, which imports it lazily; training and the benchmarks never load it.
 rm -rf "$NM"/onnxruntime-node "$NM"/onnxruntime-common
+# What Node on Linux never loads: zod's other locales, its v3 API and sources, yaml's browser build,
+# msgpackr's bundled browser builds (the device tool carries 64 MiB in all)
+find "$NM/zod/v4/locales" -type f ! -name 'en.*' -delete
+echo 'export { default as en } from "./en.js";' > "$NM/zod/v4/locales/index.js"   # zod.locales: English only
+echo 'exports.en = require("./en.cjs").default;' > "$NM/zod/v4/locales/index.cjs"
+rm -rf "$NM/zod/v3" "$NM/zod/src" "$NM/yaml/browser" "$NM"/msgpackr/dist/{index.min.js,index-no-eval.min.js,test.js}
 # jstat, a dev dependency, gives the study's Welch p-values (scripts/bench/lib.mjs): its built file only
 mkdir -p "$NM/jstat/dist" && cp node_modules/jstat/package.json "$NM/jstat/" && cp node_modules/jstat/dist/jstat.js "$NM/jstat/dist/"
 # The addon this Node loads; the other platforms' prebuilt addons are most of zeromq's size.
