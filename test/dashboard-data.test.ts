@@ -242,7 +242,7 @@ describe('the reader', () => {
 
   it('refuses a folder that is not a run, and names a damaged line', async () => {
     const empty = mkdtempSync(join(tmpdir(), 'trqat-dash-'));
-    await expect(readRuns([empty])).rejects.toThrow(/is not a trqat run folder: it has none of config.json, run.json/);
+    await expect(readRuns([empty])).rejects.toThrow(/is not a trqat run folder \(it has none of config.json, run.json.*\); a run folder, .* holds config\.json, run\.json, metrics\.jsonl and checkpoints\//);
     await expect(readRuns([join(empty, 'missing')])).rejects.toThrow(/does not exist/);
     await expect(readRuns([])).rejects.toThrow(/name at least one run folder/);
     const dir = runFolder(5);
