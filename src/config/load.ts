@@ -44,7 +44,7 @@ export function readConfigFile(path: string): Record<string, unknown> {
 }
 
 /** The shipped configs (configs/ of the package): the message for a config file that does not exist names them. */
-export const SHIPPED_CONFIGS = join(PACKAGE_ROOT, 'configs');
+const SHIPPED_CONFIGS = join(PACKAGE_ROOT, 'configs');
 
 function missingConfig(path: string): string {
   const shipped = existsSync(SHIPPED_CONFIGS) ? readdirSync(SHIPPED_CONFIGS).filter((name) => /\.(ya?ml|json)$/.test(name)).sort() : [];
