@@ -82,14 +82,15 @@ describe('config', () => {
 
   it('lists the allowed keys when a key is unknown (typos do not pass silently)', () => {
     const message = errorOf(() => parseConfig({ optimzer: { lr: 0.1 }, tr: { lamda: 0.1 } }));
-    expect(message).toMatch(/optimzer: unknown setting \(allowed here: .*optimizer/);
-    expect(message).toMatch(/tr\.lamda: unknown setting \(allowed here: preset, lambda, r0, schedule, momentum, k0, scope, auto, talr, settle_fraction, warn_tracking_error\)/);
+    expect(message).toMatch(/optimzer: unknown setting; did you mean optimizer\? \(allowed here: .*optimizer/);
+    expect(message).toMatch(/tr\.lamda: unknown setting; did you mean tr\.lambda\? \(allowed here: preset, lambda, r0, schedule, momentum, k0, scope, auto, talr, settle_fraction, warn_tracking_error\)/);
   });
 
   it('explains malformed files and overrides', () => {
     expect(errorOf(() => loadConfig(configFile('optimizer: [1, 2')))).toMatch(/not valid YAML\/JSON/);
     expect(errorOf(() => loadConfig(configFile('- a\n- b\n')))).toMatch(/must hold a mapping of settings, got a list/);
-    expect(errorOf(() => loadConfig('/nonexistent/config.yaml'))).toMatch(/cannot read config file \/nonexistent\/config.yaml/);
+    expect(errorOf(() => loadConfig('/nonexistent/config.yaml'))).toMatch(/^config file \/nonexistent\/config.yaml does not exist/);
+    expect(errorOf(() => loadConfig(mkdtempSync(join(tmpdir(), 'trqat-dir-'))))).toMatch(/cannot read config file .*EISDIR/); // other causes: as the system says
     expect(errorOf(() => applyOverrides({}, ['optimizer.lr']))).toMatch(/expected path=value/);
     expect(errorOf(() => applyOverrides({ seed: 1 }, ['seed.x=2']))).toMatch(/"seed" is not a section/);
     expect(errorOf(() => loadConfig(null, ['tr.momentum=1']))).toMatch(/tr\.momentum: .*got 1/);

@@ -1,7 +1,7 @@
-// The dashboard's data path without a browser: the metrics line schema, downsampling against brute
-// force, the reader on good and damaged folders, the comparison, the server's access rules, the
-// --dashboard flag and the progress printer.
-import { appendFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+// The dashboard's data path without a browser: the metrics line schema, the log's timed flushes,
+// downsampling against brute force, the reader on good and damaged folders, the comparison, the
+// server's access rules, the --dashboard flag and the progress printer.
+import { appendFileSync, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -80,6 +80,45 @@ describe('the metrics line schema', () => {
     expect(() => parseMetricsLine('{"type":"eval"', 2)).toThrow(/^line 2 is not JSON/);
     const dist = JSON.stringify(step(1, { dist: { hist: [[1, 2]], mean: [0.1] } }));
     expect(() => parseMetricsLine(dist, 3)).toThrow(/^line 3: dist\.hist\.0: /);
+  });
+});
+
+describe('the metrics log', () => {
+  it('writes in batches, yet no line waits longer than ~2 s to reach the disk (trqat view of a slow run)', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'trqat-log-')), 'metrics.jsonl');
+    const log = new MetricsLog(path);
+    const written: number[] = [];
+    const appeared: number[] = [];
+    const poll = () => {
+      const now = Date.now();
+      for (let n = MetricsLog.read(path).length; appeared.length < n; ) appeared.push(now);
+    };
+    // A slow trickle: a line every 300 ms for 2.4 s, then silence; the disk is watched every 50 ms.
+    for (let t = 0; t < 8; t++) {
+      log.write(step(t));
+      written.push(Date.now());
+      for (let i = 0; i < 6; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        poll();
+      }
+    }
+    while (appeared.length < 8 && Date.now() - written[7]! < 4000) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      poll();
+    }
+    expect(appeared.length).toBe(8);
+    const lags = appeared.map((at, i) => at - written[i]!);
+    expect(Math.max(...lags), `lags: ${lags.join(', ')} ms`).toBeLessThanOrEqual(2500);
+    expect(new Set(appeared).size, 'lines written together, not one write per line').toBeLessThan(8);
+    log.close();
+  }, 10_000);
+
+  it.skipIf(!existsSync('/dev/full'))('a timed write that fails is thrown by the next write, not lost in the timer', async () => {
+    const log = new MetricsLog('/dev/full'); // every write: ENOSPC
+    log.write(step(0));
+    await new Promise((resolve) => setTimeout(resolve, 2300));
+    expect(() => log.write(step(1))).toThrow(/^cannot write \/dev\/full: no space left on device/i);
+    expect(() => log.close()).not.toThrow(); // reported once
   });
 });
 
@@ -203,7 +242,7 @@ describe('the reader', () => {
 
   it('refuses a folder that is not a run, and names a damaged line', async () => {
     const empty = mkdtempSync(join(tmpdir(), 'trqat-dash-'));
-    await expect(readRuns([empty])).rejects.toThrow(/is not a trqat run folder: it has none of config.json, run.json/);
+    await expect(readRuns([empty])).rejects.toThrow(/is not a trqat run folder \(it has none of config.json, run.json.*\); a run folder, .* holds config\.json, run\.json, metrics\.jsonl and checkpoints\//);
     await expect(readRuns([join(empty, 'missing')])).rejects.toThrow(/does not exist/);
     await expect(readRuns([])).rejects.toThrow(/name at least one run folder/);
     const dir = runFolder(5);

@@ -103,8 +103,8 @@ describe('the CLI', () => {
     expect(missing.exitCode).toBe(1);
     expect(missing.stderr).toBe(`trqat: ${join(out, 'nope')} does not exist`);
     const notRun = await execa('node', [CLI, 'report', out, '-o', join(out, 'r.html')], { reject: false });
-    expect(notRun.exitCode).toBe(1);
-    expect(notRun.stderr).toMatch(/^trqat: \S+ is not a trqat run folder: it has none of config\.json, run\.json, summary\.json, metrics\.jsonl$/);
+    expect(notRun.exitCode).toBe(2);
+    expect(notRun.stderr).toMatch(/^trqat: \S+ is not a trqat run folder \(it has none of config\.json, run\.json, summary\.json, metrics\.jsonl\); a run folder, .* holds .*checkpoints\/$/);
     const usage = await execa('node', [CLI, 'view'], { reject: false });
     expect(usage.exitCode).toBe(2);
     expect(usage.stderr).toMatch(/missing required argument 'run-dir'/);

@@ -192,7 +192,7 @@ describe('the CLI', () => {
     expect(result.exitCode).toBe(2);
     expect(result.stderr).toMatch(/invalid .*bad\.yaml/);
     expect(result.stderr).toMatch(/optimizer\.lr: .*expected number.*got "fast"/);
-    expect(result.stderr).toMatch(/trian: unknown setting \(allowed here: .*train/);
+    expect(result.stderr).toMatch(/trian: unknown setting; did you mean train\? \(allowed here: .*train/);
     expect(existsSync(join(dir, 'runs'))).toBe(false);
   });
 

@@ -1,4 +1,5 @@
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readdirSync, readSync } from 'node:fs';
+import { basename, isAbsolute, join, relative } from 'node:path';
 import { isScalar, LineCounter, parse as parseYaml, parseDocument, visit } from 'yaml';
 import { z } from 'zod';
 import { encode, MAX_MESSAGE_BYTES } from '../bridge/protocol.js';
@@ -6,6 +7,7 @@ import { withPreset } from './presets.js';
 import { configSchema, type ParsedConfig } from './schema.js';
 import { resolveConfig, type ResolvedConfig } from './resolve.js';
 import { ConfigError } from '../errors.js';
+import { PACKAGE_ROOT } from '../paths.js';
 
 export { ConfigError };
 
@@ -25,6 +27,7 @@ export function readConfigFile(path: string): Record<string, unknown> {
   try {
     text = readLimited(path, MAX_CONFIG_BYTES);
   } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new ConfigError(missingConfig(path));
     throw error instanceof ConfigError ? error : new ConfigError(`cannot read config file ${path}: ${(error as Error).message}`);
   }
   let value: unknown;
@@ -38,6 +41,22 @@ export function readConfigFile(path: string): Record<string, unknown> {
     throw new ConfigError(`config file ${path} must hold a mapping of settings, got ${describe(value)}`);
   }
   return value as Record<string, unknown>;
+}
+
+/** The shipped configs (configs/ of the package): the message for a config file that does not exist names them. */
+const SHIPPED_CONFIGS = join(PACKAGE_ROOT, 'configs');
+
+function missingConfig(path: string): string {
+  const shipped = existsSync(SHIPPED_CONFIGS) ? readdirSync(SHIPPED_CONFIGS).filter((name) => /\.(ya?ml|json)$/.test(name)).sort() : [];
+  const folder = relative(process.cwd(), SHIPPED_CONFIGS);
+  const where = folder === '' || folder.startsWith('..') || isAbsolute(folder) ? SHIPPED_CONFIGS : folder;
+  const guess = nearest(basename(path), shipped);
+  return (
+    `config file ${path} does not exist` +
+    (guess ? `; did you mean ${join(where, guess)}?` : '') +
+    (shipped.length > 0 ? `\nthe shipped configs, in ${where}/: ${shipped.join(', ')}` : '') +
+    '\n(or name no config file: the defaults, changed with --set key=value)'
+  );
 }
 
 /** Applies `path.to.key=value` overrides; values are read as YAML scalars (numbers, booleans, null, [lists]). */
@@ -115,9 +134,15 @@ function formatIssue(issue: z.core.$ZodIssue, raw: unknown): string {
   const where = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
   if (issue.code === 'unrecognized_keys') {
     const allowed = allowedKeys(issue.path);
-    const keys = issue.keys.slice(0, MAX_LISTED).map((key) => (issue.path.length > 0 ? `${issue.path.join('.')}.${key}` : key));
+    const prefix = issue.path.length > 0 ? `${issue.path.join('.')}.` : '';
+    const keys = issue.keys.slice(0, MAX_LISTED);
     const more = issue.keys.length > MAX_LISTED ? ` and ${issue.keys.length - MAX_LISTED} more` : '';
-    return `${keys.join(', ')}${more}: unknown setting${allowed ? ` (allowed here: ${allowed.join(', ')})` : ''}`;
+    const guesses = keys.flatMap((key) => {
+      const guess = suggestKey(issue.path, key, allowed ?? []);
+      return guess ? [keys.length === 1 ? guess : `${guess} for ${prefix}${key}`] : [];
+    });
+    const hint = guesses.length > 0 ? `; did you mean ${guesses.join(', ')}?` : '';
+    return `${keys.map((key) => prefix + key).join(', ')}${more}: unknown setting${hint}${allowed ? ` (allowed here: ${allowed.join(', ')})` : ''}`;
   }
   if (issue.code === 'invalid_key') {
     // A record's key (quant.layer_bits): say which key and why, not zod's "Invalid key in record".
@@ -185,19 +210,68 @@ function valueAt(raw: unknown, path: readonly PropertyKey[]): unknown {
   return node;
 }
 
+/** The keys of an object schema, looking through default/prefault/nullable wrappers; null for anything else. */
+function shapeOf(schema: z.core.$ZodType): Record<string, z.core.$ZodType> | null {
+  let def = schema._zod.def as { type: string; innerType?: z.core.$ZodType; shape?: Record<string, z.core.$ZodType> };
+  while (def.innerType) def = def.innerType._zod.def as typeof def;
+  return def.type === 'object' && def.shape ? def.shape : null;
+}
+
 function allowedKeys(path: readonly PropertyKey[]): string[] | null {
-  let schema: z.core.$ZodType = configSchema;
-  for (const key of [...path, null]) {
-    // Look through default/prefault/nullable wrappers to the object underneath.
-    let def = schema._zod.def as { type: string; innerType?: z.core.$ZodType; shape?: Record<string, z.core.$ZodType> };
-    while (def.innerType) def = def.innerType._zod.def as typeof def;
-    if (def.type !== 'object' || !def.shape) return null;
-    if (key === null) return Object.keys(def.shape);
-    const child = def.shape[String(key)];
-    if (!child) return null;
-    schema = child;
+  let shape = shapeOf(configSchema);
+  for (const key of path) {
+    const child = shape?.[String(key)];
+    shape = child ? shapeOf(child) : null;
   }
-  return null;
+  return shape ? Object.keys(shape) : null;
+}
+
+/** Every setting's dotted path (sections included), for suggestions. */
+function allPaths(schema: z.core.$ZodType = configSchema, prefix = ''): string[] {
+  return Object.entries(shapeOf(schema) ?? {}).flatMap(([key, child]) => [prefix + key, ...allPaths(child, `${prefix}${key}.`)]);
+}
+
+/**
+ * The setting an unknown key most likely meant, as a dotted path: the same name in another section
+ * (`lr` -> optimizer.lr), else the nearest allowed key here (`stesp` -> train.steps), else the
+ * nearest setting anywhere; null when nothing is near.
+ */
+function suggestKey(path: readonly PropertyKey[], key: string, allowed: readonly string[]): string | null {
+  const paths = allPaths();
+  const leaf = (p: string) => p.slice(p.lastIndexOf('.') + 1);
+  const elsewhere = paths.filter((p) => leaf(p) === key);
+  if (elsewhere.length > 0) return elsewhere.join(' or ');
+  const prefix = path.length > 0 ? `${path.join('.')}.` : '';
+  const here = nearest(key, allowed);
+  if (here !== null) return prefix + here;
+  const anywhere = nearest(key, paths.map(leaf));
+  return anywhere === null ? null : paths.filter((p) => leaf(p) === anywhere).join(' or ');
+}
+
+/** The candidate nearest to `word` by edit distance (a swap of two letters counts one), if within a third of its length. */
+export function nearest(word: string, candidates: readonly string[]): string | null {
+  const limit = Math.max(1, Math.floor(word.length / 3));
+  let best: string | null = null;
+  let bestDistance = limit + 1;
+  for (const candidate of candidates) {
+    const d = editDistance(word.toLowerCase(), candidate.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [candidate, d];
+  }
+  return best;
+}
+
+/** Optimal string alignment distance: insertions, deletions, substitutions and adjacent swaps. */
+function editDistance(a: string, b: string): number {
+  const rows = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const row = rows[i]!;
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      row[j] = Math.min(rows[i - 1]![j]! + 1, row[j - 1]! + 1, rows[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) row[j] = Math.min(row[j]!, rows[i - 2]![j - 2]! + 1);
+    }
+  }
+  return rows[a.length]![b.length]!;
 }
 
 function describe(value: unknown): string {

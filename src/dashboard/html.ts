@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { TrqatError } from '../errors.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import type { ViewPayload } from './view.js';
@@ -16,12 +16,29 @@ function asset(specifier: string): string {
   return readFileSync(createRequire(import.meta.url).resolve(specifier), 'utf8');
 }
 
+/** A compiled module's text, without its source-map comment. */
+function compiled(path: string): string {
+  return readFileSync(path, 'utf8').replace(/^\/\/# sourceMappingURL=.*$/m, '');
+}
+
+/**
+ * The page's imports of its sibling modules (import-free ones, like ticks.ts), replaced by their
+ * code: an inline script cannot fetch a module, and the page's CSP forbids it.
+ */
+function inlineImports(page: string): string {
+  return page.replace(/^import \{[^}]*\} from '\.\/([\w-]+)\.js';$/gm, (_line, name: string) => {
+    const code = compiled(join(dirname(PAGE_SCRIPT), `${name}.js`));
+    if (/^import /m.test(code)) throw new TrqatError(`${name}.js imports other modules: the dashboard page can inline import-free modules only`);
+    return code.replace(/^export /gm, '');
+  });
+}
+
 let assets: { uplotJs: string; uplotCss: string; page: string } | null = null;
 
 function loadAssets(): NonNullable<typeof assets> {
   if (!existsSync(PAGE_SCRIPT)) throw new TrqatError(`${PAGE_SCRIPT} is missing: build trqat first (npm run build)`);
   // The compiled module ends with `export {};`, which an inline module script accepts.
-  const page = readFileSync(PAGE_SCRIPT, 'utf8').replace(/^\/\/# sourceMappingURL=.*$/m, '');
+  const page = inlineImports(compiled(PAGE_SCRIPT));
   assets ??= { uplotJs: asset('uplot/dist/uPlot.iife.min.js'), uplotCss: asset('uplot/dist/uPlot.min.css'), page };
   return assets;
 }

@@ -3,6 +3,7 @@
 // zoomed range at full detail. Report (report.ts): the payload is embedded, nothing is fetched.
 import type uPlot from 'uplot';
 import type { HeatmapData } from './series.js';
+import { tickLabels } from './ticks.js';
 import type { RunView, ViewPayload } from './view.js';
 
 const UPlot = (window as unknown as { uPlot: typeof uPlot }).uPlot;
@@ -161,7 +162,7 @@ function lineOptions(spec: LineSpec, runs: RunView[], width: number): uPlot.Opti
     height: CHART_HEIGHT,
     series,
     scales: { x: { time: false }, y: log ? { distr: 3 } : {} },
-    axes: [{ label: 'step' }, { label: spec.yLabel ?? '', size: 70 }],
+    axes: [{ label: 'step' }, { label: spec.yLabel ?? '', size: 70, values: tickLabels }],
     // A drag selects a step range for every chart (applyZoom); a double click shows the whole run.
     cursor: { sync: { key: 'trqat-steps' }, drag: { x: true, y: false, setScale: false } },
     legend: { live: true },

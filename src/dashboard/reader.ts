@@ -6,7 +6,7 @@ import type { ResolvedConfig } from '../config/resolve.js';
 import { TrqatError } from '../errors.js';
 import { readJson } from '../run/files.js';
 import { MetricsLineError, parseMetricsLine } from '../run/metrics.js';
-import type { RunSummary } from '../run/record.js';
+import { notARunFolder, type RunSummary } from '../run/record.js';
 import { RunData, type RunFileInfo } from './run-data.js';
 
 /** The files of a run folder that the dashboard, the report and compare read. */
@@ -53,7 +53,7 @@ export class RunReader {
     if (!existsSync(dir)) throw new TrqatError(`${dir} does not exist`);
     const files = Object.values(RUN_FILES);
     if (!files.some((file) => existsSync(join(dir, file)))) {
-      throw new TrqatError(`${dir} is not a trqat run folder: it has none of ${files.join(', ')}`);
+      throw notARunFolder(dir, `it has none of ${files.join(', ')}`);
     }
     this.refreshMeta();
     await this.refreshMetrics(limit);

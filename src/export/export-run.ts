@@ -7,6 +7,7 @@ import { TrqatError } from '../errors.js';
 import { pythonPath, resolvePython } from '../bridge/launcher.js';
 import { Checkpoints, type CheckpointRef } from '../run/checkpoints.js';
 import { readJson } from '../run/files.js';
+import { CONFIG_FILE, notARunFolder } from '../run/record.js';
 import { verifyOnnx, type OnnxCheck } from './verify-onnx.js';
 
 export const EXPORT_FORMATS = ['trqat', 'onnx'] as const;
@@ -75,8 +76,8 @@ export function pickCheckpoint(runDir: string, config: ResolvedConfig, options: 
  */
 export async function exportRun(runDir: string, options: ExportOptions = {}): Promise<ExportResult> {
   const dir = resolve(runDir);
-  const configPath = join(dir, 'config.json');
-  if (!existsSync(configPath)) throw new TrqatError(`${dir} is not a trqat run folder: config.json is missing`, 2);
+  const configPath = join(dir, CONFIG_FILE);
+  if (!existsSync(configPath)) throw notARunFolder(dir, existsSync(dir) ? `${CONFIG_FILE} is missing` : 'it does not exist');
   const config = readJson<ResolvedConfig>(configPath, 'run config');
   const checkpoint = pickCheckpoint(dir, config, options);
   const format = options.format ?? 'trqat';

@@ -6,6 +6,7 @@ import { TrqatError } from '../errors.js';
 import type { ResolvedConfig } from '../config/resolve.js';
 import type { ControllerState } from '../schedules/controller.js';
 import { makeDirs, readJson, removeQuietly, writeJsonAtomic, writing } from './files.js';
+import { CHECKPOINTS_DIR } from './record.js';
 
 export const CHECKPOINT_FORMAT = 1;
 
@@ -73,7 +74,7 @@ export class Checkpoints {
     private readonly keep: number,
     private readonly keepBest = false,
   ) {
-    this.dir = join(runDir, 'checkpoints');
+    this.dir = join(runDir, CHECKPOINTS_DIR);
   }
 
   /**

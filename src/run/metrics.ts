@@ -138,6 +138,8 @@ export function stepRecord(
 
 /** Lines are buffered and written in batches so a fast run does not pay a syscall per step. */
 const FLUSH_EVERY_LINES = 200;
+/** ...and written at most this long after they arrive, so `trqat view` of a slow run does not lag 200 steps. */
+export const FLUSH_EVERY_MS = 2000;
 
 /**
  * The run's JSON-lines metrics log. A write that fails (a full disk) is undone: the file is cut
@@ -150,6 +152,11 @@ export class MetricsLog {
   /** Bytes of whole lines in the file. */
   private size: number;
   private closed = false;
+  private lastFlush = Date.now();
+  /** Writes the pending lines when no further line comes within FLUSH_EVERY_MS. */
+  private timer: NodeJS.Timeout | null = null;
+  /** A timed flush that failed: thrown by the next write, flush or close (a timer has no caller to tell). */
+  private failure: unknown = null;
 
   constructor(readonly path: string) {
     this.fd = writing(path, () => openSync(path, 'a'));
@@ -157,11 +164,17 @@ export class MetricsLog {
   }
 
   write(record: MetricsRecord): void {
+    this.rethrow();
     this.pending.push(JSON.stringify(record));
-    if (this.pending.length >= FLUSH_EVERY_LINES) this.flush();
+    if (this.pending.length >= FLUSH_EVERY_LINES || Date.now() - this.lastFlush >= FLUSH_EVERY_MS) this.flush();
+    else this.timer ??= setTimeout(() => this.timedFlush(), this.lastFlush + FLUSH_EVERY_MS - Date.now()).unref();
   }
 
   flush(): void {
+    this.rethrow();
+    this.lastFlush = Date.now();
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
     if (this.pending.length === 0 || this.closed) return;
     const data = Buffer.from(`${this.pending.join('\n')}\n`);
     this.pending = [];
@@ -176,6 +189,21 @@ export class MetricsLog {
       throw new WriteError(this.path, error);
     }
     this.size += data.length;
+  }
+
+  private timedFlush(): void {
+    this.timer = null;
+    try {
+      this.flush();
+    } catch (error) {
+      this.failure = error;
+    }
+  }
+
+  private rethrow(): void {
+    const failure = this.failure;
+    this.failure = null;
+    if (failure !== null) throw failure;
   }
 
   /** Flushes and closes; the file is closed even when the flush fails (which then throws). Closing twice is a no-op. */

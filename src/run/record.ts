@@ -5,6 +5,7 @@ import type { ProcessExit } from '../bridge/launcher.js';
 import type { CheckpointRef } from './checkpoints.js';
 import { readJson, writeJsonAtomic } from './files.js';
 import { MetricsLog, type EvalRecord, type StepRecord } from './metrics.js';
+import { TrqatError } from '../errors.js';
 
 /** When to evaluate and checkpoint, fixed once the first rank has said how long an epoch is. */
 export interface RunPlan {
@@ -88,6 +89,16 @@ export const CONFIG_FILE = 'config.json';
 export const RUN_FILE = 'run.json';
 export const METRICS_FILE = 'metrics.jsonl';
 export const SUMMARY_FILE = 'summary.json';
+export const CHECKPOINTS_DIR = 'checkpoints';
+
+/** A folder named as a run folder that is not one: a usage error (exit 2) that says what a run folder holds. */
+export function notARunFolder(dir: string, why: string): TrqatError {
+  return new TrqatError(
+    `${dir} is not a trqat run folder (${why}); a run folder, made by trqat train or trqat run under out_dir, ` +
+      `holds ${CONFIG_FILE}, ${RUN_FILE}, ${METRICS_FILE} and ${CHECKPOINTS_DIR}/`,
+    2,
+  );
+}
 
 export function rankInfo(hello: WorkerBody<'hello'>): RankInfo {
   const { rank, pid, hostname, device, device_name, torch_version, trqat_version } = hello;

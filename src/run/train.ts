@@ -9,7 +9,7 @@ import { freePort, rankEnv, RunProcess, workerCommand, workerEnv } from '../brid
 import { withRunViews } from '../dashboard/live.js';
 import { Checkpoints, type CheckpointRef } from './checkpoints.js';
 import { createRunDir, readJson } from './files.js';
-import { CONFIG_FILE, RUN_FILE, type RunInfo, type RunSummary } from './record.js';
+import { CONFIG_FILE, notARunFolder, RUN_FILE, type RunInfo, type RunSummary } from './record.js';
 import { logName, Run, type RunHandle, type RunOptions } from './run.js';
 
 /** Creates a new run folder under `config.out_dir` and trains it to the end. */
@@ -32,7 +32,9 @@ export async function resume(runDir: string, options: ResumeOptions = {}): Promi
 
 export async function startResume(runDir: string, options: ResumeOptions = {}): Promise<RunHandle> {
   const dir = resolvePath(runDir);
-  if (!existsSync(join(dir, CONFIG_FILE))) throw new TrqatError(`${dir} is not a trqat run folder: ${CONFIG_FILE} is missing`);
+  if (!existsSync(dir)) throw notARunFolder(dir, 'it does not exist');
+  const missing = [CONFIG_FILE, RUN_FILE].filter((file) => !existsSync(join(dir, file)));
+  if (missing.length > 0) throw notARunFolder(dir, `${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} missing`);
   // The stored config is checked like a new one: a hand-edited or damaged file is a config error.
   const stored = readJson<unknown>(join(dir, CONFIG_FILE), 'run config');
   const saved = resolveConfig(parseConfig(stored, join(dir, CONFIG_FILE)));
