@@ -152,7 +152,7 @@ class Client:
         # Quantized weights' version when the last backward reached them: an optimizer step before the
         # first client.step() shows as weights changed since (_check_first_order).
         self._backward_version: Optional[int] = None
-        self._order_hook: Optional[Any] = None
+        self._order_hook: Optional[torch.utils.hooks.RemovableHandle] = None
         self._begin_version = 0
         self._stats: Dict[str, Any] = {"loss": None, "correct": None, "samples": None}
         credentials = Credentials.from_env(endpoint)
