@@ -74,7 +74,7 @@ function program(): Command {
     .passThroughOptions()
     .action(
       status((command: string[], options: { config?: string; set: string[]; nprocPerNode?: number; dashboard?: string }) =>
-        runCommand(command, options.config ?? null, withRanks(settings(options), options.nprocPerNode)),
+        runCommand(command, options.config ?? null, withRanks(settings(options), options.nprocPerNode), options.nprocPerNode !== undefined),
       ),
     );
   cli

@@ -9,6 +9,7 @@ import { loadConfig } from '../src/config/load.js';
 import { resolvePython } from '../src/bridge/launcher.js';
 import { PROTOCOL_VERSION } from '../src/bridge/protocol.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
+import type { StepRecord } from '../src/run/metrics.js';
 import type { RunEvent, RunInfo } from '../src/run/record.js';
 import { serve } from '../src/run/serve.js';
 import { checkEquations, readRun, type EquationConstants } from './helpers.js';
@@ -124,6 +125,42 @@ describe('trqat run -- <your script>', () => {
     const missing = await execa('node', [CLI, 'run', ...sets(out), '--', join(out, 'no-such-program')], { reject: false });
     expect(missing.exitCode).toBe(127);
     expect(missing.stderr).toMatch(/the training script could not be started \(.*no-such-program.*ENOENT/);
+  });
+
+  it('the resume loop of docs/plugin.md: killed (SIGKILL) after a checkpoint and resumed, the steps are those of a run that never stopped', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'trqat-plugin-'));
+    const checkpoint = join(out, 'checkpoint.pt');
+    const script = [PYTHON, SCRIPT, '--steps', '16', '--save-every', '4'];
+    const straight = await execa('node', [CLI, 'run', ...sets(out), '--', ...script], { reject: false });
+    expect(straight.exitCode, straight.stderr).toBe(0);
+    // Killed after step 9: the last checkpoint holds step 8, so the resumed script redoes steps 8 and 9.
+    const killed = await execa('node', [CLI, 'run', ...sets(out), '--', ...script, '--checkpoint', checkpoint, '--kill-after', '9'], { reject: false });
+    expect(killed.exitCode, killed.stderr).toBe(137);
+    const resumed = await execa('node', [CLI, 'run', ...sets(out), '--', ...script, '--checkpoint', checkpoint], { reject: false });
+    expect(resumed.exitCode, resumed.stderr).toBe(0);
+    expect(resumed.stdout).toMatch(/resuming at step 8\n/);
+    expect(resumed.stderr).toMatch(/\[trqat\] done: step 16\/16/);
+    const numbers = (s: StepRecord) => [s.step, s.epoch, s.k, s.K, s.R, s.U, s.lr_quant, s.lr_other, s.counts, s.loss, s.acc, s.samples];
+    const all = readRun(runDirOf(straight.stderr)).steps.map(numbers);
+    expect(all).toHaveLength(16);
+    expect(readRun(runDirOf(killed.stderr)).steps.slice(0, 9).map(numbers)).toEqual(all.slice(0, 9));
+    expect(readRun(runDirOf(resumed.stderr)).steps.map(numbers)).toEqual(all.slice(8));
+  });
+
+  it('--nproc-per-node 1 sets the torch.distributed contract as torchrun does; without the option the environment is left alone', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'trqat-plugin-'));
+    const names = ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'];
+    const printEnv = [PYTHON, '-c', `import json, os; print(json.dumps({k: os.environ.get(k) for k in ${JSON.stringify(names)}}))`];
+    const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !names.includes(name)));
+    const seen = async (options: string[]) => {
+      // No client connects, so trqat says nothing was recorded (exit 1); the environment is what matters here.
+      const result = await execa('node', [CLI, 'run', ...options, ...sets(out), '--', ...printEnv], { reject: false, env, extendEnv: false });
+      return JSON.parse(result.stdout.trim().split('\n').at(-1)!) as Record<string, string | null>;
+    };
+    const one = await seen(['--nproc-per-node', '1']);
+    expect(one).toMatchObject({ RANK: '0', WORLD_SIZE: '1', LOCAL_RANK: '0', MASTER_ADDR: '127.0.0.1' });
+    expect(Number(one['MASTER_PORT'])).toBeGreaterThan(0);
+    expect(await seen([])).toEqual(Object.fromEntries(names.map((name) => [name, null])));
   });
 
   it('a client that speaks another protocol version is refused with both versions named', async () => {

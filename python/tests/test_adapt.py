@@ -168,6 +168,20 @@ def test_already_quantized_and_subclasses():
         quantize(Attention(), include=["attn.*"])
 
 
+def test_layer_kinds_without_a_quantizer_are_named_when_left_in_full_precision():
+    def make():
+        return nn.Sequential(nn.Conv2d(1, 4, 1), nn.Conv2d(4, 4, 1), nn.ConvTranspose2d(4, 4, 2), nn.Conv3d(4, 4, 1),
+                             nn.Conv2d(4, 4, 1), nn.Linear(4, 2))
+    with pytest.warns(UserWarning, match=r"left these layers in full precision: '2' \(ConvTranspose2d\), '3' \(Conv3d\) "
+                                         r"\(trqat quantizes nn.Conv1d, nn.Conv2d, nn.Linear only; exclude") as caught:
+        q = quantize(make())
+    assert caught[0].filename == __file__  # the warning points at the user's quantize() line
+    assert set(dict(quantized_layers(q))) == {"1", "4"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quantize(make(), exclude=["2", "3"])  # kept in full precision on purpose: no warning
+
+
 def test_negative_inputs_to_an_unsigned_quantizer_warn_once():
     model = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 8), nn.Linear(8, 2))
     quantize(model, signed_act=["4"])

@@ -3,6 +3,7 @@
 The real TypeScript controller is exercised end to end by test/e2e-plugin.test.ts.
 """
 import threading
+import warnings
 
 import msgpack
 import pytest
@@ -206,12 +207,87 @@ def test_per_layer_lrs_and_state_dict_round_trip(controller):
     assert step["step"] == 3 and step["counts"] is not None
 
 
+def test_a_resumed_client_starts_at_the_saved_step(controller):
+    ctl = controller()
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    client = Client(ctl.endpoint, model=model, optimizer=optimizer, total_steps=5)
+    train(client, model, optimizer, 2)
+    state = client.state_dict()
+    client.close()
+    resumed = Client(ctl.endpoint, model=model, optimizer=optimizer, total_steps=5, state=state)
+    assert resumed.current_step == 2 and resumed.state_dict()["step"] == 2  # before its first step
+    ran = []
+    for step in range(resumed.current_step, resumed.total_steps):  # the loop of docs/plugin.md
+        train(resumed, model, optimizer, 1)
+        ran.append(step)
+    resumed.close()
+    assert ran == [2, 3, 4] and [s["step"] for s in ctl.of(P.STEP)] == [0, 1, 2, 3, 4]
+
+
+def test_misuse_is_named_at_the_users_line(controller):
+    ctl = controller()
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(6, 1, 6, 6), torch.tensor([0, 1, 2, 0, 1, 2])
+
+    client = Client(ctl.endpoint, model=model, optimizer=optimizer, total_steps=4)
+    with pytest.warns(UserWarning, match=r"closing without a single client.step\(\).*stopped at 0/4.*Call client.step\(loss\)") as caught:
+        client.close()
+    assert caught[0].filename == __file__
+
+    # optimizer.step() before the first client.step(): the first update ran on the user's own LR
+    client = Client(ctl.endpoint, model=model, optimizer=optimizer, total_steps=4)
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    with pytest.warns(UserWarning, match=r"optimizer.step\(\) ran before the first client.step\(\).*after loss.backward\(\) and before optimizer.step\(\)") as caught:
+        client.step()
+    assert caught[0].filename == __file__
+    # the split form, with optimizer.step() between step_begin() and step_end()
+    optimizer.step()
+    client.step_begin()
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    with pytest.warns(UserWarning, match=r"changed between client.step_begin\(\) and client.step_end\(\)") as caught:
+        client.step_end()
+    assert caught[0].filename == __file__
+    client.close()
+
+    # the documented orders warn about nothing (step() after backward, and before it)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for before_backward in (False, True):
+            client = Client(ctl.endpoint, model=model, optimizer=optimizer, total_steps=3)
+            for _ in range(3):
+                loss = F.cross_entropy(model(x), y)
+                optimizer.zero_grad()
+                if before_backward:
+                    client.step(loss)
+                loss.backward()
+                if not before_backward:
+                    client.step(loss)
+                optimizer.step()
+            client.close()
+        with Client(ctl.endpoint, model=model, optimizer=optimizer, total_steps=2) as client:
+            train(client, model, optimizer, 2, split=True)
+
+
+def test_an_optimizer_built_before_a_quantized_copy_is_refused_with_the_cause(controller):
+    ctl = controller()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"not this model's: trqat.quantize\(model, inplace=False\) returns a copy.*build the optimizer"):
+        Client(ctl.endpoint, model=quantize(model, inplace=False), optimizer=optimizer, total_steps=2)
+
+
 def test_run_length_from_epochs_and_steps_per_epoch(controller):
     ctl = controller()
     model = make_model()
     client = Client(ctl.endpoint, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), steps_per_epoch=4)
     assert (client.total_steps, client.steps_per_epoch) == (8, 4)  # train.epochs = 2
-    client.close()
+    with pytest.warns(UserWarning, match="without a single client.step"):
+        client.close()
 
 
 @pytest.mark.parametrize("kwargs, config, error, message", [

@@ -186,6 +186,7 @@ def quantize(model: nn.Module, weight_bits: int = 2, act_bits: int = 2, *,
     targets: List[Tuple[str, nn.Module]] = []
     problems: List[str] = []
     skipped: List[str] = []
+    unsupported: List[str] = []  # ConvTranspose, Conv3d, Bilinear: kinds trqat has no quantizer for
     for name, m in weight_layers:
         if name in first_last or (exc and _matches(name, exc)):
             continue
@@ -202,6 +203,8 @@ def quantize(model: nn.Module, weight_bits: int = 2, act_bits: int = 2, *,
                 skipped.append(f"'{name}' ({type(m).__qualname__})")
             elif not already and type(m) in types:
                 problems.append(f"'{name}' ({type(m).__qualname__}): {why}")
+            elif not already and not subclass and type(m) not in SUPPORTED_TYPES:
+                unsupported.append(f"'{name}' ({type(m).__qualname__})")
             continue
         if type(m) in types:
             targets.append((name, m))
@@ -212,6 +215,10 @@ def quantize(model: nn.Module, weight_bits: int = 2, act_bits: int = 2, *,
         warnings.warn("trqat.quantize left these layers in full precision: " + ", ".join(skipped) +
                       " (subclasses of supported layer types; name them in include=... to get an error "
                       "explaining why)", stacklevel=2)
+    if unsupported:
+        warnings.warn("trqat.quantize left these layers in full precision: " + ", ".join(unsupported) +
+                      f" (trqat quantizes {', '.join('nn.' + b.__name__ for b in SUPPORTED_TYPES)} only; "
+                      "exclude=[...] says that you keep them in full precision on purpose)", stacklevel=2)
     if not targets:
         detail = []
         if weight_layers:

@@ -25,7 +25,6 @@ import atexit
 import math
 import os
 import sys
-import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -34,11 +33,11 @@ import torch
 import torch.nn as nn
 
 from . import diagnostics
-from . import diagnostics
 from . import protocol as P
 from .adapt import _unwrap
 from .distributed import Ranks, ranks_from_env
 from .groups import apply_lrs, split_param_groups
+from .log import warn_user
 from .quant import QuantLayer, quantized_layers
 from .transitions import TransitionCounter
 from .transport import Credentials, Gone, Rejected, RunOver, Session, TransportError, Unreachable, env_ms
@@ -141,7 +140,7 @@ class Client:
         self.config: Dict[str, Any] = {}
         self.total_steps: Optional[int] = None
         self.steps_per_epoch: Optional[int] = None
-        self.current_step = 0  # the next step to run
+        self.current_step = 0  # the next step to run (a loaded state's step from construction on)
         self.should_stop = False
         self.lr_quant: Union[None, float, List[float]] = None
         self.lr_other: Optional[float] = None
@@ -149,7 +148,12 @@ class Client:
         # the per-layer transitions this process measured for the current step (layer_names order)
         self.last_counts: Optional[List[int]] = None
         self._loaded_step: Optional[int] = None
-        self._started = self._begun = self._closed = False
+        self._started = self._begun = self._closed = self._stepped = False
+        # Quantized weights' version when the last backward reached them: an optimizer step before the
+        # first client.step() shows as weights changed since (_check_first_order).
+        self._backward_version: Optional[int] = None
+        self._order_hook: Optional[torch.utils.hooks.RemovableHandle] = None
+        self._begin_version = 0
         self._stats: Dict[str, Any] = {"loss": None, "correct": None, "samples": None}
         credentials = Credentials.from_env(endpoint)
         self.endpoint = credentials.endpoint
@@ -181,8 +185,8 @@ class Client:
         train = cfg["train"]
         steps = train["steps"]
         if steps is not None and self._user_total is not None and steps != self._user_total:
-            warnings.warn(f"trqat: the controller's config sets train.steps = {steps}; it wins over "
-                          f"total_steps={self._user_total}", stacklevel=3)
+            warn_user(f"trqat: the controller's config sets train.steps = {steps}; it wins over "
+                      f"total_steps={self._user_total}")
         total = steps if steps is not None else self._user_total
         if total is None and self._user_spe is not None:
             total = max(1, round(float(train["epochs"]) * self._user_spe))
@@ -196,6 +200,9 @@ class Client:
         self.steps_per_epoch = self._user_spe or self.total_steps
         if state is not None:
             self.load_state_dict(state)
+        trainable = next((m.weight for m in self.layers if m.weight.requires_grad), None)
+        if trainable is not None:
+            self._order_hook = trainable.register_hook(self._on_backward)
 
     def _check_optimizer(self, cfg: Dict[str, Any]) -> None:
         mine = type(self.optimizer).__name__
@@ -207,7 +214,7 @@ class Client:
         if mine.lower() in _TORCH_OPTIMIZERS or type(self.optimizer).__module__.startswith("torch.optim"):
             raise ClientError(f"{text}. Set optimizer.name: {mine.lower()} in the config "
                               f"(e.g. trqat run --set optimizer.name={mine.lower()} -- ...)")
-        warnings.warn(f"trqat: {text}; make sure that LR suits {mine}", stacklevel=4)
+        warn_user(f"trqat: {text}; make sure that LR suits {mine}")
 
     def _device(self) -> torch.device:
         p = next(iter(self.model.parameters()), None)
@@ -232,7 +239,11 @@ class Client:
         if self.current_step >= (self.total_steps or 0):
             raise RunOver(f"step {self.current_step} is past the end of the run ({self.total_steps} steps): stop "
                           f"when client.should_stop is true, or loop over range(client.total_steps)")
+        if not self._stepped:
+            self._check_first_order()
         self.last_counts = self.counter.update()
+        self._stepped = True
+        self._begin_version = self._weights_version()
         extra = diagnostics.step_fields(self.layers, self.current_step, diagnostics.every_from(self.config))
         self._session.step(self.current_step, self.last_counts, self._take_stats(), extra)
         self._begun = True
@@ -259,6 +270,10 @@ class Client:
         quantized weights get lr_quant (one value, or one per layer), the rest lr_other."""
         if not self._begun:
             raise ClientError("apply_lrs() needs step_begin() first")
+        if self._weights_version() != self._begin_version:
+            warn_user("trqat: the quantized weights changed between client.step_begin() and client.step_end(): "
+                      "optimizer.step() ran before this step's LRs were set, so it used the previous ones. "
+                      "Call client.step_end(loss) after loss.backward() and before optimizer.step()")
         body = self._session.lr(self.current_step)
         lq, lo = body["lr_quant"], body["lr_other"]
         values = (lq if isinstance(lq, list) else [lq]) + [lo]
@@ -275,12 +290,34 @@ class Client:
         self._begun = False
         return decided
 
+    def _weights_version(self) -> int:
+        # Tensor._version counts in-place changes: the optimizer's updates of the latent weights.
+        return sum(m.weight._version for m in self.layers)
+
+    def _on_backward(self, grad: torch.Tensor) -> None:
+        self._backward_version = self._weights_version()
+
+    def _check_first_order(self) -> None:
+        """At the first step: weights changed after the last backward mean optimizer.step() came first (it
+        ran with your optimizer's own LR, and the transitions of that update go uncounted). Later steps
+        cannot tell this order from a client.step() before backward, so only the first is checked."""
+        self._remove_order_hook()
+        if self._backward_version is not None and self._backward_version != self._weights_version():
+            warn_user("trqat: optimizer.step() ran before the first client.step(): that update used your "
+                      "optimizer's own LR, not the controller's, and its transitions were not counted. Call "
+                      "client.step(loss) after loss.backward() and before optimizer.step()")
+
+    def _remove_order_hook(self) -> None:
+        if self._order_hook is not None:
+            self._order_hook.remove()
+            self._order_hook = None
+
     def evaluated(self, top1: float, loss: float, samples: int = 0, seconds: float = 0.0) -> None:
         """Record an evaluation (top-1 in percent, mean loss) at the current step of the run's log.
         With several ranks, every rank may report it (the first report is logged) or rank 0 alone."""
         self._check_open()
         if not self._started:
-            self._start(self._loaded_step or 0)
+            self._start(self.current_step)
         self._session.send(P.EVALUATED, {"top1": float(top1), "loss": float(loss), "samples": int(samples),
                                          "seconds": float(seconds), "last": self._take_stats()})
 
@@ -288,7 +325,7 @@ class Client:
     def state_dict(self) -> Dict[str, Any]:
         """The controller's state (K, U, last step) and the stored weight levels: save it in your
         checkpoint beside the model and optimizer, and pass it back as Client(state=...)."""
-        return {"format": STATE_FORMAT, "step": self.current_step if self._started else (self._loaded_step or 0),
+        return {"format": STATE_FORMAT, "step": self.current_step,
                 "total_steps": self.total_steps, "controller": self.controller_state,
                 "levels": self.counter.state_dict()}
 
@@ -298,7 +335,7 @@ class Client:
             raise ClientError("load_state_dict() must come before the first step (or pass Client(state=...))")
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ClientError(f"not a trqat client state (format {STATE_FORMAT}): {type(state).__name__}")
-        self._loaded_step = int(state["step"])
+        self._loaded_step = self.current_step = int(state["step"])  # a resumed loop starts at range(client.current_step, ...)
         self.controller_state = state.get("controller")
         self.counter.load_state_dict(state["levels"])
 
@@ -325,6 +362,11 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        if not self._stepped and error is None and self.current_step < (self.total_steps or 0):
+            warn_user(f"trqat: the client is closing without a single client.step(): the run records no step "
+                      f"(stopped at {self.current_step}/{self.total_steps}). Call client.step(loss) once per "
+                      f"optimizer step, after loss.backward() and before optimizer.step()")
+        self._remove_order_hook()
         try:
             self._session.bye(None if self._begun else self._take_stats(), error)
         finally:

@@ -71,9 +71,13 @@ def split_param_groups(optimizer: torch.optim.Optimizer, model: nn.Module, *,
     held = {id(p) for g in groups for p in g["params"]}
     missing = [n for n, m in layers if m.weight.requires_grad and id(m.weight) not in held]
     if missing:
+        foreign = len(held - {id(p) for p in model.parameters()})
+        # quantize(inplace=False) copies the model: an optimizer built before holds the original's parameters.
+        copied = (f" (it holds {foreign} parameter(s) that are not this model's: trqat.quantize(model, inplace=False) "
+                  f"returns a copy with parameters of its own)") if foreign else ""
         raise ValueError(
             f"the optimizer does not hold the latent weights of the quantized layer(s) {', '.join(missing[:5])}"
-            f"{', ...' if len(missing) > 5 else ''}: build the optimizer from model.parameters() after "
+            f"{', ...' if len(missing) > 5 else ''}{copied}: build the optimizer from model.parameters() after "
             f"trqat.quantize(model)")
     new: List[Dict[str, Any]] = []
     for g in groups:

@@ -1,7 +1,10 @@
 """The `trqat` logger. The library only logs; the worker (an entry point) sends it to stderr, and a
 user's script decides for itself (logging.basicConfig, or its own handlers)."""
 import logging
+import os
 import sys
+import warnings
+from typing import Type
 
 logger = logging.getLogger("trqat")
 
@@ -13,3 +16,15 @@ def to_stderr(prefix: str) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn_user(message: str, category: Type[Warning] = UserWarning) -> None:
+    """warnings.warn pointing at the first frame outside the trqat package: the user's line, however
+    deep inside trqat the misuse is found (a fixed stacklevel breaks when the call path changes)."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _PACKAGE_DIR:
+        level, frame = level + 1, frame.f_back  # type: ignore[assignment]
+    warnings.warn(message, category, stacklevel=level + 1 if frame is not None else 2)

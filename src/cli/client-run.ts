@@ -15,8 +15,8 @@ export function formatClientSummary(summary: RunSummary): string {
   );
 }
 
-/** `trqat run [--config F] [--set k=v] [--nproc-per-node N] -- command ...`: returns the command's exit status. */
-export async function runCommand(command: string[], configPath: string | null, overrides: string[]): Promise<number> {
+/** `trqat run [--config F] [--set k=v] [--nproc-per-node N] -- command ...`: returns the command's exit status; `rankEnv`: --nproc-per-node was given (the contract even for one copy). */
+export async function runCommand(command: string[], configPath: string | null, overrides: string[], rankEnv = false): Promise<number> {
   if (command.length === 0) throw new TrqatError('trqat run needs the command to start, e.g. trqat run -- python train.py', 2);
   const config = loadConfig(configPath, overrides);
   // The script owns stdout; the controller's lines go to stderr.
@@ -48,6 +48,7 @@ export async function runCommand(command: string[], configPath: string | null, o
       onSpawn: (spawned) => {
         children = spawned;
       },
+      rankEnv,
     });
     if (result.error) {
       console.error(`trqat: ${result.error.message}\ntrqat: the run is marked failed: ${result.runDir}`);

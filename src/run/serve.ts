@@ -33,6 +33,8 @@ export interface RunScriptOptions extends RunOptions {
   stdio?: 'inherit' | 'pipe';
   /** Receives the started processes, e.g. to forward signals. */
   onSpawn?: (processes: readonly RunProcess[]) => void;
+  /** The torch.distributed contract for a single copy too, as torchrun sets it (`--nproc-per-node 1`); several copies always get it. */
+  rankEnv?: boolean;
 }
 
 export interface RunScriptResult {
@@ -52,17 +54,19 @@ export interface RunScriptResult {
  * `trqat run -- <command>`: serves a client run and starts the command with the run's endpoint and
  * credentials in its environment; with worker.nproc_per_node > 1, that many copies with the
  * torch.distributed environment contract (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT),
- * which is what torchrun would do. The run ends when every copy has exited.
+ * which is what torchrun would do (one copy gets it with `rankEnv`). The run ends when every copy has exited.
  */
 export async function runScript(config: ResolvedConfig, command: readonly string[], options: RunScriptOptions = {}): Promise<RunScriptResult> {
   if (command.length === 0) throw new TrqatError('trqat run needs a command to start, e.g. trqat run -- python train.py', 2);
   const runDir = createRunDir(config);
   const copies = config.worker.nproc_per_node;
+  // Without an explicit request one copy keeps the caller's environment: a launcher in the command (srun, torchrun) sets its own.
+  const contract = copies > 1 || options.rankEnv === true;
   const processes: RunProcess[] = [];
   const launchRanks = async (run: Run): Promise<void> => {
-    const masterPort = copies > 1 ? await freePort() : 0;
+    const masterPort = contract ? await freePort() : 0;
     for (let rank = 0; rank < copies; rank++) {
-      const env = { ...scriptEnv(), ...options.env, ...run.peerEnv(), ...(copies > 1 ? rankEnv(rank, copies, masterPort) : {}) };
+      const env = { ...scriptEnv(), ...options.env, ...run.peerEnv(), ...(contract ? rankEnv(rank, copies, masterPort) : {}) };
       const child = new RunProcess(rank, { command, env, cwd: options.cwd, stdio: options.stdio === 'pipe' ? 'collect' : 'inherit' });
       run.supervise(child);
       processes.push(child);
