@@ -1,4 +1,4 @@
-# Sourced by scripts/gpu-check.sh and scripts/gpu-study.sh (with ROOT, B=$ROOT/.gpu and CPU set): the Python
+# Sourced by scripts/gpu-check.sh, scripts/gpu-study.sh and scripts/gpu/profile.sh (with ROOT, B=$ROOT/.gpu and CPU set): the Python
 # that has torch (PY, exported as TRQAT_PYTHON), a Node >= 20 on PATH, the built controller (dist/),
 # node_modules and zmq for the worker. What the machine lacks comes from the carried .gpu
 # (scripts/gpu/prepare.sh); a temporary folder $T holds what is unpacked and is removed on exit.
