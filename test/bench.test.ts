@@ -82,6 +82,7 @@ describe('benchmarks on a tiny budget', () => {
     expect(overhead[0]).toBe('resnet20');
     expect(overhead[3]).toMatch(number); // plain ms/step
     expect(overhead[4]).toMatch(number); // trqat ms/step
+    expect(overhead[9]).toMatch(number); // the loop as a user's script under `trqat run`, ms/step
     const memory = first(rows(stdout, 'Memory:'));
     expect(memory[3]).toBe('1.000'); // one byte of tracking state per quantized weight
   });

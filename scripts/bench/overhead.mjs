@@ -1,11 +1,13 @@
 // Benchmarks 1 and 3: step-time overhead of trqat's TR-scheduled training against a plain PyTorch
 // QAT loop, and the memory it costs. Measured side by side in one run, interleaved.
 //
-// Per model and repetition, three runs in rotating order:
+// Per model and repetition, four runs in rotating order:
 //   trqat   the real thing: a Node process running train() (controller + ZeroMQ + the real worker)
 //   plain   plain_loop.py: the same model, quantizer, batches, optimizer and LR assignment, no
 //           counting, no bridge
 //   +count  plain_loop.py --count: the plain loop plus the worker's TransitionCounter.update()
+//   client  `trqat run -- python plain_loop.py --client`: the plain loop as a user's script, with
+//           trqat.client.Client counting, reporting and setting the LRs (timed by the loop itself)
 // Step time = mean over the steady-state steps (after warm-up) of each run.
 //
 // Usage: node scripts/bench/overhead.mjs [--tiny|--quick|--full] [options] (--help: the options)
@@ -14,6 +16,10 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import {
   availableModels,
+  BENCH_DIR,
+  DIST,
+  python,
+  run,
   loadNote,
   waitQuiet,
   importDist,
@@ -76,6 +82,14 @@ function overridesFor(model, size) {
   ];
 }
 
+/** `trqat run` of plain_loop.py --client: the loop's own step times, the controller's lines dropped. */
+async function clientRun(overrides, args) {
+  const sets = overrides.flatMap((o) => ['--set', o]);
+  const script = [python(), '-u', join(BENCH_DIR, 'plain_loop.py'), ...args, '--client'];
+  const { stdout } = await run(process.execPath, [join(DIST, 'cli.js'), 'run', '--dashboard', 'off', ...sets, '--', ...script]);
+  return JSON.parse(stdout.trim().split('\n').pop());
+}
+
 const results = [];
 for (const model of models) {
   const size = { ...(SIZES[budget][model] ?? SIZES[budget].default) };
@@ -83,8 +97,8 @@ for (const model of models) {
   const overrides = overridesFor(model, size);
   const configPath = join(dir, `${model}.config.json`);
   writeJson(configPath, loadConfig(null, overrides));
-  const reps_ = { trqat: [], plain: [], count: [] };
-  const kinds = ['trqat', 'plain', 'count'];
+  const reps_ = { trqat: [], plain: [], count: [], client: [] };
+  const kinds = ['trqat', 'plain', 'count', 'client'];
   for (let r = 0; r < reps; r++) {
     await waitQuiet(budget === 'tiny' ? { maxWaitS: 0 } : {});
     // rotate the order so that no variant always runs first (or right after another)
@@ -96,8 +110,9 @@ for (const model of models) {
         rmSync(res.run_dir, { recursive: true, force: true }); // checkpoints of big models are large
         reps_.trqat.push(res);
       } else {
-        const args = [configPath, '--steps', String(size.steps), '--warmup', String(size.warmup), ...(kind === 'count' ? ['--count'] : [])];
-        reps_[kind].push(await runPythonJson('plain_loop.py', args));
+        const args = [configPath, '--steps', String(size.steps), '--warmup', String(size.warmup)];
+        if (kind === 'client') reps_.client.push(await clientRun(overrides, args));
+        else reps_[kind].push(await runPythonJson('plain_loop.py', [...args, ...(kind === 'count' ? ['--count'] : [])]));
       }
     }
   }
@@ -105,6 +120,7 @@ for (const model of models) {
   const trqatMs = reps_.trqat.map((t) => t.mean_step_s * 1000);
   const countPlainMs = reps_.count.map((p) => mean(p.step_s) * 1000);
   const countMs = reps_.count.map((p) => mean(p.count_s) * 1000);
+  const clientMs = reps_.client.map((p) => mean(p.step_s) * 1000);
   results.push({
     model,
     size,
@@ -118,6 +134,8 @@ for (const model of models) {
     count_ms: countMs,
     ratio: trqatMs.map((t, i) => t / plainMs[i]),
     count_ratio: countPlainMs.map((c, i) => c / plainMs[i]),
+    client_ms: clientMs,
+    client_ratio: clientMs.map((c, i) => c / plainMs[i]),
     tracking_bytes: reps_.count[0].tracking_bytes,
     worker_rss: reps_.trqat.map((t) => t.worker_peak_rss),
     plain_rss: reps_.plain.map((p) => p.peak_rss),
@@ -132,13 +150,14 @@ const notes = [
   machineLine(),
   loadNote(),
   `torch ${results[0]?.torch ?? '?'}, CPU, ${threads} threads; W2A2, SGD, synthetic data in memory (no augmentation), fixed batch.`,
-  'Figures: median [min–max] over repetitions; each repetition runs trqat, plain and plain+count back to back in rotating order.',
+  'Figures: median [min–max] over repetitions; each repetition runs trqat, plain, plain+count and client back to back in rotating order.',
+  'client = plain_loop.py --client under `trqat run` (a user\'s script with trqat.client.Client); its step time is the loop\'s own, over the same steady-state steps as plain.',
   'trqat = train() in its own Node process driving the real worker over ZeroMQ; its step time comes from metrics.jsonl timestamps (ms resolution) over the steady-state steps.',
   ...skipped.map((s) => `${s.name}: skipped, ${s.reason}.`),
 ];
 let out = table(
   `Overhead: trqat (TR-scheduled) vs a plain PyTorch QAT loop (${budget})`,
-  ['model', 'batch', 'steps × reps', 'plain ms/step', 'trqat ms/step', 'trqat overhead %', 'goal', 'count ms/step', 'plain+count overhead %'],
+  ['model', 'batch', 'steps × reps', 'plain ms/step', 'trqat ms/step', 'trqat overhead %', 'goal', 'count ms/step', 'plain+count overhead %', 'client ms/step', 'client overhead %', 'goal'],
   results.map((r) => [
     r.model,
     r.size.batch,
@@ -149,6 +168,9 @@ let out = table(
     '≤ 3 (CPU)',
     medRange(r.count_ms, 2),
     pct(r.count_ratio),
+    medRange(r.client_ms, 1),
+    pct(r.client_ratio),
+    '≤ 3',
   ]),
   notes,
 );
@@ -174,4 +196,4 @@ out += table(
 console.log(out);
 if (opts.json) writeJson(opts.json, { budget, results, skipped, table: out });
 writeJson(join(dir, `results-${budget}.json`), { budget, results, skipped, table: out });
-if (results.length > 0) console.error(`overhead: median trqat/plain ratio ${results.map((r) => `${r.model} ${median(r.ratio).toFixed(3)}`).join(', ')}`);
+if (results.length > 0) console.error(`overhead: median trqat/plain ratio ${results.map((r) => `${r.model} ${median(r.ratio).toFixed(3)}`).join(', ')}; client/plain ${results.map((r) => `${r.model} ${median(r.client_ratio).toFixed(3)}`).join(', ')}`);

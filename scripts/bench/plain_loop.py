@@ -3,11 +3,14 @@
 Same model and quantizer (trqat.models.build_model), same data in memory (trqat.data.build_data, the
 same batches as the worker), same optimizer and parameter groups, the same per-step LR assignment,
 but no transition counting and no bridge. `--count` adds exactly the worker's counting
-(TransitionCounter.update() before each step) and times it separately. Started as several
+(TransitionCounter.update() before each step) and times it separately. `--client` is the loop as
+a user's script under `trqat run` has it: `trqat.client.Client` counts, reports each step and sets
+the LRs the controller sends, in place of the loop's own schedule (docs/plugin.md). Started as several
 processes with the torch.distributed environment (RANK, WORLD_SIZE, MASTER_*), it is a plain
 DistributedDataParallel QAT loop (gloo), each rank on its share of the same global batches.
 
-Usage: python plain_loop.py CONFIG.json --steps N --warmup W [--count]
+Usage: python plain_loop.py CONFIG.json --steps N --warmup W [--count | --client]
+       trqat run --set ... -- python plain_loop.py CONFIG.json --steps N --warmup W --client
 Prints one JSON line (per rank): per-step seconds (after warm-up), counting seconds, peak RSS, tracking bytes.
 """
 import argparse
@@ -62,6 +65,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, required=True)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--count", action="store_true")
+    ap.add_argument("--client", action="store_true", help="under `trqat run`: the controller sets the LRs")
     args = ap.parse_args()
     with open(args.config) as f:
         cfg = json.load(f)
@@ -86,6 +90,11 @@ def main() -> None:
     opt = make_optimizer(model, cfg)
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None) if distributed.active() else model
     counter = TransitionCounter([m for _, m in layers]) if args.count else None
+    client = None
+    if args.client:
+        from trqat.client import Client  # only under `trqat run`: it connects to the controller at once
+
+        client = Client(model=model, optimizer=opt, total_steps=args.steps)
     model.train()
     base_lr, total = cfg["optimizer"]["lr"], args.steps
     step_s, count_s = [], []
@@ -106,9 +115,12 @@ def main() -> None:
         loss = F.cross_entropy(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        lr = base_lr * 0.5 * (1 + math.cos(math.pi * t / total))  # a cosine schedule, as the controller sends
-        for g in opt.param_groups:
-            g["lr"] = lr
+        if client is not None:
+            client.step(loss, correct=(logits.argmax(1) == y).sum(), samples=len(y))
+        else:
+            lr = base_lr * 0.5 * (1 + math.cos(math.pi * t / total))  # a cosine schedule, as the controller sends
+            for g in opt.param_groups:
+                g["lr"] = lr
         scaler.step(opt)
         scaler.update()
         stats = loss.detach(), (logits.argmax(1) == y).sum()
@@ -119,6 +131,8 @@ def main() -> None:
         torch.cuda.synchronize()
         step_s = [(time.perf_counter() - started) / (args.steps - args.warmup)] * (args.steps - args.warmup)
         args.warmup = 0
+    if client is not None:
+        client.close()
     quant_weights = sum(m.weight.numel() for _, m in layers)
     tracking = None
     if counter is not None and counter.prev is not None:
