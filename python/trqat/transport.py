@@ -125,10 +125,30 @@ def send_nowait(sock: zmq.Socket, frame: bytes) -> None:
 
 
 def controller_parent() -> Optional[int]:
-    """The controller's pid when it started this process itself (TRQAT_CONTROLLER_PID is our parent):
-    its death is then seen at once, without waiting for the heartbeat timeout. None under other launchers."""
-    pid = os.environ.get("TRQAT_CONTROLLER_PID")
-    return os.getppid() if pid and pid == str(os.getppid()) else None
+    """The pid of the controller that started this process (TRQAT_CONTROLLER_PID), or None under
+    other launchers. Read from the environment, not from getppid(): a controller killed while this
+    process was still starting has already left it to init."""
+    pid = os.environ.get("TRQAT_CONTROLLER_PID", "")
+    return int(pid) if pid.isdigit() else None
+
+
+def controller_alive(pid: int) -> bool:
+    """Whether the controller that started this process still runs: it is our parent, or (with a
+    launcher such as a shell between us) a live process. A zombie counts as gone."""
+    if os.getppid() == pid:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user took the pid: ours is gone
+        return False
+    return True
 
 
 class Heartbeat(threading.Thread):
@@ -144,6 +164,9 @@ class Heartbeat(threading.Thread):
         self.interval_s, self.timeout_s, self.on_gone = interval_s, timeout_s, on_gone
         self.stop = threading.Event()
         self.parent = controller_parent()
+
+    def parent_gone(self) -> bool:
+        return self.parent is not None and not controller_alive(self.parent)
 
     def run(self) -> None:
         try:
@@ -162,7 +185,7 @@ class Heartbeat(threading.Thread):
         next_beat = last_ack + self.interval_s
         while not self.stop.is_set():
             now = time.monotonic()
-            if self.parent is not None and os.getppid() != self.parent:  # a parent killed with SIGKILL sends no abort
+            if self.parent_gone():  # a parent killed with SIGKILL sends no abort
                 self.on_gone(f"the trqat controller (pid {self.parent}) is gone")
                 return
             if now - last_ack > self.timeout_s:
@@ -224,6 +247,8 @@ class Session:
         while not self.sock.poll(POLL_MS):
             if self.gone:
                 raise Gone(self.gone)
+            if not self.heartbeat.is_alive() and self.heartbeat.parent_gone():  # before the welcome: no heartbeat yet
+                raise Gone(f"the trqat controller (pid {self.heartbeat.parent}) is gone")
             if deadline is not None and time.monotonic() > deadline:
                 raise Unreachable(f"no trqat controller answered at {self.credentials.endpoint} within {timeout_s:g} s: "
                                      f"is `trqat run` or `trqat serve` running there? (TRQAT_ENDPOINT, TRQAT_AUTH_FILE)")
