@@ -17,6 +17,7 @@ the config's `quant` section (and of a model's `quant_hints`) into `quantize` ar
 """
 import copy
 import fnmatch
+import gc
 import warnings
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
@@ -118,6 +119,18 @@ def _check_bits(weight_bits: int, act_bits: int) -> None:
     qrange(weight_bits, True)
 
 
+def _inside_ddp(model: nn.Module) -> bool:
+    """Whether a DistributedDataParallel wraps `model` (or a module around it). DDP keeps no public
+    list of its parameters, so its instances are found among the live objects: only when a process
+    group exists, once per quantize()."""
+    ddp = nn.parallel.DistributedDataParallel
+    if isinstance(model, ddp):
+        return True
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False
+    return any(isinstance(o, ddp) and any(m is model for m in o.module.modules()) for o in gc.get_objects())
+
+
 def quantize(model: nn.Module, weight_bits: int = 2, act_bits: int = 2, *,
              layer_types: Sequence[Type[nn.Module]] = (nn.Conv1d, nn.Conv2d, nn.Linear),
              include: Patterns = None, exclude: Patterns = None, keep_first_last: bool = True,
@@ -164,6 +177,10 @@ def quantize(model: nn.Module, weight_bits: int = 2, act_bits: int = 2, *,
     _check_bits(weight_bits, act_bits)
     if not isinstance(model, nn.Module):
         raise TypeError(f"quantize() needs a torch.nn.Module, got {type(model).__name__}")
+    if _inside_ddp(model):
+        raise ValueError("quantize() after DistributedDataParallel: DDP keeps the ranks in step only for the "
+                         "parameters it was built with, so the quantizers' new scales would train apart on each "
+                         "rank. Quantize first, then wrap: model = DistributedDataParallel(quantize(model), ...)")
     types = tuple(layer_types)
     for t in types:
         if t not in SUPPORTED_TYPES:
