@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { TrqatError } from '../errors.js';
 import type { ResolvedConfig } from '../config/resolve.js';
 import type { ControllerState } from '../schedules/controller.js';
-import { makeDirs, readJson, removeQuietly, writeJsonAtomic, writing } from './files.js';
+import { makeDirs, readJson, removeQuietly, writeJsonAtomic, writing } from '../files.js';
 import { CHECKPOINTS_DIR } from './record.js';
 
 export const CHECKPOINT_FORMAT = 1;

@@ -3,7 +3,7 @@ import type { ControllerSettings, ResolvedConfig } from '../config/resolve.js';
 import type { LayerInfo, WorkerBody } from '../bridge/protocol.js';
 import type { ProcessExit } from '../bridge/launcher.js';
 import type { CheckpointRef } from './checkpoints.js';
-import { readJson, writeJsonAtomic } from './files.js';
+import { readJson, writeJsonAtomic } from '../files.js';
 import { MetricsLog, type EvalRecord, type StepRecord } from './metrics.js';
 import { TrqatError } from '../errors.js';
 

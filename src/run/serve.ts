@@ -2,7 +2,7 @@ import type { ResolvedConfig } from '../config/resolve.js';
 import { TrqatError } from '../errors.js';
 import { exitStatus, freePort, rankEnv, RunProcess, scriptEnv, type ProcessExit } from '../bridge/launcher.js';
 import { withRunViews } from '../dashboard/live.js';
-import { createRunDir } from './files.js';
+import { createRunDir } from '../files.js';
 import type { RunSummary } from './record.js';
 import { Run, type RunHandle, type RunOptions } from './run.js';
 

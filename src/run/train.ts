@@ -8,9 +8,10 @@ import { scheduleChanges } from '../config/resume.js';
 import { freePort, rankEnv, RunProcess, workerCommand, workerEnv } from '../bridge/launcher.js';
 import { withRunViews } from '../dashboard/live.js';
 import { Checkpoints, type CheckpointRef } from './checkpoints.js';
-import { createRunDir, readJson } from './files.js';
+import { createRunDir, readJson } from '../files.js';
 import { CONFIG_FILE, notARunFolder, RUN_FILE, type RunInfo, type RunSummary } from './record.js';
-import { logName, Run, type RunHandle, type RunOptions } from './run.js';
+import { Run, type RunHandle, type RunOptions } from './run.js';
+import { logName } from './supervisor.js';
 
 /** Creates a new run folder under `config.out_dir` and trains it to the end. */
 export async function train(config: ResolvedConfig, options: RunOptions = {}): Promise<RunSummary> {
