@@ -32,15 +32,6 @@ export function secretMatches(credentials: Credentials, given: string): boolean 
   return actual.length === expected.length && timingSafeEqual(actual, expected);
 }
 
-/** The environment a local process of the run gets (never argv: other users can read that in ps). */
-export function peerEnv(credentials: Credentials, endpoint: string): Record<string, string> {
-  return {
-    TRQAT_ENDPOINT: endpoint,
-    TRQAT_SECRET: credentials.secret,
-    ...(credentials.curve ? { TRQAT_SERVER_KEY: credentials.curve.publicKey } : {}),
-  };
-}
-
 type Liveness = Pick<ResolvedConfig['worker'], 'heartbeat_interval_ms' | 'heartbeat_timeout_ms'>;
 
 /**
@@ -51,6 +42,19 @@ type Liveness = Pick<ResolvedConfig['worker'], 'heartbeat_interval_ms' | 'heartb
 export function controllerTimeoutMs(worker: Liveness): number {
   const { heartbeat_interval_ms: interval, heartbeat_timeout_ms: timeout } = worker;
   return Math.max(2 * interval, timeout - interval);
+}
+
+/** The environment a local process of the run gets (never argv: other users can read that in ps). */
+export function peerEnv(credentials: Credentials, endpoint: string, worker: Liveness, runDir: string): Record<string, string> {
+  return {
+    TRQAT_ENDPOINT: endpoint,
+    TRQAT_SECRET: credentials.secret,
+    ...(credentials.curve ? { TRQAT_SERVER_KEY: credentials.curve.publicKey } : {}),
+    ...controllerEnv(worker),
+    TRQAT_RUN_DIR: runDir,
+    // A process this controller starts itself exits as soon as the controller is gone (its parent changes).
+    TRQAT_CONTROLLER_PID: String(process.pid),
+  };
 }
 
 /** The liveness settings a session reads (TRQAT_HEARTBEAT_MS, TRQAT_CONTROLLER_TIMEOUT_MS; the same in auth.json). */

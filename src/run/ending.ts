@@ -24,6 +24,12 @@ export function restartLimitFailure(error: Error, recent: number, windowMs: numb
   return new RunFailure([head + limit, ...tail].join('\n'));
 }
 
+/** A rank reported an error: its traceback, or else the tail of its stderr (`withStderr`), says where. */
+export function reportedFailure(rank: number, doing: string, body: { message: string; traceback?: string | null }, withStderr: (text: string) => string): RunFailure {
+  const text = `rank ${rank} reported an error while ${doing}: ${body.message}`;
+  return new RunFailure(body.traceback ? `${text}\n${body.traceback.trimEnd()}` : withStderr(text));
+}
+
 /** A script that reported an error in its bye fails its run, even if it exited cleanly. */
 export function scriptFailure(clientError: string, position: string): RunFailure {
   return new RunFailure(`the training script failed${position}: ${clientError}`);

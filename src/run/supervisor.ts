@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { ProcessExit, RunProcess } from '../bridge/launcher.js';
-import { delay } from './ending.js';
+import { delay, restartLimitFailure } from './ending.js';
 
 /** After a clean end, how long the processes of the run get to exit by themselves. */
 const EXIT_GRACE_MS = 10_000;
@@ -90,11 +90,12 @@ export class Restarts {
     return this.times.filter((at) => now - at < this.windowMs).length;
   }
 
-  /** Takes a restart if the budget allows: returns its number within the window, or null. */
-  take(now = Date.now()): number | null {
+  /** A rank crashed: the number of the restart to make now (within the window), or the failure that ends the run. */
+  afterCrash(error: Error, restartable: boolean, now = Date.now()): { restart: number } | { fail: Error } {
+    if (!restartable) return { fail: error };
     const recent = this.recent(now);
-    if (recent >= this.max) return null;
+    if (recent >= this.max) return { fail: this.max === 0 ? error : restartLimitFailure(error, recent, this.windowMs, this.max) };
     this.times.push(now);
-    return recent + 1;
+    return { restart: recent + 1 };
   }
 }

@@ -45,6 +45,14 @@ export class Watchdog {
     this.timers.push(timer);
   }
 
+  /** Fails the run (like a stall) when `late()`, asked after `limitMs`, returns what is late. */
+  deadline(limitMs: number, late: () => string | null): void {
+    this.later(() => {
+      const message = late();
+      if (message !== null) this.onStall(message);
+    }, limitMs);
+  }
+
   /** An automatic restart: the ranks start over. */
   restart(): void {
     this.stopProgress();
