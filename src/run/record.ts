@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type { ControllerSettings, ResolvedConfig } from '../config/resolve.js';
 import type { LayerInfo, WorkerBody } from '../bridge/protocol.js';
 import type { ProcessExit } from '../bridge/launcher.js';
-import type { CheckpointRef } from './checkpoints.js';
+import { CHECKPOINTS_DIR, type CheckpointRef } from './checkpoints.js';
 import { lockRunDir, readJson, removeQuietly, writeJsonAtomic } from '../files.js';
 import { MetricsLog, type EvalRecord, type StepRecord } from './metrics.js';
 import { TrqatError } from '../errors.js';
@@ -90,7 +90,6 @@ export const CONFIG_FILE = 'config.json';
 export const RUN_FILE = 'run.json';
 export const METRICS_FILE = 'metrics.jsonl';
 export const SUMMARY_FILE = 'summary.json';
-export const CHECKPOINTS_DIR = 'checkpoints';
 
 /** A folder named as a run folder that is not one: a usage error (exit 2) that says what a run folder holds. */
 export function notARunFolder(dir: string, why: string): TrqatError {

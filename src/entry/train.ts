@@ -7,11 +7,11 @@ import { resolveConfig } from '../config/resolve.js';
 import { scheduleChanges } from '../config/resume.js';
 import { freePort, rankEnv, RunProcess, workerCommand, workerEnv } from '../bridge/launcher.js';
 import { withRunViews } from '../dashboard/live.js';
-import { Checkpoints, type CheckpointRef } from './checkpoints.js';
+import { Checkpoints, type CheckpointRef } from '../run/checkpoints.js';
 import { createRunDir, readJson } from '../files.js';
-import { CONFIG_FILE, notARunFolder, RUN_FILE, type RunInfo, type RunSummary } from './record.js';
-import { Run, type RunHandle, type RunLauncher, type RunOptions } from './run.js';
-import { logName } from './supervisor.js';
+import { CONFIG_FILE, notARunFolder, RUN_FILE, type RunInfo, type RunSummary } from '../run/record.js';
+import { Run, type RunHandle, type RunLauncher, type RunOptions } from '../run/run.js';
+import { logName } from '../run/supervisor.js';
 
 /** Creates a new run folder under `config.out_dir` and trains it to the end. */
 export async function train(config: ResolvedConfig, options: RunOptions = {}): Promise<RunSummary> {

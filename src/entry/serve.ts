@@ -3,8 +3,8 @@ import { TrqatError } from '../errors.js';
 import { exitStatus, freePort, rankEnv, RunProcess, scriptEnv, type ProcessExit } from '../bridge/launcher.js';
 import { withRunViews } from '../dashboard/live.js';
 import { createRunDir } from '../files.js';
-import type { RunSummary } from './record.js';
-import { Run, type RunHandle, type RunLauncher, type RunOptions } from './run.js';
+import type { RunSummary } from '../run/record.js';
+import { Run, type RunHandle, type RunLauncher, type RunOptions } from '../run/run.js';
 
 /**
  * Client runs: the user's own training script drives the steps, this controller decides every
