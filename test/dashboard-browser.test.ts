@@ -6,11 +6,11 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sci } from '../src/cli/progress.js';
+import { sci } from '../src/format.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
 import type { EvalRecord, StepRecord } from '../src/run/metrics.js';
 import type { RunEvent, RunSummary } from '../src/run/record.js';
-import { train } from '../src/run/train.js';
+import { train } from '../src/entry/train.js';
 import { readRun, tinyConfig } from './helpers.js';
 
 const CHROMIUM = process.env['TRQAT_CHROMIUM'] ?? '/usr/bin/chromium';

@@ -7,9 +7,9 @@ import { describe, expect, it } from 'vitest';
 import { resolvePython } from '../src/bridge/launcher.js';
 import { loadConfig } from '../src/config/load.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
-import { runScript } from '../src/run/serve.js';
+import { runScript } from '../src/entry/serve.js';
 import type { RunEvent } from '../src/run/record.js';
-import { resume, train } from '../src/run/train.js';
+import { resume, train } from '../src/entry/train.js';
 import type { ViewPayload } from '../src/dashboard/view.js';
 import { readRun, tinyConfig } from './helpers.js';
 

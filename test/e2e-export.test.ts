@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { exportRun } from '../src/export/export-run.js';
 import type { RunSummary } from '../src/run/record.js';
-import { train } from '../src/run/train.js';
+import { train } from '../src/entry/train.js';
 import { checkEquations, readRun, tinyConfig } from './helpers.js';
 
 const exec = promisify(execFile);

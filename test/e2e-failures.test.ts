@@ -12,7 +12,7 @@ import { PROTOCOL_VERSION } from '../src/bridge/protocol.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
 import type { RunEvent } from '../src/run/record.js';
 import { RunFailure } from '../src/run/run.js';
-import { resume, startTraining, train } from '../src/run/train.js';
+import { resume, startTraining, train } from '../src/entry/train.js';
 import { goneWithin, readRun, tinyConfig } from './helpers.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');

@@ -11,7 +11,7 @@ import { PROTOCOL_VERSION } from '../src/bridge/protocol.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
 import type { StepRecord } from '../src/run/metrics.js';
 import type { RunEvent, RunInfo } from '../src/run/record.js';
-import { serve } from '../src/run/serve.js';
+import { serve } from '../src/entry/serve.js';
 import { checkEquations, readRun, type EquationConstants } from './helpers.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');

@@ -13,8 +13,8 @@ import { PROTOCOL_VERSION } from '../src/bridge/protocol.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
 import type { RunEvent } from '../src/run/record.js';
 import { RunFailure } from '../src/run/run.js';
-import { serve } from '../src/run/serve.js';
-import { resume, startTraining, train } from '../src/run/train.js';
+import { serve } from '../src/entry/serve.js';
+import { resume, startTraining, train } from '../src/entry/train.js';
 import { alive, checkEquations, readRun, tinyConfig } from './helpers.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');

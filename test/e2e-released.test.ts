@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { resolvePython } from '../src/bridge/launcher.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
-import { train } from '../src/run/train.js';
+import { train } from '../src/entry/train.js';
 import { readRun, tinyConfig } from './helpers.js';
 
 interface Reference {

@@ -3,7 +3,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { RunEvent } from '../src/run/record.js';
-import { resume, train } from '../src/run/train.js';
+import { resume, train } from '../src/entry/train.js';
 import { checkEquations, readRun, tinyConfig } from './helpers.js';
 
 describe('a short TR-scheduled run', () => {

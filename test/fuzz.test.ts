@@ -11,7 +11,7 @@ import { Dealer } from 'zeromq';
 import { loadConfig } from '../src/config/load.js';
 import { decodeWorkerMessage, PROTOCOL_VERSION, ProtocolError, workerBodies } from '../src/bridge/protocol.js';
 import type { RunEvent } from '../src/run/record.js';
-import { serve } from '../src/run/serve.js';
+import { serve } from '../src/entry/serve.js';
 import { FakeClient, helloBody, LAYERS, pack } from './fake-client.js';
 import { readRun } from './helpers.js';
 

@@ -158,8 +158,8 @@ class Client:
         credentials = Credentials.from_env(endpoint)
         self.endpoint = credentials.endpoint
         # The heartbeat thread only records that the controller is gone; the user's loop raises it.
-        self._session = Session(P.ROLE_CLIENT, ranks, credentials, heartbeat_s=env_ms("TRQAT_HEARTBEAT_MS", 1000),
-                                timeout_s=env_ms("TRQAT_CONTROLLER_TIMEOUT_MS", 10000))
+        self._session = Session(P.ROLE_CLIENT, ranks, credentials, heartbeat_s=credentials.heartbeat_s,
+                                timeout_s=credentials.controller_timeout_s)
         if connect_timeout is None:
             connect_timeout = env_ms("TRQAT_CONNECT_TIMEOUT_MS", 30000)
         try:

@@ -22,6 +22,11 @@ from .distributed import Ranks
 from .log import logger
 
 POLL_MS = 100  # receive loops wake up this often to check on the heartbeat thread
+DEFAULT_HEARTBEAT_MS = 1000
+"""The controller's worker.heartbeat_interval_ms default, when neither the environment nor auth.json says."""
+DEFAULT_CONTROLLER_TIMEOUT_MS = 4000
+"""How long a silent controller is waited for when neither the environment nor auth.json says: the
+controller's own value with its defaults (controllerTimeoutMs in src/bridge/auth.ts; test/controller-timeout.test.ts)."""
 
 
 class TransportError(RuntimeError):
@@ -55,6 +60,8 @@ class Credentials:
     endpoint: str
     secret: str
     server_key: Optional[str] = None
+    heartbeat_s: float = DEFAULT_HEARTBEAT_MS / 1000
+    controller_timeout_s: float = DEFAULT_CONTROLLER_TIMEOUT_MS / 1000
 
     @staticmethod
     def from_env(endpoint: Optional[str] = None) -> "Credentials":
@@ -76,7 +83,9 @@ class Credentials:
                                  "TRQAT_AUTH_FILE to the auth file it prints (or pass endpoint=...)")
         secret = env.get("TRQAT_SECRET") or stored.get("secret") or ""
         server_key = env.get("TRQAT_SERVER_KEY") or stored.get("server_key") or None
-        return Credentials(endpoint, secret, server_key)
+        heartbeat_ms = env.get("TRQAT_HEARTBEAT_MS") or stored.get("heartbeat_ms") or DEFAULT_HEARTBEAT_MS
+        timeout_ms = env.get("TRQAT_CONTROLLER_TIMEOUT_MS") or stored.get("controller_timeout_ms") or DEFAULT_CONTROLLER_TIMEOUT_MS
+        return Credentials(endpoint, secret, server_key, int(heartbeat_ms) / 1000, int(timeout_ms) / 1000)
 
 
 def env_ms(name: str, default: int) -> float:

@@ -34,7 +34,7 @@ from .extras import MissingExtra
 from .factories import FactoryError
 from .log import logger, to_stderr
 from .trainer import CHECKPOINT_FILE, Trainer, resolve_device
-from .transport import Credentials, Rejected, Session, TransportError, env_ms
+from .transport import Credentials, Rejected, Session, TransportError
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_CONTROLLER_GONE, EXIT_BAD_MESSAGE = 0, 1, 2, 3, 4
 MAX_TEXT = 64 * 1024  # error texts are cut to this many characters to stay under the size limit
@@ -55,8 +55,8 @@ class Worker:
     def __init__(self, credentials: Credentials, ranks: Ranks):
         self.ranks = ranks
         self.session = Session(P.ROLE_WORKER, ranks, credentials,
-                               heartbeat_s=env_ms("TRQAT_HEARTBEAT_MS", 1000),
-                               timeout_s=env_ms("TRQAT_CONTROLLER_TIMEOUT_MS", 10000), on_gone=_controller_gone)
+                               heartbeat_s=credentials.heartbeat_s,
+                               timeout_s=credentials.controller_timeout_s, on_gone=_controller_gone)
         self.trainer: Optional[Trainer] = None
         self.trace: Optional[Any] = None
 

@@ -1,10 +1,10 @@
-import { Packr, Unpackr } from 'msgpackr';
+import { Unpackr } from 'msgpackr';
 import { z } from 'zod';
+import { MAX_MESSAGE_BYTES, pack } from '../wire.js';
 
 /** Version of docs/protocol.md this controller speaks. */
 export const PROTOCOL_VERSION = 2;
-/** Largest frame either side accepts. */
-export const MAX_MESSAGE_BYTES = 1 << 20;
+export { MAX_MESSAGE_BYTES };
 
 const count = z.number().int().min(0);
 /** A loss may be NaN or infinite when training diverges: accepted here, reported by the run. */
@@ -186,12 +186,10 @@ export class VersionMismatchError extends ProtocolError {
   }
 }
 
-// variableMapSize: maps of any size (the fast default stops at 65535 keys, which a config's kwargs may pass)
-const packr = new Packr({ useRecords: false, variableMapSize: true });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
 
 export function encode<T extends ControllerMessageType>(type: T, sid: string, seq: number, body: ControllerBodies[T]): Buffer {
-  return packr.pack({ v: PROTOCOL_VERSION, type, sid, seq, body });
+  return pack({ v: PROTOCOL_VERSION, type, sid, seq, body });
 }
 
 /** Decodes and validates one frame from a worker; throws ProtocolError saying what is wrong. */

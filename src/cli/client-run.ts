@@ -2,8 +2,9 @@ import { loadConfig } from '../config/load.js';
 import { TrqatError } from '../errors.js';
 import type { RunProcess } from '../bridge/launcher.js';
 import type { RunEvent, RunSummary } from '../run/record.js';
-import { runScript, serve } from '../run/serve.js';
-import { duration, formatEvent, ProgressPrinter } from './progress.js';
+import { runScript, serve } from '../entry/serve.js';
+import { duration } from '../format.js';
+import { formatEvent, ProgressPrinter } from './progress.js';
 import { stopOnSignals } from './signals.js';
 
 export function formatClientSummary(summary: RunSummary): string {

@@ -1,4 +1,5 @@
 import type { RunEvent, RunSummary } from '../run/record.js';
+import { duration, progressText, sci } from '../format.js';
 
 /**
  * Formats run events as the human-readable lines the CLI prints: plain lines, no control
@@ -58,14 +59,6 @@ export function formatEvent(event: RunEvent, logEvery: number, ranks = false): s
     case 'report':
       return `report ${event.path}`;
   }
-}
-
-/** "evaluating: 12,500/50,000 (25%)"; without a total, the count alone. */
-export function progressText(phase: string, done: number, total: number | null): string {
-  const what = phase === 'eval' ? 'evaluating' : phase === 'data' ? 'loading data' : phase;
-  const n = (value: number) => value.toLocaleString('en-US');
-  if (total === null || total <= 0) return `${what}: ${n(done)}`;
-  return `${what}: ${n(done)}/${n(total)} (${Math.floor((100 * Math.min(done, total)) / total)}%)`;
 }
 
 /** Where the printer writes: a terminal gets one updating status line, anything else plain lines. */
@@ -137,19 +130,6 @@ export class ProgressPrinter {
     this.out.write('\r\x1b[K');
     this.status = false;
   }
-}
-
-/** 1.23e-3; '-' for null. */
-export function sci(value: number | null): string {
-  if (value === null) return '-';
-  return value === 0 ? '0' : value.toExponential(2);
-}
-
-export function duration(seconds: number): string {
-  const s = Math.max(0, Math.round(seconds));
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
-  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
 /** The closing lines of a run: where it ended, how well it did, where its folder is (and how to continue it). */

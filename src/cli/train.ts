@@ -5,7 +5,7 @@ import { isResumable, RESUMABLE_PREFIXES } from '../config/resume.js';
 import { TrqatError } from '../errors.js';
 import type { RunEvent } from '../run/record.js';
 import type { RunHandle, RunOptions } from '../run/run.js';
-import { startResume, startTraining } from '../run/train.js';
+import { startResume, startTraining } from '../entry/train.js';
 import { formatEvent, formatSummary, ProgressPrinter } from './progress.js';
 import { stopOnSignals } from './signals.js';
 

@@ -2,7 +2,7 @@ import { closeSync, existsSync, fstatSync, openSync, readdirSync, readSync } fro
 import { basename, isAbsolute, join, relative } from 'node:path';
 import { isScalar, LineCounter, parse as parseYaml, parseDocument, visit } from 'yaml';
 import { z } from 'zod';
-import { encode, MAX_MESSAGE_BYTES } from '../bridge/protocol.js';
+import { MAX_MESSAGE_BYTES, pack } from '../wire.js';
 import { withPreset } from './presets.js';
 import { configSchema, type ParsedConfig } from './schema.js';
 import { resolveConfig, type ResolvedConfig } from './resolve.js';
@@ -108,14 +108,14 @@ export function parseConfig(raw: unknown, source = 'config'): ParsedConfig {
   return result.data;
 }
 
-/** Room the welcome message needs beside the config: the envelope, the checkpoint path, what resolveConfig adds. */
+/** Room the welcome message needs beside the config: the envelope (bridge/protocol.ts), the checkpoint path, what resolveConfig adds. */
 const WELCOME_MARGIN = 64 * 1024;
 
 /** Every rank receives the config in one message (the welcome): a config that cannot fit is refused here, not at startup. */
 function checkMessageSize(config: ParsedConfig, source: string): void {
   let bytes: number;
   try {
-    bytes = encode('welcome', '0'.repeat(16), 0, { config, resume: null }).length;
+    bytes = pack({ config, resume: null }).length;
   } catch (error) {
     throw new ConfigError(`${source} cannot be sent to the ranks: ${(error as Error).message}`);
   }

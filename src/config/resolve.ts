@@ -1,5 +1,5 @@
 import { ConfigError } from '../errors.js';
-import { isLoopback } from '../bridge/auth.js';
+import { isLoopback } from './endpoint.js';
 import type { ParsedConfig } from './schema.js';
 
 /** The config with every derived default filled in: what the run folder records and the worker gets. */
@@ -83,8 +83,7 @@ export function resolveConfig(parsed: ParsedConfig): ResolvedConfig {
   const lr = optimizer.lr ?? DEFAULT_LR[optimizer.name] ?? OTHER_OPTIMIZER_LR;
   const weightDecay = optimizer.weight_decay ?? DEFAULT_WEIGHT_DECAY[optimizer.name] ?? 0;
   const u0 = tr.talr.u0 ?? lr;
-  const bits = quant.weight_bits === 32 ? 1 : quant.weight_bits;
-  const r0 = tr.r0 ?? tr.lambda * Math.sqrt(bits);
+  const r0 = tr.r0 ?? r0Rule(tr.lambda, quant.weight_bits === 32 ? 1 : quant.weight_bits);
   const controller = controllerDefaults(tr, lr, u0, r0, null);
   return {
     ...parsed,
@@ -164,6 +163,18 @@ export function controllerSettings(config: ResolvedConfig, total: number): Contr
 export interface LayerBits {
   numel: number;
   weight_bits: number;
+  act_bits?: number;
+}
+
+/** The paper's rule, the one place it is written (docs/method.md): R(0) = lambda * sqrt(b_w). */
+export function r0Rule(lambda: number, weightBits: number): number {
+  return lambda * Math.sqrt(weightBits);
+}
+
+/** True when the config's R(0) is the rule's for quant.weight_bits (not set by tr.r0, nor recorded by a resume). */
+function r0IsDerived(config: ResolvedConfig): boolean {
+  const { tr, quant } = config;
+  return Math.abs(tr.r0 - r0Rule(tr.lambda, quant.weight_bits)) <= 1e-12 * tr.r0;
 }
 
 /**
@@ -176,10 +187,46 @@ export interface LayerBits {
  */
 export function r0ForLayers(config: ResolvedConfig, layers: readonly LayerBits[]): number {
   const { tr, quant } = config;
-  const derived = Math.abs(tr.r0 - tr.lambda * Math.sqrt(quant.weight_bits)) <= 1e-12 * tr.r0;
   const bits = [...new Set(layers.map((layer) => layer.weight_bits))];
-  if (!derived || bits.length === 0 || (bits.length === 1 && bits[0] === quant.weight_bits)) return tr.r0;
-  if (bits.length === 1) return tr.lambda * Math.sqrt(bits[0]!);
+  if (!r0IsDerived(config) || bits.length === 0 || (bits.length === 1 && bits[0] === quant.weight_bits)) return tr.r0;
+  if (bits.length === 1) return r0Rule(tr.lambda, bits[0]!);
   const total = layers.reduce((sum, layer) => sum + layer.numel, 0);
   return (tr.lambda * layers.reduce((sum, layer) => sum + layer.numel * Math.sqrt(layer.weight_bits), 0)) / total;
+}
+
+/**
+ * The config a model's quantized layers run with. `adoptBits` (a client's script chose the bits):
+ * when every layer has the same bits and the config's differ, the config follows the model, and R(0)
+ * with it unless tr.r0 was set. Then R(0) of mixed bit-widths (r0ForLayers). Returns the config
+ * (the same object when nothing changed) and what to tell the user.
+ */
+export function adoptModelBits(config: ResolvedConfig, layers: readonly LayerBits[], adoptBits: boolean): { config: ResolvedConfig; warnings: string[] } {
+  const warnings: string[] = [];
+  let next = config;
+  const bits = [...new Set(layers.map((l) => l.weight_bits))];
+  const acts = [...new Set(layers.map((l) => l.act_bits))];
+  const quant = config.quant;
+  if (adoptBits && bits.length === 1) {
+    const weightBits = bits[0]!;
+    const actBits = acts.length === 1 && acts[0] !== undefined ? acts[0] : quant.act_bits;
+    if (weightBits !== quant.weight_bits || actBits !== quant.act_bits) {
+      const derived = r0IsDerived(config);
+      const r0 = derived ? r0Rule(config.tr.lambda, weightBits) : config.tr.r0;
+      next = {
+        ...config,
+        quant: { ...quant, weight_bits: weightBits as typeof quant.weight_bits, act_bits: actBits as typeof quant.act_bits },
+        tr: { ...config.tr, r0 },
+      };
+      if (weightBits !== quant.weight_bits) {
+        warnings.push(`the model has ${weightBits}-bit weights (the config said ${quant.weight_bits})${derived ? `: R(0) = lambda * sqrt(${weightBits}) = ${r0.toExponential(3)}` : ''}`);
+      }
+    }
+  }
+  const r0 = r0ForLayers(next, layers);
+  if (r0 !== next.tr.r0) {
+    next = { ...next, tr: { ...next.tr, r0 } };
+    const sorted = [...bits].sort((a, b) => a - b);
+    warnings.push(`the model's quantized layers have ${sorted.join(', ')}-bit weights: R(0) = ${r0.toExponential(3)}, the size-weighted mean of lambda * sqrt(bits) over the layers`);
+  }
+  return { config: next, warnings };
 }

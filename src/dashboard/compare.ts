@@ -1,4 +1,4 @@
-import { duration } from '../cli/progress.js';
+import { duration } from '../format.js';
 import type { RunData } from './run-data.js';
 
 /** The late transition rate averages k over this last fraction of the steps run. */

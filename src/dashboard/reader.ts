@@ -4,7 +4,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { join, resolve } from 'node:path';
 import type { ResolvedConfig } from '../config/resolve.js';
 import { TrqatError } from '../errors.js';
-import { readJson } from '../run/files.js';
+import { readJson } from '../files.js';
 import { MetricsLineError, parseMetricsLine } from '../run/metrics.js';
 import { notARunFolder, type RunSummary } from '../run/record.js';
 import { RunData, type RunFileInfo } from './run-data.js';

@@ -1,4 +1,4 @@
-import { writeFileAtomic } from '../run/files.js';
+import { writeFileAtomic } from '../files.js';
 import { pageHtml } from './html.js';
 import type { RunData } from './run-data.js';
 import { viewPayload } from './view.js';

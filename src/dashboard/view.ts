@@ -1,6 +1,6 @@
 import { stringify as toYaml } from 'yaml';
 import { DISTANCE_BIN_WIDTH, DISTANCE_BINS } from '../bridge/protocol.js';
-import { duration, progressText, sci } from '../cli/progress.js';
+import { duration, progressText, sci } from '../format.js';
 import type { RunSummary } from '../run/record.js';
 import { compareCells, compareRow, COMPARE_HEADERS, type CompareRow } from './compare.js';
 import { SCALARS, type RunData, type Scalar } from './run-data.js';

@@ -6,7 +6,7 @@ import type { ResolvedConfig } from '../config/resolve.js';
 import { TrqatError } from '../errors.js';
 import { pythonPath, resolvePython } from '../bridge/launcher.js';
 import { Checkpoints, type CheckpointRef } from '../run/checkpoints.js';
-import { readJson } from '../run/files.js';
+import { readJson } from '../files.js';
 import { CONFIG_FILE, notARunFolder } from '../run/record.js';
 import { verifyOnnx, type OnnxCheck } from './verify-onnx.js';
 

@@ -5,8 +5,10 @@ import { z } from 'zod';
 import { TrqatError } from '../errors.js';
 import type { ResolvedConfig } from '../config/resolve.js';
 import type { ControllerState } from '../schedules/controller.js';
-import { makeDirs, readJson, removeQuietly, writeJsonAtomic, writing } from './files.js';
-import { CHECKPOINTS_DIR } from './record.js';
+import { makeDirs, readJson, removeQuietly, writeJsonAtomic, writing } from '../files.js';
+
+/** The run folder's checkpoints (`step-NNNNNNN/` and latest.json). */
+export const CHECKPOINTS_DIR = 'checkpoints';
 
 export const CHECKPOINT_FORMAT = 1;
 

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { transitionDistanceSchema, type TransitionDistance } from '../bridge/protocol.js';
 import type { StepDecision } from '../schedules/controller.js';
 import { TrqatError, WriteError } from '../errors.js';
-import { writeFileAtomic, writeFully, writing } from './files.js';
+import { writeFileAtomic, writeFully, writing } from '../files.js';
 
 /**
  * What a line of metrics.jsonl holds: the one definition that the run writes against (the types

@@ -2,10 +2,11 @@ import { join } from 'node:path';
 import type { ControllerSettings, ResolvedConfig } from '../config/resolve.js';
 import type { LayerInfo, WorkerBody } from '../bridge/protocol.js';
 import type { ProcessExit } from '../bridge/launcher.js';
-import type { CheckpointRef } from './checkpoints.js';
-import { readJson, writeJsonAtomic } from './files.js';
+import { CHECKPOINTS_DIR, type CheckpointRef } from './checkpoints.js';
+import { lockRunDir, readJson, removeQuietly, writeJsonAtomic } from '../files.js';
 import { MetricsLog, type EvalRecord, type StepRecord } from './metrics.js';
 import { TrqatError } from '../errors.js';
+import { attempt } from './ending.js';
 
 /** When to evaluate and checkpoint, fixed once the first rank has said how long an epoch is. */
 export interface RunPlan {
@@ -89,7 +90,6 @@ export const CONFIG_FILE = 'config.json';
 export const RUN_FILE = 'run.json';
 export const METRICS_FILE = 'metrics.jsonl';
 export const SUMMARY_FILE = 'summary.json';
-export const CHECKPOINTS_DIR = 'checkpoints';
 
 /** A folder named as a run folder that is not one: a usage error (exit 2) that says what a run folder holds. */
 export function notARunFolder(dir: string, why: string): TrqatError {
@@ -282,5 +282,36 @@ export class RunRecord {
   private save(): void {
     this.info.updated = new Date().toISOString();
     writeJsonAtomic(join(this.runDir, RUN_FILE), this.info);
+  }
+}
+
+/**
+ * Locks a run's folder and opens its record (config.json, run.json). A new run's folder that cannot
+ * even be set up (a full disk) is removed: it holds nothing yet. Returns the record and the unlock.
+ */
+export function openRunRecord(
+  spec: { runDir: string; config: ResolvedConfig; kind: RunKind; checkpoint: CheckpointRef | null; configChanged?: boolean; command?: string[] },
+  emit: (event: RunEvent) => void,
+  warn: (message: string) => void,
+): { record: RunRecord; unlock: () => void } {
+  const fresh = spec.checkpoint === null;
+  let unlock: () => void;
+  try {
+    unlock = lockRunDir(spec.runDir);
+  } catch (error) {
+    if (fresh) removeQuietly(spec.runDir);
+    throw error;
+  }
+  let record: RunRecord | null = null;
+  try {
+    record = new RunRecord(spec.runDir, spec.config, spec.kind, spec.checkpoint?.step ?? null, emit);
+    if (spec.configChanged) record.updateConfig(spec.config);
+    if (spec.command) record.set({ command: spec.command });
+    return { record, unlock };
+  } catch (error) {
+    if (record) attempt(() => record!.end('failed', null, (error as Error).message), warn);
+    unlock();
+    if (fresh) removeQuietly(spec.runDir);
+    throw error;
   }
 }

@@ -1,7 +1,6 @@
 import { closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import type { ResolvedConfig } from '../config/resolve.js';
-import { ConfigError, TrqatError, WriteError } from '../errors.js';
+import { ConfigError, TrqatError, WriteError } from './errors.js';
 
 export { WriteError };
 
@@ -70,7 +69,7 @@ export function readJson<T>(path: string, what: string): T {
 }
 
 /** A new run folder `<out_dir>/<name>-<YYYYMMDD-HHMMSS>[-N]`, for managed and served runs alike. */
-export function createRunDir(config: ResolvedConfig): string {
+export function createRunDir(config: { out_dir: string; name: string }): string {
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
   const base = resolve(config.out_dir, `${config.name}-${stamp}`);
   let dir = base;

@@ -7,10 +7,11 @@ import { resolveConfig } from '../config/resolve.js';
 import { scheduleChanges } from '../config/resume.js';
 import { freePort, rankEnv, RunProcess, workerCommand, workerEnv } from '../bridge/launcher.js';
 import { withRunViews } from '../dashboard/live.js';
-import { Checkpoints, type CheckpointRef } from './checkpoints.js';
-import { createRunDir, readJson } from './files.js';
-import { CONFIG_FILE, notARunFolder, RUN_FILE, type RunInfo, type RunSummary } from './record.js';
-import { logName, Run, type RunHandle, type RunOptions } from './run.js';
+import { Checkpoints, type CheckpointRef } from '../run/checkpoints.js';
+import { createRunDir, readJson } from '../files.js';
+import { CONFIG_FILE, notARunFolder, RUN_FILE, type RunInfo, type RunSummary } from '../run/record.js';
+import { Run, type RunHandle, type RunLauncher, type RunOptions } from '../run/run.js';
+import { logName } from '../run/supervisor.js';
 
 /** Creates a new run folder under `config.out_dir` and trains it to the end. */
 export async function train(config: ResolvedConfig, options: RunOptions = {}): Promise<RunSummary> {
@@ -61,12 +62,12 @@ export async function startResume(runDir: string, options: ResumeOptions = {}): 
 
 /** Opens the run; unless the ranks are launched elsewhere, it starts nproc_per_node worker ranks here. */
 async function launch(runDir: string, config: ResolvedConfig, checkpoint: CheckpointRef | null, options: RunOptions, configChanged = false): Promise<RunHandle> {
-  const launchRanks = config.worker.launch === 'local' ? (run: Run) => startRanks(run, config, runDir) : undefined;
+  const launchRanks = config.worker.launch === 'local' ? (run: RunLauncher) => startRanks(run, config, runDir) : undefined;
   return withRunViews(runDir, config, options, async (withViews) => (await Run.open({ kind: 'managed', runDir, config, checkpoint, configChanged, launchRanks }, withViews)).handle());
 }
 
 /** nproc_per_node worker processes with the run's credentials and, with several, the torch.distributed contract. */
-async function startRanks(run: Run, config: ResolvedConfig, runDir: string): Promise<void> {
+async function startRanks(run: RunLauncher, config: ResolvedConfig, runDir: string): Promise<void> {
   const ranks = config.worker.nproc_per_node;
   const masterPort = ranks > 1 ? await freePort() : 0;
   const env = { ...run.peerEnv(), ...workerEnv() };

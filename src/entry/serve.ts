@@ -2,9 +2,9 @@ import type { ResolvedConfig } from '../config/resolve.js';
 import { TrqatError } from '../errors.js';
 import { exitStatus, freePort, rankEnv, RunProcess, scriptEnv, type ProcessExit } from '../bridge/launcher.js';
 import { withRunViews } from '../dashboard/live.js';
-import { createRunDir } from './files.js';
-import type { RunSummary } from './record.js';
-import { Run, type RunHandle, type RunOptions } from './run.js';
+import { createRunDir } from '../files.js';
+import type { RunSummary } from '../run/record.js';
+import { Run, type RunHandle, type RunLauncher, type RunOptions } from '../run/run.js';
 
 /**
  * Client runs: the user's own training script drives the steps, this controller decides every
@@ -63,7 +63,7 @@ export async function runScript(config: ResolvedConfig, command: readonly string
   // Without an explicit request one copy keeps the caller's environment: a launcher in the command (srun, torchrun) sets its own.
   const contract = copies > 1 || options.rankEnv === true;
   const processes: RunProcess[] = [];
-  const launchRanks = async (run: Run): Promise<void> => {
+  const launchRanks = async (run: RunLauncher): Promise<void> => {
     const masterPort = contract ? await freePort() : 0;
     for (let rank = 0; rank < copies; rank++) {
       const env = { ...scriptEnv(), ...options.env, ...run.peerEnv(), ...(contract ? rankEnv(rank, copies, masterPort) : {}) };
