@@ -28,7 +28,7 @@ export {
   type Stateful,
 } from './schedules/plugin.js';
 export { builtinSchedule, builtinTalr, ComposedController } from './schedules/builtins.js';
-export { train, startTraining, resume, startResume, type ResumeOptions } from './run/train.js';
+export { train, startTraining, resume, startResume, type ResumeOptions, type TrainOptions } from './run/train.js';
 export { serve, runScript, type ServeOptions, type RunScriptOptions, type RunScriptResult } from './run/serve.js';
 export { RunFailure, type RunHandle, type RunOptions } from './run/run.js';
 export type { RunEvent, RunInfo, RunPlan, RunStatus, RunSummary, RunKind, RankInfo } from './run/record.js';

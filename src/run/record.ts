@@ -3,6 +3,7 @@ import type { ControllerSettings, ResolvedConfig } from '../config/resolve.js';
 import type { LayerInfo, WorkerBody } from '../bridge/protocol.js';
 import type { ProcessExit } from '../bridge/launcher.js';
 import type { CheckpointRef } from './checkpoints.js';
+import type { PluginIdentity } from '../schedules/plugin.js';
 import { readJson, writeJsonAtomic } from './files.js';
 import { MetricsLog, type EvalRecord, type StepRecord } from './metrics.js';
 import { TrqatError } from '../errors.js';
@@ -51,6 +52,8 @@ export interface RunInfo {
   ranks: RankInfo[];
   device?: string;
   layers?: LayerInfo[];
+  /** The controller's plug-ins: module path and sha256 (a resume checks they are the same code). */
+  plugins?: PluginIdentity[];
   /** trqat run: the command and how it ended. */
   command?: string[];
   exit?: ProcessExit;

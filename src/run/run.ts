@@ -6,6 +6,7 @@ import { describeExit, RunProcess, type ProcessExit } from '../bridge/launcher.j
 import { VersionMismatchError, type ControllerBodies, type LayerInfo, type LrBody, type ProtocolError, type WorkerBody, type WorkerMessage } from '../bridge/protocol.js';
 import { SessionTable, type Outcome, type Session, type SessionHandler } from '../bridge/sessions.js';
 import { TrController, type ControllerState } from '../schedules/controller.js';
+import { identities, type Plugins } from '../schedules/plugin.js';
 import { Checkpoints, CHECKPOINT_FORMAT, type CheckpointRef, type ControllerCheckpoint } from './checkpoints.js';
 import { lockRunDir, removeQuietly } from './files.js';
 import type { EvalRecord, StepRecord } from './metrics.js';
@@ -52,6 +53,8 @@ export interface RunSpec {
   command?: string[];
   /** A resume changed settings (worker.*): config.json is rewritten. */
   configChanged?: boolean;
+  /** Plug-ins of the controller (loadPlugins): run.json records them. */
+  plugins?: Plugins;
   /** Starts the run's processes here (managed ranks with worker.launch=local, or trqat run's command); managed ranks again after a crash. */
   launchRanks?: (run: Run) => Promise<void>;
 }
@@ -123,6 +126,7 @@ export class Run implements SessionHandler {
       record = new RunRecord(spec.runDir, spec.config, spec.kind, spec.checkpoint?.step ?? null, (event) => this.emit(event));
       if (spec.configChanged) record.updateConfig(spec.config);
       if (spec.command) record.set({ command: spec.command });
+      if (spec.plugins && identities(spec.plugins).length > 0) record.set({ plugins: identities(spec.plugins) });
     } catch (error) {
       if (record) this.attempt(() => record!.end('failed', null, (error as Error).message));
       this.unlock();
@@ -402,7 +406,7 @@ export class Run implements SessionHandler {
     if (start >= total) return { refuse: `the run continues at step ${start}, but it has only ${total} steps` };
     if (client) this.adoptBits(body.layers);
     this.adoptR0(body.layers);
-    const controller = new TrController(this.config, total, body.layers.map((layer) => layer.numel), body.steps_per_epoch);
+    const controller = new TrController(this.config, total, body.layers.map((layer) => layer.numel), body.steps_per_epoch, this.spec.plugins);
     const restored = this.restore(controller, body, start);
     if (restored !== null) return { refuse: restored };
     const evalEvery = client ? 0 : (this.config.train.eval_every ?? body.steps_per_epoch);
