@@ -30,6 +30,9 @@ export type StepDecision = z.infer<typeof decisionSchema>;
 /** The decided fields the `lr` message carries to every rank. */
 export const sentDecisionSchema = decisionSchema.pick({ step: true, lr_quant: true, lr_other: true, k: true, K: true, R: true, U: true });
 
+/** A decision with no unknown fields (a plug-in's typo is an error, not a silently dropped key). */
+const strictDecision = decisionSchema.strict();
+
 /**
  * Why a decision cannot be sent, or null: its shape (the schema above), then every number must be
  * finite and not negative, and a list must have one entry per quantized layer. The message names
@@ -42,7 +45,7 @@ export function decisionProblem(decision: unknown, layers: number): string | nul
       if (problem !== null) return problem;
     }
   }
-  const parsed = decisionSchema.strict().safeParse(decision);
+  const parsed = strictDecision.safeParse(decision);
   if (parsed.success) return null;
   const issue = parsed.error.issues[0]!;
   return `${issue.path.length > 0 ? issue.path.join('.') : 'the decision'}: ${issue.message}`;
