@@ -127,7 +127,7 @@ describe('the built-ins take the plug-in path and decide as the paper says', () 
     const controller = new TrController(config, 10, sizes);
     controller.loadStateDict({ K: 0.01, U: 0.3, last_step: 4 });
     const d = controller.step(5, [0, 0]);
-    expect(d.U).toBeCloseTo(Math.max(0, 0.3 + config.tr.talr.eta * (d.R! - 0.99 * 0.01)), 15);
+    expect(d.U).toBeCloseTo(Math.max(0, 0.3 + config.tr.talr.eta! * (d.R! - 0.99 * 0.01)), 15);
   });
 });
 
