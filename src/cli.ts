@@ -56,7 +56,12 @@ function program(): Command {
     .argument('<run-dir>', 'the run folder, e.g. runs/run-20261129-101500')
     .addOption(setOption())
     .addOption(dashboardOption())
-    .action(status((runDir: string, options: { set: string[]; dashboard?: string }) => resumeCommand(runDir, settings(options))));
+    .option('--allow-changed-plugins', "continue although a plug-in module's file changed since the checkpoint (README, \"Scheduling as code\")")
+    .action(
+      status((runDir: string, options: { set: string[]; dashboard?: string; allowChangedPlugins?: boolean }) =>
+        resumeCommand(runDir, settings(options), options.allowChangedPlugins === true),
+      ),
+    );
   cli
     .command('config')
     .description('print the resolved config (every default filled in) and exit')

@@ -9,8 +9,26 @@ export { loadConfig, parseConfig, applyOverrides, readConfigFile, ConfigError } 
 export { Schedule } from './schedules/schedule.js';
 export { RunningTr } from './schedules/running-tr.js';
 export { AdditiveTalr } from './schedules/talr.js';
-export { TrController, type StepDecision, type ControllerState } from './schedules/controller.js';
-export { train, startTraining, resume, startResume, type ResumeOptions } from './entry/train.js';
+export { TrController, type ControllerState } from './schedules/controller.js';
+export { decisionSchema, type StepDecision } from './schedules/decision.js';
+export {
+  loadPlugins,
+  PluginError,
+  type PluginContext,
+  type PluginFactory,
+  type PluginIdentity,
+  type PluginOptions,
+  type Plugins,
+  type TrSchedulePlugin,
+  type TalrPlugin,
+  type TalrInput,
+  type ControllerPlugin,
+  type ControllerInput,
+  type ControllerOutput,
+  type Stateful,
+} from './schedules/plugin.js';
+export { builtinSchedule, builtinTalr, ComposedController } from './schedules/builtins.js';
+export { train, startTraining, resume, startResume, type ResumeOptions, type TrainOptions } from './entry/train.js';
 export { serve, runScript, type ServeOptions, type RunScriptOptions, type RunScriptResult } from './entry/serve.js';
 export { RunFailure, type RunHandle, type RunOptions } from './run/run.js';
 export type { RunEvent, RunInfo, RunPlan, RunStatus, RunSummary, RunKind, RankInfo } from './run/record.js';

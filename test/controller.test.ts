@@ -91,9 +91,9 @@ describe('TrController, beyond the paper', () => {
   it('selects the TALR rule from the config', () => {
     const multiplicative = new TrController(loadConfig(null, ['tr.talr.rule=multiplicative', 'tr.momentum=0']), 10, sizes);
     multiplicative.step(0, null);
-    const R1 = multiplicative.target.value(1);
+    const { R, U } = multiplicative.step(1, [80, 0]);
     // K = k = 0.2 (momentum 0): U = 0.1 * R/K, with R/K clamped to [1/2, 2].
-    expect(multiplicative.step(1, [80, 0]).U).toBeCloseTo(0.1 * Math.max(0.5, R1 / 0.2), 15);
+    expect(U).toBeCloseTo(0.1 * Math.max(0.5, R! / 0.2), 15);
   });
 
   it('tr.auto derives m and eta from the run length; explicit values win', async () => {

@@ -1,6 +1,7 @@
 import { Unpackr } from 'msgpackr';
 import { z } from 'zod';
 import { MAX_MESSAGE_BYTES, pack } from '../wire.js';
+import { sentDecisionSchema } from '../schedules/decision.js';
 
 /** Version of docs/protocol.md this controller speaks. */
 export const PROTOCOL_VERSION = 2;
@@ -118,17 +119,12 @@ export interface WorkerMessage<T extends WorkerMessageType = WorkerMessageType> 
   body: WorkerBody<T>;
 }
 
-/** The LRs of one step, sent to every rank, with the directives a managed worker follows. */
-const lrBody = z.object({
-  step: count,
-  /** One LR for every quantized layer, or one per layer (per-layer TR scope) in `layers` order. */
-  lr_quant: z.union([z.number(), z.array(z.number())]),
-  lr_other: z.number(),
-  /** The schedule's numbers of this step, for the script's own logger. */
-  k: z.number().nullable(),
-  K: z.number(),
-  R: z.number().nullable(),
-  U: z.number().nullable(),
+/**
+ * The LRs of one step, sent to every rank, with the directives a managed worker follows: the
+ * decided fields of src/schedules/decision.ts (`lr_quant` one LR for every quantized layer, or one
+ * per layer in `layers` order; `k`, `K`, `R`, `U` for the script's own logger).
+ */
+const lrBody = sentDecisionSchema.extend({
   /** This was the last step: the session ends (bye) after following the other directives. */
   stop: z.boolean(),
   /** Evaluate after this step's update (managed workers; rank 0 reports). */

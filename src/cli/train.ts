@@ -14,7 +14,7 @@ export async function trainCommand(configPath: string | null, overrides: string[
   return follow((options) => startTraining(config, options));
 }
 
-export async function resumeCommand(runDir: string, overrides: string[]): Promise<number> {
+export async function resumeCommand(runDir: string, overrides: string[], allowChangedPlugins = false): Promise<number> {
   for (const override of overrides) {
     if (!isResumable(override.slice(0, Math.max(0, override.indexOf('='))))) {
       throw new TrqatError(`--set ${override}: a resume can only change ${RESUMABLE_PREFIXES.join(', ')} (anything else would change the schedule)`, 2);
@@ -22,7 +22,7 @@ export async function resumeCommand(runDir: string, overrides: string[]): Promis
   }
   const withOverrides = (saved: ResolvedConfig): ResolvedConfig =>
     overrides.length === 0 ? saved : resolveConfig(parseConfig(applyOverrides(saved, overrides), 'resumed config'));
-  return follow((options) => startResume(runDir, { ...options, overrides: withOverrides }));
+  return follow((options) => startResume(runDir, { ...options, overrides: withOverrides, allowChangedPlugins }));
 }
 
 export async function configCommand(configPath: string | null, overrides: string[]): Promise<number> {

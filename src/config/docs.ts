@@ -18,7 +18,7 @@ export interface ConfigKey {
   sameAs: string | null;
 }
 
-type Def = { type: string; innerType?: z.core.$ZodType; defaultValue?: unknown; shape?: Record<string, z.core.$ZodType> };
+type Def = { type: string; innerType?: z.core.$ZodType; defaultValue?: unknown; shape?: Record<string, z.core.$ZodType>; options?: z.core.$ZodType[] };
 
 /** The first description on the way through the default/prefault/nullable wrappers to the value. */
 function unwrap(schema: z.core.$ZodType): { description: string | undefined; default: unknown; inner: z.core.$ZodType } {
@@ -29,8 +29,10 @@ function unwrap(schema: z.core.$ZodType): { description: string | undefined; def
     description ??= z.globalRegistry.get(node)?.description;
     const def = node._zod.def as Def;
     if ((def.type === 'default' || def.type === 'prefault') && value === undefined) value = def.defaultValue;
-    if (!def.innerType) return { description, default: value, inner: node };
-    node = def.innerType;
+    // A key that takes a plug-in or a built-in (tr.schedule, tr.talr): the built-in's keys, the last option.
+    if (def.type === 'union' && def.options) node = def.options[def.options.length - 1]!;
+    else if (!def.innerType) return { description, default: value, inner: node };
+    else node = def.innerType;
   }
 }
 

@@ -1,10 +1,10 @@
 import { closeSync, existsSync, fstatSync, openSync, readdirSync, readSync } from 'node:fs';
-import { basename, isAbsolute, join, relative } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve as resolvePath } from 'node:path';
 import { isScalar, LineCounter, parse as parseYaml, parseDocument, visit } from 'yaml';
 import { z } from 'zod';
 import { MAX_MESSAGE_BYTES, pack } from '../wire.js';
 import { withPreset } from './presets.js';
-import { configSchema, type ParsedConfig } from './schema.js';
+import { configSchema, isPluginRef, PLUGIN_KEYS, PLUGIN_MODULE_HINT, type ParsedConfig } from './schema.js';
 import { resolveConfig, type ResolvedConfig } from './resolve.js';
 import { ConfigError } from '../errors.js';
 import { PACKAGE_ROOT } from '../paths.js';
@@ -96,7 +96,7 @@ export function applyOverrides(raw: Record<string, unknown>, overrides: readonly
  * Validates a raw config, after filling in its preset (`tr.preset`); every problem is listed with
  * its path, the bad value and what is allowed.
  */
-export function parseConfig(raw: unknown, source = 'config'): ParsedConfig {
+export function parseConfig(raw: unknown, source = 'config', baseDir = process.cwd()): ParsedConfig {
   const result = configSchema.safeParse(withPreset(raw));
   if (!result.success) {
     const { issues } = result.error;
@@ -105,7 +105,16 @@ export function parseConfig(raw: unknown, source = 'config'): ParsedConfig {
     throw new ConfigError(`invalid ${source}:\n${lines.join('\n')}`);
   }
   checkMessageSize(result.data, source);
-  return result.data;
+  return withAbsoluteModules(result.data, baseDir);
+}
+
+/** A plug-in's `module` relative to `baseDir` (the config file's folder), made absolute: config.json and a resume find the same file. */
+function withAbsoluteModules(config: ParsedConfig, baseDir: string): ParsedConfig {
+  for (const [section, key] of PLUGIN_KEYS) {
+    const ref = (config[section] as Record<string, unknown>)[key];
+    if (isPluginRef(ref) && !isAbsolute(ref.module)) ref.module = resolvePath(baseDir, ref.module);
+  }
+  return config;
 }
 
 /** Room the welcome message needs beside the config: the envelope (bridge/protocol.ts), the checkpoint path, what resolveConfig adds. */
@@ -127,11 +136,20 @@ function checkMessageSize(config: ParsedConfig, source: string): void {
 
 export function loadConfig(path: string | null, overrides: readonly string[] = []): ResolvedConfig {
   const raw = path === null ? {} : readConfigFile(path);
-  return resolveConfig(parseConfig(applyOverrides(raw, overrides), path ?? 'config'));
+  return resolveConfig(parseConfig(applyOverrides(raw, overrides), path ?? 'config', path === null ? process.cwd() : dirname(resolvePath(path))));
 }
 
 function formatIssue(issue: z.core.$ZodIssue, raw: unknown): string {
   const where = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
+  const value = valueAt(raw, issue.path);
+  if (issue.code === 'invalid_union' && issue.errors.length > 0) {
+    // A key that takes a built-in or a plug-in (`{module: ...}`, the first option): the problems of the form the value meant.
+    const branch = isPluginMapping(value) ? issue.errors[0]! : issue.errors[issue.errors.length - 1]!;
+    return branch.map((inner) => formatIssue({ ...inner, path: [...issue.path, ...inner.path] } as z.core.$ZodIssue, raw)).join('\n  - ');
+  }
+  if (issue.code === 'unrecognized_keys' && issue.keys.includes('module') && isPluginKey(issue.path)) {
+    return `${where}.module: ${PLUGIN_MODULE_HINT}; got ${describe(valueAt(value, ['module']))}`;
+  }
   if (issue.code === 'unrecognized_keys') {
     const allowed = allowedKeys(issue.path);
     const prefix = issue.path.length > 0 ? `${issue.path.join('.')}.` : '';
@@ -149,10 +167,12 @@ function formatIssue(issue: z.core.$ZodIssue, raw: unknown): string {
     const parent = issue.path.slice(0, -1).join('.');
     return `${parent}: key ${JSON.stringify(String(issue.path[issue.path.length - 1]))} ${issue.issues[0]?.message ?? issue.message}`;
   }
-  const value = valueAt(raw, issue.path);
   const got = value === undefined ? 'it is missing (required)' : `got ${describe(value)}`;
   return `${where}: ${issue.message}; ${got}`;
 }
+
+const isPluginMapping = (value: unknown): boolean => value !== null && typeof value === 'object' && 'module' in value;
+const isPluginKey = (path: readonly PropertyKey[]): boolean => PLUGIN_KEYS.some((key) => key.join('.') === path.join('.'));
 
 /** Reads a file of at most `limit` bytes; a larger one is refused by its size, without reading it all. */
 function readLimited(path: string, limit: number): string {

@@ -40,7 +40,8 @@ function fillUnset(config: Mapping, defaults: Mapping): Mapping {
   const out: Mapping = { ...config };
   for (const [key, value] of Object.entries(defaults)) {
     if (out[key] === undefined) out[key] = value;
-    else if (isMapping(out[key]) && isMapping(value)) out[key] = fillUnset(out[key], value);
+    // A plug-in's mapping (`{module, ...args}`) holds its own arguments: a preset's built-in settings stay out.
+    else if (isMapping(out[key]) && isMapping(value) && !('module' in out[key])) out[key] = fillUnset(out[key], value);
   }
   return out;
 }

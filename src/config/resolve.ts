@@ -1,6 +1,6 @@
 import { ConfigError } from '../errors.js';
 import { isLoopback } from './endpoint.js';
-import type { ParsedConfig } from './schema.js';
+import { isPluginRef, type ParsedConfig } from './schema.js';
 
 /** The config with every derived default filled in: what the run folder records and the worker gets. */
 export type ResolvedConfig = ParsedConfig & {
@@ -58,7 +58,7 @@ export function resolveConfig(parsed: ParsedConfig): ResolvedConfig {
   if (data.factory !== null && parsed.model.factory === null && (parsed.model.in_channels === null || parsed.model.num_classes === null)) {
     throw new ConfigError('data.factory: trqat cannot tell the input channels and classes of your data; set model.in_channels and model.num_classes (or use model.factory)');
   }
-  if (tr.talr.rule !== 'additive' && tr.talr.max_ratio === null && tr.talr.eps === 0) {
+  if (!isPluginRef(tr.talr) && tr.talr.rule !== 'additive' && tr.talr.max_ratio === null && tr.talr.eps === 0) {
     throw new ConfigError('tr.talr.max_ratio is null (no clamp of R/K), so K = 0 would divide by zero: set tr.talr.eps > 0 (the released code uses 1e-8) or a max_ratio');
   }
   const { heartbeat_interval_ms: interval, heartbeat_timeout_ms: timeout } = parsed.worker;

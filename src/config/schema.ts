@@ -22,6 +22,22 @@ export const scheduleSchema = z.strictObject({
 });
 export type ScheduleConfig = z.infer<typeof scheduleSchema>;
 
+/**
+ * Scheduling as code: a plug-in module instead of a built-in (README, "Scheduling as code"). `module`
+ * is a JavaScript module's path, relative to the config file; every other key is passed to the
+ * module's factory as its arguments.
+ */
+export const PLUGIN_MODULE_HINT = 'must be the path of a JavaScript module (.mjs), relative to the config file';
+export const pluginRefSchema = z.looseObject({ module: z.string().min(1, PLUGIN_MODULE_HINT) });
+export type PluginRef = z.infer<typeof pluginRefSchema>;
+export const isPluginRef = (value: unknown): value is PluginRef =>
+  value !== null && typeof value === 'object' && typeof (value as Record<string, unknown>).module === 'string';
+/** The config keys that take a plug-in. */
+export const PLUGIN_KEYS = [
+  ['tr', 'schedule'],
+  ['tr', 'talr'],
+] as const;
+
 const syntheticSchema = z.strictObject({
   train_size: z.number().int().positive().default(512).describe('training samples'),
   test_size: z.number().int().positive().default(256).describe('test samples'),
@@ -67,6 +83,40 @@ export const DATASET_NAMES = ['fashion-mnist', 'cifar10', 'cifar100', 'imagenet'
 
 /** Your own code instead of trqat's models or datasets: its keyword arguments. */
 const factoryKwargs = z.record(z.string(), z.unknown()).default({});
+
+/** The built-in TALR rules' settings (src/schedules/talr.ts). */
+export const talrSchema = z.strictObject({
+  rule: z
+    .enum(['additive', 'multiplicative', 'momentum_multiplicative'])
+    .default('additive')
+    .describe('`additive` (the paper\'s default), `multiplicative`, `momentum_multiplicative`'),
+  u0: z.number().min(0).nullable().default(null).describe('`U(0)`; null: `optimizer.lr`'),
+  eta: z
+    .number()
+    .positive()
+    .nullable()
+    .default(null)
+    .describe(
+      'step size of the additive rule; null: `U(0)` (unconfirmed default of the paper; `optimizer.lr` when `U(0)` is 0), or from the run length with `tr.auto`',
+    ),
+  momentum: z.number().min(0).lt(1, 'must be below 1').default(0.9).describe("`m'` of the momentum-multiplicative rule"),
+  max_ratio: z
+    .number()
+    .gt(1)
+    .nullable()
+    .default(2)
+    .describe('the multiplicative rules clamp `R/K` to `[1/max_ratio, max_ratio]` (`K = 0` would make it infinite); null: no clamp (the released code)'),
+  eps: z
+    .number()
+    .min(0)
+    .default(0)
+    .describe('the multiplicative rules use `R / (K + eps)` (the released code: `1e-8`); `max_ratio: null` needs `eps > 0`'),
+});
+
+/** A TALR plug-in: its `u0` and `eta` are resolved as the built-in rules' are (and passed with its other arguments). */
+const talrPluginSchema = pluginRefSchema.extend({ u0: talrSchema.shape.u0, eta: talrSchema.shape.eta });
+
+export type TalrConfig = z.infer<typeof talrSchema>;
 
 export const configSchema = z.strictObject({
   name: z
@@ -333,7 +383,10 @@ export const configSchema = z.strictObject({
         .default(1e-3)
         .describe('`R(0) = lambda * sqrt(weight_bits)` (mixed bits: see `quant.layer_bits`); the paper searches {5e-3, 1e-3, 5e-4, 1e-4}'),
       r0: z.number().positive().max(1).nullable().default(null).describe('`R(0)` set directly; null: from `lambda`'),
-      schedule: scheduleSchema.prefault({}).describe('the shape of `R(t)`'),
+      schedule: z
+        .union([pluginRefSchema, scheduleSchema])
+        .prefault({})
+        .describe('the shape of `R(t)`; or `{module: ./my-schedule.mjs, ...args}`, your own (README, "Scheduling as code")'),
       momentum: z
         .number()
         .min(0)
@@ -354,35 +407,9 @@ export const configSchema = z.strictObject({
         ),
       auto: z.boolean().default(false).describe('derive `m` and `eta` from the run length (beyond the paper; see "TR control" in the README)'),
       talr: z
-        .strictObject({
-          rule: z
-            .enum(['additive', 'multiplicative', 'momentum_multiplicative'])
-            .default('additive')
-            .describe('`additive` (the paper\'s default), `multiplicative`, `momentum_multiplicative`'),
-          u0: z.number().min(0).nullable().default(null).describe('`U(0)`; null: `optimizer.lr`'),
-          eta: z
-            .number()
-            .positive()
-            .nullable()
-            .default(null)
-            .describe(
-              'step size of the additive rule; null: `U(0)` (unconfirmed default of the paper; `optimizer.lr` when `U(0)` is 0), or from the run length with `tr.auto`',
-            ),
-          momentum: z.number().min(0).lt(1, 'must be below 1').default(0.9).describe("`m'` of the momentum-multiplicative rule"),
-          max_ratio: z
-            .number()
-            .gt(1)
-            .nullable()
-            .default(2)
-            .describe('the multiplicative rules clamp `R/K` to `[1/max_ratio, max_ratio]` (`K = 0` would make it infinite); null: no clamp (the released code)'),
-          eps: z
-            .number()
-            .min(0)
-            .default(0)
-            .describe('the multiplicative rules use `R / (K + eps)` (the released code: `1e-8`); `max_ratio: null` needs `eps > 0`'),
-        })
+        .union([talrPluginSchema, talrSchema])
         .prefault({})
-        .describe('the transition-adaptive LR `U(t)`'),
+        .describe('the transition-adaptive LR `U(t)`; or `{module: ./my-rule.mjs, ...args}`, your own (README, "Scheduling as code"; `u0` and `eta` are resolved for it too)'),
       settle_fraction: z
         .number()
         .min(0)

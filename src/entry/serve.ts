@@ -5,6 +5,7 @@ import { withRunViews } from '../dashboard/live.js';
 import { createRunDir } from '../files.js';
 import type { RunSummary } from '../run/record.js';
 import { Run, type RunHandle, type RunLauncher, type RunOptions } from '../run/run.js';
+import { loadPlugins, type PluginOptions } from '../schedules/plugin.js';
 
 /**
  * Client runs: the user's own training script drives the steps, this controller decides every
@@ -14,18 +15,19 @@ import { Run, type RunHandle, type RunLauncher, type RunOptions } from '../run/r
  * elsewhere.
  */
 
-export interface ServeOptions extends RunOptions {
+export interface ServeOptions extends RunOptions, PluginOptions {
   /** Recorded in run.json (trqat run). */
   command?: string[];
 }
 
 /** Starts a client run: creates the run folder, binds the endpoint, serves the schedule to every rank that connects. */
 export async function serve(config: ResolvedConfig, options: ServeOptions = {}): Promise<RunHandle> {
+  const plugins = await loadPlugins(config, options); // a module that cannot be loaded: before the run folder exists
   const runDir = createRunDir(config);
-  return withRunViews(runDir, config, options, async (withViews) => (await Run.open({ kind: 'client', runDir, config, checkpoint: null, command: options.command }, withViews)).handle());
+  return withRunViews(runDir, config, options, async (withViews) => (await Run.open({ kind: 'client', runDir, config, checkpoint: null, command: options.command, plugins }, withViews)).handle());
 }
 
-export interface RunScriptOptions extends RunOptions {
+export interface RunScriptOptions extends RunOptions, PluginOptions {
   /** Extra environment for the command (TRQAT_* are set by trqat). */
   env?: Record<string, string>;
   cwd?: string;
@@ -58,6 +60,7 @@ export interface RunScriptResult {
  */
 export async function runScript(config: ResolvedConfig, command: readonly string[], options: RunScriptOptions = {}): Promise<RunScriptResult> {
   if (command.length === 0) throw new TrqatError('trqat run needs a command to start, e.g. trqat run -- python train.py', 2);
+  const plugins = await loadPlugins(config, options); // a module that cannot be loaded: before the run folder exists
   const runDir = createRunDir(config);
   const copies = config.worker.nproc_per_node;
   // Without an explicit request one copy keeps the caller's environment: a launcher in the command (srun, torchrun) sets its own.
@@ -74,7 +77,7 @@ export async function runScript(config: ResolvedConfig, command: readonly string
     options.onSpawn?.(processes);
   };
   const handle = await withRunViews(runDir, config, options, async (withViews) =>
-    (await Run.open({ kind: 'client', runDir, config, checkpoint: null, command: [...command], launchRanks }, withViews)).handle(),
+    (await Run.open({ kind: 'client', runDir, config, checkpoint: null, command: [...command], launchRanks, plugins }, withViews)).handle(),
   );
   const exits = await Promise.all(processes.map((p) => p.exited));
   const error = await handle.done.then(

@@ -12,19 +12,27 @@ import { createRunDir, readJson } from '../files.js';
 import { CONFIG_FILE, notARunFolder, RUN_FILE, type RunInfo, type RunSummary } from '../run/record.js';
 import { Run, type RunHandle, type RunLauncher, type RunOptions } from '../run/run.js';
 import { logName } from '../run/supervisor.js';
+import { identities, loadPlugins, pluginChanges, type PluginOptions, type Plugins } from '../schedules/plugin.js';
+
+/** A run's options: events and stopping, and the controller's plug-ins (README, "Scheduling as code"). */
+export type TrainOptions = RunOptions & PluginOptions;
 
 /** Creates a new run folder under `config.out_dir` and trains it to the end. */
-export async function train(config: ResolvedConfig, options: RunOptions = {}): Promise<RunSummary> {
+export async function train(config: ResolvedConfig, options: TrainOptions = {}): Promise<RunSummary> {
   return (await startTraining(config, options)).done;
 }
 
 /** Like `train`, but returns as soon as the run listens: the handle stops it and tells where it is. */
-export async function startTraining(config: ResolvedConfig, options: RunOptions = {}): Promise<RunHandle> {
-  return launch(createRunDir(config), config, null, options);
+export async function startTraining(config: ResolvedConfig, options: TrainOptions = {}): Promise<RunHandle> {
+  const plugins = await loadPlugins(config, options); // a module that cannot be loaded: before the run folder exists
+  return launch(createRunDir(config), config, null, options, plugins);
 }
 
-/** `overrides` may change settings that do not touch the schedule (the CLI allows worker.* and a few more). */
-export type ResumeOptions = RunOptions & { overrides?: (config: ResolvedConfig) => ResolvedConfig };
+/**
+ * `overrides` may change settings that do not touch the schedule (the CLI allows worker.* and a few more).
+ * `allowChangedPlugins`: continue although a plug-in module's file changed since the checkpoint.
+ */
+export type ResumeOptions = TrainOptions & { overrides?: (config: ResolvedConfig) => ResolvedConfig; allowChangedPlugins?: boolean };
 
 /** Continues a run from its latest checkpoint, with the schedules exactly where they stopped. */
 export async function resume(runDir: string, options: ResumeOptions = {}): Promise<RunSummary> {
@@ -46,7 +54,8 @@ export async function startResume(runDir: string, options: ResumeOptions = {}): 
   const warn = (message: string) => options.onEvent?.({ type: 'warning', message });
   const checkpoint = new Checkpoints(dir, config.train.keep_checkpoints).latest(warn); // a damaged latest one: the newest intact one, said
   if (!checkpoint) throw new TrqatError(`${dir} has no checkpoint to resume from; start the run again with "trqat train"`);
-  const recorded = Checkpoints.readController(checkpoint).config;
+  const checkpointed = Checkpoints.readController(checkpoint);
+  const recorded = checkpointed.config;
   const changes = recorded ? scheduleChanges(recorded, config) : [];
   if (changes.length > 0) {
     throw new ConfigError(
@@ -54,16 +63,28 @@ export async function startResume(runDir: string, options: ResumeOptions = {}): 
         `A resume continues the same schedule: restore these values in ${CONFIG_FILE}, or start a new run with trqat train`,
     );
   }
+  const plugins = await loadPlugins(config, options);
+  const changed = pluginChanges(checkpointed.controller.plugins, identities(plugins));
+  if (changed.length > 0) {
+    const allowed = options.allowChangedPlugins && changed.every((change) => change.includes(' changed ('));
+    if (!allowed) {
+      throw new ConfigError(
+        `the controller's plug-ins differ from those of the checkpoint of step ${checkpoint.step}: ${changed.join('; ')}. ` +
+          'A resume continues with the same code: restore it' + (changed.some((c) => c.includes(' changed (')) ? ', or pass --allow-changed-plugins (resume(dir, {allowChangedPlugins: true})) to continue with the new code' : ''),
+      );
+    }
+    warn(`continuing with changed plug-in code: ${changed.join('; ')}`);
+  }
   if (info.status === 'running') {
     warn(`run.json still says "running": its controller ended without closing the run (killed?); continuing from the checkpoint of step ${checkpoint.step}`);
   }
-  return launch(dir, config, checkpoint, options, JSON.stringify(config) !== JSON.stringify(stored));
+  return launch(dir, config, checkpoint, options, plugins, JSON.stringify(config) !== JSON.stringify(stored));
 }
 
 /** Opens the run; unless the ranks are launched elsewhere, it starts nproc_per_node worker ranks here. */
-async function launch(runDir: string, config: ResolvedConfig, checkpoint: CheckpointRef | null, options: RunOptions, configChanged = false): Promise<RunHandle> {
+async function launch(runDir: string, config: ResolvedConfig, checkpoint: CheckpointRef | null, options: RunOptions, plugins: Plugins, configChanged = false): Promise<RunHandle> {
   const launchRanks = config.worker.launch === 'local' ? (run: RunLauncher) => startRanks(run, config, runDir) : undefined;
-  return withRunViews(runDir, config, options, async (withViews) => (await Run.open({ kind: 'managed', runDir, config, checkpoint, configChanged, launchRanks }, withViews)).handle());
+  return withRunViews(runDir, config, options, async (withViews) => (await Run.open({ kind: 'managed', runDir, config, checkpoint, configChanged, launchRanks, plugins }, withViews)).handle());
 }
 
 /** nproc_per_node worker processes with the run's credentials and, with several, the torch.distributed contract. */

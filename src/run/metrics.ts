@@ -1,7 +1,7 @@
 import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { transitionDistanceSchema, type TransitionDistance } from '../bridge/protocol.js';
-import type { StepDecision } from '../schedules/controller.js';
+import { decisionSchema, type StepDecision } from '../schedules/decision.js';
 import { TrqatError, WriteError } from '../errors.js';
 import { writeFileAtomic, writeFully, writing } from '../files.js';
 
@@ -17,25 +17,11 @@ const notReported = z
   .transform((value) => value ?? Number.NaN);
 const step = z.number().int().min(0);
 
-/** One line per training step. */
-export const stepRecordSchema = z.object({
+/** One line per training step: the step's decision (src/schedules/decision.ts), its counts and its statistics. */
+export const stepRecordSchema = decisionSchema.extend({
   type: z.literal('step'),
   step,
   epoch: z.number(),
-  /** Measured TR of this step (transitions caused by the previous update), null on a fresh run's first step. */
-  k: z.number().nullable(),
-  /** Network-wide running TR. */
-  K: z.number(),
-  /** Target TR; null in baseline mode. */
-  R: z.number().nullable(),
-  /** TALR; null in baseline mode (per-layer scope: the size-weighted mean of the layers' U). */
-  U: z.number().nullable(),
-  /** One LR for every quantized layer, or one per layer under the per-layer scope. */
-  lr_quant: z.union([z.number(), z.array(z.number())]),
-  lr_other: z.number(),
-  /** Per-layer scope only: each layer's running TR and TALR. */
-  K_layers: z.array(z.number()).optional(),
-  U_layers: z.array(z.number()).optional(),
   /** Per-layer transition counts, in the order of the run's `layers`. */
   counts: z.array(z.number().int().min(0)).nullable(),
   loss: notReported,
@@ -68,8 +54,6 @@ export const metricsRecordSchema = z.discriminatedUnion('type', [stepRecordSchem
 export type StepRecord = z.output<typeof stepRecordSchema>;
 export type EvalRecord = z.output<typeof evalRecordSchema>;
 export type MetricsRecord = StepRecord | EvalRecord;
-/** Every field the controller decides is a field of the line (a compile error here means the schema lags). */
-export type DecisionIsLogged = StepDecision extends Pick<StepRecord, keyof StepDecision> ? true : never;
 
 /** A line of metrics.jsonl that is not a metrics record: names the line and the field. */
 export class MetricsLineError extends Error {}

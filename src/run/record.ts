@@ -4,6 +4,7 @@ import type { LayerInfo, WorkerBody } from '../bridge/protocol.js';
 import type { ProcessExit } from '../bridge/launcher.js';
 import { CHECKPOINTS_DIR, type CheckpointRef } from './checkpoints.js';
 import { lockRunDir, readJson, removeQuietly, writeJsonAtomic } from '../files.js';
+import { identities, type PluginIdentity, type Plugins } from '../schedules/plugin.js';
 import { MetricsLog, type EvalRecord, type StepRecord } from './metrics.js';
 import { TrqatError } from '../errors.js';
 import { attempt } from './ending.js';
@@ -52,6 +53,8 @@ export interface RunInfo {
   ranks: RankInfo[];
   device?: string;
   layers?: LayerInfo[];
+  /** The controller's plug-ins: module path and sha256 (a resume checks they are the same code). */
+  plugins?: PluginIdentity[];
   /** trqat run: the command and how it ended. */
   command?: string[];
   exit?: ProcessExit;
@@ -290,7 +293,7 @@ export class RunRecord {
  * even be set up (a full disk) is removed: it holds nothing yet. Returns the record and the unlock.
  */
 export function openRunRecord(
-  spec: { runDir: string; config: ResolvedConfig; kind: RunKind; checkpoint: CheckpointRef | null; configChanged?: boolean; command?: string[] },
+  spec: { runDir: string; config: ResolvedConfig; kind: RunKind; checkpoint: CheckpointRef | null; configChanged?: boolean; command?: string[]; plugins?: Plugins },
   emit: (event: RunEvent) => void,
   warn: (message: string) => void,
 ): { record: RunRecord; unlock: () => void } {
@@ -307,6 +310,8 @@ export function openRunRecord(
     record = new RunRecord(spec.runDir, spec.config, spec.kind, spec.checkpoint?.step ?? null, emit);
     if (spec.configChanged) record.updateConfig(spec.config);
     if (spec.command) record.set({ command: spec.command });
+    const plugins = spec.plugins ? identities(spec.plugins) : [];
+    if (plugins.length > 0) record.set({ plugins });
     return { record, unlock };
   } catch (error) {
     if (record) attempt(() => record!.end('failed', null, (error as Error).message), warn);

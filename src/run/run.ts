@@ -13,6 +13,7 @@ import { managedPolicy } from './managed.js';
 import type { ExitContext, RunPolicy } from './policy.js';
 import { openRunRecord, rankInfo, type RunEvent, type RunKind, type RunRecord, type RunSummary } from './record.js';
 import type { RunHandle, RunLauncher, RunOptions, RunSpec } from './spec.js';
+import type { Plugins } from '../schedules/plugin.js';
 import { StepMismatch } from './step-loop.js';
 import { Steps, type StepsHost } from './steps.js';
 import { Restarts, Supervisor } from './supervisor.js';
@@ -260,6 +261,10 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
 
   config(): ResolvedConfig {
     return this.settings;
+  }
+
+  get plugins(): Plugins | undefined {
+    return this.spec.plugins;
   }
 
   adopt(config: ResolvedConfig): void {

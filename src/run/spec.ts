@@ -1,6 +1,7 @@
 import type { ResolvedConfig } from '../config/resolve.js';
 import type { RunProcess } from '../bridge/launcher.js';
 import type { CheckpointRef } from './checkpoints.js';
+import type { Plugins } from '../schedules/plugin.js';
 import type { RunEvent, RunKind, RunSummary } from './record.js';
 
 /** What starting a run's processes needs of the run. */
@@ -44,6 +45,8 @@ export interface RunSpec {
   command?: string[];
   /** A resume changed settings (worker.*): config.json is rewritten. */
   configChanged?: boolean;
+  /** Plug-ins of the controller (loadPlugins): run.json records them. */
+  plugins?: Plugins;
   /** Starts the run's processes here (managed ranks with worker.launch=local, or trqat run's command); managed ranks again after a crash. */
   launchRanks?: (run: RunLauncher) => Promise<void>;
 }

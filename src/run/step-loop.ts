@@ -1,5 +1,6 @@
 import type { LastStats, LrBody, LayerInfo, TransitionDistance, WorkerBody } from '../bridge/protocol.js';
-import type { StepDecision, TrController } from '../schedules/controller.js';
+import type { TrController } from '../schedules/controller.js';
+import type { StepDecision } from '../schedules/decision.js';
 import { StepRate, stepRecord, type StepRecord } from './metrics.js';
 
 /** What the ranks do after a step, besides the optimizer update. */

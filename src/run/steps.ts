@@ -1,6 +1,7 @@
 import type { ResolvedConfig } from '../config/resolve.js';
 import type { ControllerBodies, LayerInfo, LrBody, WorkerBody } from '../bridge/protocol.js';
 import { TrController } from '../schedules/controller.js';
+import type { Plugins } from '../schedules/plugin.js';
 import { joinRefusal } from './admission.js';
 import { restoreController, type Checkpointing } from './checkpointing.js';
 import type { CheckpointRef } from './checkpoints.js';
@@ -57,6 +58,8 @@ export interface StepsHost {
   readonly watchdog: Watchdog;
   /** The config in force (it may have followed the model at the plan). */
   config(): ResolvedConfig;
+  /** The controller's plug-ins (loadPlugins); none: the built-in schedules. */
+  readonly plugins: Plugins | undefined;
   /** The config follows the model (plan.ts): the run runs with it, config.json records it. */
   adopt(config: ResolvedConfig): void;
   stopRequested(): boolean;
@@ -97,7 +100,7 @@ export class Steps {
     if ('refuse' in planned) return planned.refuse;
     if (planned.configChanged) host.adopt(planned.config);
     const { plan } = planned;
-    const controller = new TrController(planned.config, plan.total_steps, body.layers.map((layer) => layer.numel), body.steps_per_epoch);
+    const controller = new TrController(planned.config, plan.total_steps, body.layers.map((layer) => layer.numel), body.steps_per_epoch, host.plugins);
     const steps = new Steps(host, plan, controller, body.layers, body.start_step, policy.directives);
     const restored = restoreController(controller, resumeFrom, body, host.record, restarted, (message) => host.warn(message));
     if (restored !== null) return restored;

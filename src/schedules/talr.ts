@@ -1,4 +1,4 @@
-import type { ParsedConfig } from '../config/schema.js';
+import type { TalrConfig } from '../config/schema.js';
 
 /**
  * A transition-adaptive learning rate U(t): raises U when the running TR K lags the target R,
@@ -92,7 +92,7 @@ export class MomentumMultiplicativeTalr extends TalrBase {
   }
 }
 
-export function makeTalr(talr: ParsedConfig['tr']['talr'], eta: number, u0: number): Talr {
+export function makeTalr(talr: TalrConfig, eta: number, u0: number): Talr {
   switch (talr.rule) {
     case 'additive':
       return new AdditiveTalr(eta, u0);
