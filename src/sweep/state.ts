@@ -22,6 +22,8 @@ export interface SweepRunState {
   dir: string | null;
   status: SweepRunStatus;
   step: number | null;
+  /** Where a resume continues (0: no checkpoint). */
+  checkpoint_step: number | null;
   total_steps: number | null;
   error: string | null;
 }
@@ -80,6 +82,7 @@ export function runState(plan: SweepPlan, run: PlannedRun, listing?: readonly st
     dir,
     status: info?.status ?? 'pending',
     step: info ? info.step : null,
+    checkpoint_step: info ? info.checkpoint_step : null,
     total_steps: info?.plan?.total_steps ?? null,
     error: info?.error ?? null,
   };
