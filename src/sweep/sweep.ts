@@ -8,6 +8,7 @@ import { lockRunDir, makeDirs, removeQuietly } from '../run/files.js';
 import type { RunEvent, RunSummary } from '../run/record.js';
 import type { RunHandle, RunOptions } from '../run/run.js';
 import { startResume, startTraining } from '../run/train.js';
+import { Checkpoints } from '../run/checkpoints.js';
 import { gpuSlots, SlotPool } from './gpus.js';
 import { planSweep, type PlannedRun, type SweepPlan } from './plan.js';
 import { loadSweep } from './spec.js';
@@ -160,7 +161,7 @@ async function runOne(
     return true;
   }
   const onEvent = (event: RunEvent) => tell({ type: 'run-event', run, event });
-  const resumable = before.dir !== null && (before.checkpoint_step ?? 0) > 0;
+  const resumable = before.dir !== null && hasCheckpoint(before.dir);
   if (before.dir !== null && !resumable) {
     lockRunDir(before.dir)(); // in use by a live process: refused here, before anything is removed
     removeQuietly(before.dir); // nothing to resume: the run starts again in a new folder
@@ -181,4 +182,13 @@ async function runOne(
   }
   tell({ type: 'run-end', run, state: runState(plan, run), summary, error });
   return error === null;
+}
+
+/** Whether the run folder holds a checkpoint a resume can continue from (what `resume` itself reads). */
+function hasCheckpoint(dir: string): boolean {
+  try {
+    return new Checkpoints(dir, 1).latest() !== null;
+  } catch {
+    return false; // checkpoints, none intact: the run starts again
+  }
 }
