@@ -15,6 +15,9 @@ import { gpuSlots, SlotPool } from '../src/sweep/gpus.js';
 import { draw } from '../src/sweep/plan.js';
 import { sweep, sweepPlan } from '../src/sweep/sweep.js';
 import type { SweepState } from '../src/sweep/state.js';
+import { SweepTable } from '../src/cli/sweep.js';
+import type { PlannedRun } from '../src/sweep/plan.js';
+import type { SweepEvent } from '../src/sweep/sweep.js';
 import { readRun } from './helpers.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
@@ -145,6 +148,45 @@ describe('GPU slots (a mock GPU list: this machine has no GPU)', () => {
     pool.give(a);
     expect(SlotPool.env(pool.take())).toEqual({ CUDA_VISIBLE_DEVICES: '0,1' });
     expect(SlotPool.env(b)).toEqual({ CUDA_VISIBLE_DEVICES: '2,3' });
+  });
+});
+
+describe('the progress table', () => {
+  const runs = [0, 1, 2].map((index) => ({ index, name: `tiny-s${index}` }) as PlannedRun);
+  const events = [
+    { type: 'plan', plan: { dir: '/sweeps/x', runs }, state: { runs: runs.map(() => ({ status: 'pending' })) }, concurrency: 2, slots: [['0'], ['1']] },
+    { type: 'run-start', run: runs[0], how: 'new', gpus: ['0'] },
+    { type: 'run-start', run: runs[1], how: 'resume', gpus: ['1'] },
+    { type: 'run-event', run: runs[1], event: { type: 'eval', record: { top1: 41.5 } } },
+    { type: 'run-end', run: runs[0], summary: { status: 'completed', final_top1: 50, elapsed_s: 3 }, error: null },
+  ] as unknown as SweepEvent[];
+  const capture = (isTTY: boolean) => {
+    const out = { text: '', isTTY, write: (text: string) => (out.text += text) };
+    const err = { text: '', write: (text: string) => (err.text += text) };
+    const table = new SweepTable(out, err);
+    events.forEach((event) => table.event(event));
+    table.close();
+    return out.text;
+  };
+
+  it('not on a terminal: plain lines, no control characters', () => {
+    expect(capture(false)).toBe(
+      [
+        'sweep: 3 runs (0 already completed) into /sweeps/x, 2 at once, GPUs 0 1',
+        '[1/3] tiny-s0 starting on GPU 0',
+        '[2/3] tiny-s1 resuming from its checkpoint on GPU 1',
+        '[1/3] tiny-s0 completed: top-1 50.00%, 3s',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('on a terminal: the running runs and the counts below the lines, redrawn in place and cleared at the end', () => {
+    const text = capture(true);
+    expect(text).toContain('  tiny-s1  step 0            top-1 41.50%\n  1/3 completed, 1 running, 1 to go, 0 failed');
+    expect(text.endsWith('\x1b[2A\x1b[J')).toBe(true);
+    // Without the table's redraws, the same lines as elsewhere.
+    expect(text.replace(/ {2}[^\n]*\n/g, '').replace(/\x1b\[\d+A\x1b\[J/g, '')).toBe(capture(false));
   });
 });
 
