@@ -11,6 +11,7 @@ import { compareCommand } from './cli/compare.js';
 import { EXPORT_FORMATS, EXPORT_HELP, exportCommand, type ExportFormat } from './cli/export.js';
 import { dashboardOverrides } from './cli/dashboard-flag.js';
 import { reportCommand } from './cli/report.js';
+import { sweepCommand, type SweepCommandOptions } from './cli/sweep.js';
 import { viewCommand } from './cli/view.js';
 import { LATE_FRACTION } from './dashboard/compare.js';
 
@@ -109,6 +110,16 @@ function program(): Command {
     .argument('<run-dir...>', 'run folders')
     .option('--csv', 'raw numbers as CSV')
     .action(status((runDirs: string[], options: { csv?: boolean }) => compareCommand(runDirs, options)));
+  cli
+    .command('sweep')
+    .description('a grid or random search over config keys, N seeds each: resumable, then the comparison grouped by setting and one overlaid report')
+    .argument('<file>', 'the sweep file (YAML), e.g. examples/sweep.yaml; docs/sweeps.md')
+    .option('--out <dir>', 'the sweep folder (default: the file\'s out, else sweeps/<file name>)')
+    .option('--plan', 'print the runs, one per line (index, name, --set overrides), and run nothing')
+    .option('--only <i>', 'run only run i of the plan (a SLURM array task: --only $SLURM_ARRAY_TASK_ID)', (value) => whole(value, '--only'))
+    .option('--summary', 'print the grouped comparison and write the overlaid report of the runs so far, and run nothing')
+    .addHelpText('after', '\nRun the same command again to continue a stopped or killed sweep: completed runs are not run again.')
+    .action(status((file: string, options: SweepCommandOptions) => sweepCommand(file, options)));
   cli
     .command('export')
     .description('write a checkpoint of a run as a deployable low-bit model (trqat file or ONNX), checked on its test set')

@@ -38,3 +38,6 @@ export { PROTOCOL_VERSION } from './bridge/protocol.js';
 export { TrqatError } from './errors.js';
 export { exportRun, type ExportOptions, type ExportResult, type ExportFormat } from './export/export-run.js';
 export { type OnnxCheck } from './export/verify-onnx.js';
+export { sweep, sweepPlan, summarize as sweepSummary, type SweepOptions, type SweepResult, type SweepEvent, type SweepSummary } from './sweep/sweep.js';
+export { type SweepPlan, type PlannedRun } from './sweep/plan.js';
+export { type SweepState, type SweepRunState } from './sweep/state.js';

@@ -75,11 +75,78 @@ export function compareCells(row: CompareRow): string[] {
 
 /** An aligned plain-text table (no control characters, fine for logs). */
 export function compareTable(rows: readonly CompareRow[]): string {
-  const cells = [COMPARE_HEADERS, ...rows.map(compareCells)];
-  const widths = COMPARE_HEADERS.map((_, c) => Math.max(...cells.map((row) => row[c]!.length)));
-  const numeric = (c: number) => c >= 3;
-  const line = (row: string[]) => row.map((cell, c) => (numeric(c) ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd();
-  return [line(cells[0]!), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.slice(1).map(line)].join('\n');
+  return alignedTable(COMPARE_HEADERS, rows.map(compareCells), 3);
+}
+
+/** Headers, then a rule, then the rows; columns from `numericFrom` on align right. */
+function alignedTable(headers: readonly string[], rows: readonly string[][], numericFrom: number): string {
+  const cells = [headers, ...rows];
+  const widths = headers.map((_, c) => Math.max(...cells.map((row) => row[c]!.length)));
+  const line = (row: readonly string[]) => row.map((cell, c) => (c >= numericFrom ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd();
+  return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+/** Mean and sample standard deviation (0 for one value) of the known values; null when none is known. */
+export interface Stat {
+  mean: number;
+  std: number;
+  n: number;
+}
+
+export function stat(values: ReadonlyArray<number | null>): Stat | null {
+  const known = values.filter((v): v is number => v !== null && Number.isFinite(v));
+  if (known.length === 0) return null;
+  const mean = known.reduce((a, b) => a + b, 0) / known.length;
+  const std = known.length > 1 ? Math.sqrt(known.reduce((a, v) => a + (v - mean) ** 2, 0) / (known.length - 1)) : 0;
+  return { mean, std, n: known.length };
+}
+
+/** Runs of one setting (a sweep's seeds): mean +- std of the comparison's numbers. */
+export interface CompareGroup {
+  group: string;
+  runs: number;
+  completed: number;
+  final_top1: Stat | null;
+  best_top1: Stat | null;
+  tracking_error: Stat | null;
+  late_k: Stat | null;
+  time_s: Stat | null;
+}
+
+/** The rows grouped by `groupOf`, groups in the order they first appear. */
+export function compareGroups(rows: readonly CompareRow[], groupOf: (row: CompareRow) => string): CompareGroup[] {
+  const groups = new Map<string, CompareRow[]>();
+  for (const row of rows) groups.set(groupOf(row), [...(groups.get(groupOf(row)) ?? []), row]);
+  return [...groups].map(([group, members]) => ({
+    group,
+    runs: members.length,
+    completed: members.filter((row) => row.status === 'completed').length,
+    final_top1: stat(members.map((row) => row.final_top1)),
+    best_top1: stat(members.map((row) => row.best_top1)),
+    tracking_error: stat(members.map((row) => row.tracking_error)),
+    late_k: stat(members.map((row) => row.late_k)),
+    time_s: stat(members.map((row) => row.time_s)),
+  }));
+}
+
+export const GROUP_HEADERS = ['setting', 'runs', 'final top-1', 'best top-1', 'tracking error', 'late k (last 10%)', 'time'];
+
+export function groupCells(group: CompareGroup): string[] {
+  const pm = (s: Stat | null, text: (v: number) => string, unit = '') => (s === null ? '-' : `${text(s.mean)} ± ${text(s.std)}${unit}`);
+  return [
+    group.group,
+    group.completed === group.runs ? String(group.runs) : `${group.completed}/${group.runs} done`,
+    pm(group.final_top1, (v) => v.toFixed(2), '%'),
+    pm(group.best_top1, (v) => v.toFixed(2), '%'),
+    pm(group.tracking_error, (v) => v.toFixed(3)),
+    pm(group.late_k, (v) => v.toExponential(2)),
+    group.time_s === null ? '-' : duration(group.time_s.mean),
+  ];
+}
+
+/** The groups as the same aligned table: one line per setting, mean ± std over its runs. */
+export function groupTable(groups: readonly CompareGroup[]): string {
+  return alignedTable(GROUP_HEADERS, groups.map(groupCells), 1);
 }
 
 /** CSV with raw numbers (empty where unknown). */

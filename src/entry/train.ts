@@ -83,15 +83,15 @@ export async function startResume(runDir: string, options: ResumeOptions = {}): 
 
 /** Opens the run; unless the ranks are launched elsewhere, it starts nproc_per_node worker ranks here. */
 async function launch(runDir: string, config: ResolvedConfig, checkpoint: CheckpointRef | null, options: RunOptions, plugins: Plugins, configChanged = false): Promise<RunHandle> {
-  const launchRanks = config.worker.launch === 'local' ? (run: RunLauncher) => startRanks(run, config, runDir) : undefined;
+  const launchRanks = config.worker.launch === 'local' ? (run: RunLauncher) => startRanks(run, config, runDir, options.workerEnv) : undefined;
   return withRunViews(runDir, config, options, async (withViews) => (await Run.open({ kind: 'managed', runDir, config, checkpoint, configChanged, launchRanks, plugins }, withViews)).handle());
 }
 
 /** nproc_per_node worker processes with the run's credentials and, with several, the torch.distributed contract. */
-async function startRanks(run: RunLauncher, config: ResolvedConfig, runDir: string): Promise<void> {
+async function startRanks(run: RunLauncher, config: ResolvedConfig, runDir: string, extraEnv: Record<string, string> = {}): Promise<void> {
   const ranks = config.worker.nproc_per_node;
   const masterPort = ranks > 1 ? await freePort() : 0;
-  const env = { ...run.peerEnv(), ...workerEnv() };
+  const env = { ...run.peerEnv(), ...workerEnv(), ...extraEnv };
   for (let rank = 0; rank < ranks; rank++) {
     run.supervise(
       new RunProcess(rank, {

@@ -18,6 +18,8 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** Client runs: after a stop, how long scripts get to say bye before the run is closed anyway. */
   stopGraceMs?: number;
+  /** Managed runs: extra environment for the worker ranks (a sweep gives each run its CUDA_VISIBLE_DEVICES). */
+  workerEnv?: Record<string, string>;
 }
 
 /** A run in progress: managed (`trqat train`) or client (`trqat run`, `trqat serve`) alike. */
