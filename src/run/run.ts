@@ -353,6 +353,10 @@ export class Run implements SessionHandler {
           this.fail(new ConfigError(body.message));
           return;
         }
+        if (body.kind === 'checkpoint' && this.resumeFrom && !this.plan) {
+          this.fallBack(this.resumeFrom, body.message);
+          return;
+        }
         // The traceback says what the stderr tail would, without the repetition.
         const text = `rank ${session.rank} reported an error while ${this.doing(session.rank)}: ${body.message}`;
         this.fail(new RunFailure(body.traceback ? `${text}\n${body.traceback.trimEnd()}` : this.withStderr(text, this.processOf(session.rank))));
@@ -650,13 +654,29 @@ export class Run implements SessionHandler {
       return this.fail(new RunFailure([head + limit, ...tail].join('\n')));
     }
     this.restarts.push(now);
-    void this.restart(error, recent.length + 1).catch((failure: Error) => this.fail(failure));
+    const count = ` (restart ${recent.length + 1} of at most ${max})`;
+    void this.restart((from) => this.warn(`${error.message.split('\n')[0]}; restarting every rank from ${from}${count}`)).catch((failure: Error) => this.fail(failure));
   }
 
-  private async restart(error: Error, count: number): Promise<void> {
+  /**
+   * The worker cannot use the checkpoint it was to resume from (its worker.pt is unreadable or
+   * crafted): it is skipped like a damaged one, and the ranks start again from the newest intact
+   * one before it (not counted as a restart). Ranks this controller did not start cannot be restarted.
+   */
+  private fallBack(refused: CheckpointRef, reason: string): void {
+    this.checkpoints.refuse(refused, reason);
+    if (!this.spec.launchRanks) {
+      this.fail(new RunFailure(`checkpoint ${refused.path} was refused by the worker: ${reason}; resume the run again to continue from an earlier checkpoint`));
+      return;
+    }
+    void this.restart(null).catch((failure: Error) => this.fail(failure));
+  }
+
+  /** Stops every rank and starts them again from the newest intact checkpoint; `say` hears where from. */
+  private async restart(say: ((from: string) => void) | null): Promise<void> {
     const checkpoint = this.checkpoints.latest((message) => this.warn(message));
     const from = checkpoint ? `the checkpoint of step ${checkpoint.step}` : 'the start (no checkpoint yet)';
-    this.warn(`${error.message.split('\n')[0]}; restarting every rank from ${from} (restart ${count} of at most ${this.config.worker.max_restarts})`);
+    say?.(from);
     this.table!.abort(`restarting from ${from}`);
     this.table!.closeAll();
     const old = this.processes.splice(0);
