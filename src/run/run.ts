@@ -38,6 +38,13 @@ export interface RunHandle {
 /** The run failed: a rank died, hung or reported an error; the message holds what is known (stderr tail). */
 export class RunFailure extends TrqatError {}
 
+/**
+ * With several ranks, one rank's death breaks the others' collectives, and their errors (or exits)
+ * can reach the controller before the dead rank's exit. A failure report of one rank waits this long
+ * for another rank's abnormal exit, which is then reported as the cause.
+ */
+export const CAUSE_GRACE_MS = 1500;
+
 /** After a clean end, how long the processes of the run get to exit by themselves. */
 const EXIT_GRACE_MS = 10_000;
 const DEFAULT_STOP_GRACE_MS = 30_000;
@@ -95,6 +102,10 @@ export class Run implements SessionHandler {
   /** When the run restarted its ranks after a crash (worker.max_restarts within worker.restart_window_ms). */
   private readonly restarts: number[] = [];
   private clientError: string | null = null;
+  /** A rank's failure report waiting CAUSE_GRACE_MS for another rank's exit (blame). */
+  private suspect: { rank: number; kind: 'error' | 'exit'; timer: NodeJS.Timeout } | null = null;
+  /** trqat run: the exit recorded in run.json as the cause (the first copy that failed by itself). */
+  private causeExit: ProcessExit | null = null;
   private stopRequested = false;
   private ended = false;
   private readonly timers: NodeJS.Timeout[] = [];
@@ -280,8 +291,9 @@ export class Run implements SessionHandler {
 
   lost(session: Session, reason: string): void {
     if (this.ended) return;
-    this.emit({ type: 'rank-left', rank: rankInfo(session.hello), reason: `lost: ${reason}` });
     const process = this.processOf(session.rank);
+    if (process?.exit) return; // it has exited, not hung: its exit is the report
+    this.emit({ type: 'rank-left', rank: rankInfo(session.hello), reason: `lost: ${reason}` });
     process?.stop('SIGKILL'); // hung: it would not answer SIGTERM any sooner
     this.crash(new RunFailure(this.withStderr(`rank ${session.rank} (pid ${session.hello.pid} on ${session.hello.hostname}) stopped answering (${reason}) while ${this.doing(session.rank)}`, process)));
   }
@@ -359,7 +371,8 @@ export class Run implements SessionHandler {
         }
         // The traceback says what the stderr tail would, without the repetition.
         const text = `rank ${session.rank} reported an error while ${this.doing(session.rank)}: ${body.message}`;
-        this.fail(new RunFailure(body.traceback ? `${text}\n${body.traceback.trimEnd()}` : this.withStderr(text, this.processOf(session.rank))));
+        const failure = new RunFailure(body.traceback ? `${text}\n${body.traceback.trimEnd()}` : this.withStderr(text, this.processOf(session.rank)));
+        this.blame(session.rank, 'error', false, () => this.fail(failure));
         return;
       }
       default:
@@ -592,8 +605,12 @@ export class Run implements SessionHandler {
   private processExited(process: RunProcess, exit: ProcessExit): void {
     if (!this.processes.includes(process)) return; // stopped by an automatic restart
     if (this.spec.command) {
-      if (this.ended) this.attempt(() => this.record.set({ exit }));
-      else this.guard(() => this.record.set({ exit }));
+      // The first copy that failed by itself is the cause; the copies trqat stopped after it are not.
+      if (process.failedByItself) this.causeExit ??= exit;
+      if (this.causeExit === null || this.causeExit === exit) {
+        if (this.ended) this.attempt(() => this.record.set({ exit }));
+        else this.guard(() => this.record.set({ exit }));
+      }
     }
     if (this.ended) return;
     const rank = process.rank;
@@ -602,7 +619,7 @@ export class Run implements SessionHandler {
       const hint = exit.spawnError ? ' (set worker.python or TRQAT_PYTHON to a Python with trqat installed, or run "bash scripts/setup.sh")' : '';
       const failure = new RunFailure(this.withStderr(`rank ${rank} ${describeExit(exit)}${hint} while ${this.doing(rank)}`, process));
       if (exit.spawnError) this.fail(failure);
-      else this.crash(failure);
+      else this.blame(rank, 'exit', exit.signal !== null, () => this.crash(failure));
       return;
     }
     // trqat run: the command's exit decides the run's end if no bye did.
@@ -635,6 +652,32 @@ export class Run implements SessionHandler {
     }
     this.ended = true;
     void this.release(false).then(() => this.resolveDone(summary));
+  }
+
+  /**
+   * A rank's failure (`act`), unless another rank turns out to be the cause: with several ranks a
+   * report waits CAUSE_GRACE_MS; an abnormal exit of another rank within it (after an error), or a
+   * rank killed by a signal, is the cause instead. The first rank's own exit after its error changes nothing.
+   */
+  private blame(rank: number, kind: 'error' | 'exit', killed: boolean, act: () => void): void {
+    const suspect = this.suspect;
+    if (suspect) {
+      if (suspect.rank === rank || (kind === 'error' || (suspect.kind === 'exit' && !killed))) return;
+      clearTimeout(suspect.timer);
+      this.suspect = null;
+      act();
+      return;
+    }
+    if (killed || (this.worldSize ?? 1) <= 1) {
+      act();
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.suspect = null;
+      act();
+    }, CAUSE_GRACE_MS);
+    timer.unref();
+    this.suspect = { rank, kind, timer };
   }
 
   /**
@@ -679,6 +722,8 @@ export class Run implements SessionHandler {
     say?.(from);
     this.table!.abort(`restarting from ${from}`);
     this.table!.closeAll();
+    if (this.suspect) clearTimeout(this.suspect.timer);
+    this.suspect = null;
     const old = this.processes.splice(0);
     for (const process of old) process.stop('SIGKILL');
     await Promise.all(old.map((p) => p.exited));
@@ -732,6 +777,7 @@ export class Run implements SessionHandler {
   /** Closes the socket, lets (or makes) the processes exit, frees the folder. */
   private async release(failed: boolean): Promise<void> {
     for (const timer of this.timers) clearTimeout(timer);
+    if (this.suspect) clearTimeout(this.suspect.timer);
     if (this.progressTimer) clearTimeout(this.progressTimer);
     const running = this.processes.filter((p) => p.exit === null);
     // Processes whose session did not say bye have nothing left to do here.
