@@ -148,6 +148,20 @@ describe('data-parallel managed runs (torch.distributed, gloo)', () => {
     expect(error.message.split('\n')[0]).toMatch(/^rank 1 was killed by SIGKILL while/);
   });
 
+  it('ranks that ask for different plans are refused when they join, naming both values; different batch sizes are warned about once', async () => {
+    const run = (args: string[]) => {
+      const out = mkdtempSync(join(tmpdir(), 'trqat-plans-'));
+      return execa('node', [CLI, 'run', '--nproc-per-node', '2', '--set', `out_dir=${out}`, '--set', 'worker.heartbeat_interval_ms=200', '--', PYTHON, SCRIPT, ...args], { reject: false });
+    };
+    const steps = await run(['--steps', '10', '--rank1-steps', '12']);
+    expect(steps.exitCode).not.toBe(0);
+    expect(steps.stderr).toMatch(/rank 1 asks for total_steps=12, rank 0 for total_steps=10: every rank must run the same plan/);
+    const batches = await run(['--steps', '10', '--rank1-samples', '32']);
+    expect(batches.exitCode, batches.stderr).toBe(0);
+    const warnings = batches.stderr.split('\n').filter((line) => /different batch sizes/.test(line));
+    expect(warnings).toEqual([expect.stringMatching(/ranks trained step 0 on different batch sizes \(rank 0: 64 samples, rank 1: 32\)/)]);
+  });
+
   it('a hung rank is noticed within the heartbeat timeout and the run ends with every process gone', async () => {
     const config = tinyConfig([...TWO_RANKS, 'train.steps=200', 'train.eval_every=0', 'worker.heartbeat_timeout_ms=2000', 'worker.max_restarts=0']);
     let runDir = '';

@@ -90,6 +90,8 @@ export class Run implements SessionHandler {
   private plan: RunPlan | null = null;
   private loop: StepLoop | null = null;
   private layers: LayerInfo[] = [];
+  /** The ready the plan was made from: every further rank must ask for the same. */
+  private firstReady: { rank: number; body: WorkerBody<'ready'> } | null = null;
   private startStep = 0;
   private worldSize: number | null = null;
   /** What each rank is doing, for error messages ("training step 37"). */
@@ -275,7 +277,7 @@ export class Run implements SessionHandler {
 
   ready(session: Session, body: WorkerBody<'ready'>): Outcome<ControllerBodies['plan']> {
     if (this.ended) return { refuse: 'this run has ended' };
-    const outcome = this.guard(() => (this.plan ? this.join(body) : this.makePlan(body))) ?? { refuse: 'this run has failed' };
+    const outcome = this.guard(() => (this.plan ? this.join(session.rank, body) : this.makePlan(session.rank, body))) ?? { refuse: 'this run has failed' };
     if ('ok' in outcome) this.activity.set(session.rank, `waiting for the other ranks before step ${this.startStep}`);
     return outcome;
   }
@@ -400,7 +402,7 @@ export class Run implements SessionHandler {
   }
 
   // --- the plan ------------------------------------------------------------------------------
-  private makePlan(body: WorkerBody<'ready'>): Outcome<ControllerBodies['plan']> {
+  private makePlan(rank: number, body: WorkerBody<'ready'>): Outcome<ControllerBodies['plan']> {
     const client = this.spec.kind === 'client';
     if (client && body.layers.length === 0) return { refuse: 'the model has no quantized layers: quantize it first (trqat.quantize)' };
     const configured = this.config.train.steps;
@@ -432,12 +434,14 @@ export class Run implements SessionHandler {
       controller: controllerSettings(this.config, total),
     };
     this.controller = controller;
+    this.firstReady = { rank, body };
     this.layers = body.layers;
     this.startStep = start;
     this.loop = new StepLoop(controller, body.layers, total, body.steps_per_epoch, this.worldSize!, start, {
       directives: (t) => this.directives(t),
       answer: (ranks, lr) => this.answer(ranks, lr),
       record: (record) => this.onRecord(record),
+      warn: (message) => this.warn(message),
     });
     this.record.start(this.plan, body, start, this.endpoint, controller.quantizedWeights);
     this.armProgress();
@@ -475,13 +479,24 @@ export class Run implements SessionHandler {
   }
 
   /** A further rank's ready must describe the same model and start. */
-  private join(body: WorkerBody<'ready'>): Outcome<ControllerBodies['plan']> {
+  private join(rank: number, body: WorkerBody<'ready'>): Outcome<ControllerBodies['plan']> {
     const sizes = (layers: readonly LayerInfo[]) => layers.map((l) => l.numel).join(',');
     if (sizes(body.layers) !== sizes(this.layers)) {
       return { refuse: `this rank's quantized layers (${body.layers.length}) differ from rank ${this.firstRank()}'s (${this.layers.length}): every rank must train the same model` };
     }
     if (body.start_step !== this.startStep) {
       return { refuse: `this rank starts at step ${body.start_step}, the run started at step ${this.startStep}: every rank must start at the same step` };
+    }
+    const first = this.firstReady!;
+    for (const key of ['total_steps', 'steps_per_epoch'] as const) {
+      const [mine, theirs] = [body[key] ?? null, first.body[key] ?? null];
+      if (mine !== theirs) {
+        return {
+          refuse:
+            `rank ${rank} asks for ${key}=${mine}, rank ${first.rank} for ${key}=${theirs}: every rank must run the same plan ` +
+            `(give every rank the same ${key}: the same dataset, batch size and world size, or the same value to trqat.client.Client)`,
+        };
+      }
     }
     return { ok: this.planBody() };
   }
