@@ -1,6 +1,6 @@
 // End to end, through the real CLI: what a resume refuses, rebuilds or falls back from.
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, execaSync } from 'execa';
@@ -101,4 +101,28 @@ describe('a resume checks what it continues from', () => {
     expect(info.status).toBe('completed');
     expect(steps.map((s) => s.step)).toEqual(Array.from({ length: STEPS }, (_, t) => t));
   }, 240_000);
+
+  it('a config.json that lost a section is rebuilt from the checkpoint (and said so), not resumed with defaults', async () => {
+    const runDir = copyRun();
+    const configPath = join(runDir, 'config.json');
+    const original = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
+    const { worker: _, ...rest } = original;
+    writeFileSync(configPath, JSON.stringify(rest));
+    const result = await resumeCli(runDir);
+    expect(result.exitCode, result.stderr).toBe(0);
+    expect(result.stderr).toMatch(/config\.json lacks worker: rebuilt from the config recorded in the checkpoint of step \d+/);
+    expect(JSON.parse(readFileSync(configPath, 'utf8')).worker).toEqual(original.worker);
+  }, 120_000);
+
+  it('a missing or cut metrics.jsonl is refused with exit 2 (the history would be lost), and the run folder is left as it was', async () => {
+    const runDir = copyRun();
+    rmSync(join(runDir, 'metrics.jsonl'));
+    const before = readFileSync(join(runDir, 'run.json'), 'utf8');
+    const result = await resumeCli(runDir);
+    expect(result.exitCode, result.stderr).toBe(2);
+    expect(result.stderr).toMatch(/metrics\.jsonl .* holds no step before the checkpoint of step \d+: the history of steps 0-\d+ is missing/);
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+    expect(readFileSync(join(runDir, 'run.json'), 'utf8')).toBe(before);
+    expect(existsSync(join(runDir, 'metrics.jsonl'))).toBe(false);
+  }, 120_000);
 });
