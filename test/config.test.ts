@@ -97,6 +97,33 @@ describe('config', () => {
   });
 });
 
+describe('config limits and endpoints', () => {
+  it('a 56,790-key config just under 1 MiB is refused by its key count within 2 s; one of 10,000 keys is read', () => {
+    const kwargs = (n: number) => `model:\n  kwargs:\n${Array.from({ length: n }, (_, i) => `    k${i}: ${i}`).join('\n')}\n`;
+    for (const text of [kwargs(56_790), JSON.stringify({ model: { kwargs: Object.fromEntries(Array.from({ length: 56_790 }, (_, i) => [`k${i}`, i])) } })]) {
+      expect(text.length).toBeLessThan(1 << 20);
+      const path = configFile(text);
+      const started = performance.now();
+      expect(errorOf(() => loadConfig(path))).toMatch(/holds about 56,79\d keys; the limit is 10,000 \(a config holds settings/);
+      expect(performance.now() - started).toBeLessThan(2000);
+    }
+    expect(Object.keys(loadConfig(configFile(kwargs(9_990))).model.kwargs)).toHaveLength(9_990);
+    // Colons in values (URLs, factories, times) are not keys.
+    const values = `model:\n  kwargs:\n${Array.from({ length: 5_000 }, (_, i) => `    u${i}: "http://x/${i}:a:b:c"`).join('\n')}\n`;
+    expect(Object.keys(loadConfig(configFile(values)).model.kwargs)).toHaveLength(5_000);
+  });
+
+  it('an endpoint this machine cannot listen on is refused at load, so trqat config and trqat train agree', () => {
+    expect(errorOf(() => loadConfig(null, ['bridge.endpoint=tcp://8.8.8.8:5555']))).toMatch(
+      /^bridge\.endpoint tcp:\/\/8\.8\.8\.8:5555: 8\.8\.8\.8 is not an address of this machine \(its addresses: .*127\.0\.0\.1.*\); use tcp:\/\/127\.0\.0\.1:\*/,
+    );
+    expect(errorOf(() => loadConfig(null, ['bridge.endpoint=tcp://127.0.0.1:70000']))).toMatch(/port 70000 is not a port \(1-65535, or \* for a free one\)/);
+    for (const endpoint of ['tcp://127.0.0.1:*', 'tcp://0.0.0.0:5555', 'tcp://*:5555', 'tcp://localhost:5555', 'tcp://[::1]:5555', 'ipc:///tmp/trqat.sock']) {
+      expect(loadConfig(null, [`bridge.endpoint=${endpoint}`]).bridge.endpoint).toBe(endpoint);
+    }
+  });
+});
+
 describe('config for the full method', () => {
   it('derives shapes and defaults per dataset and optimizer', () => {
     const cifar = loadConfig(null, ['data.name=cifar100', 'data.root=/data/cifar', 'optimizer.name=NAdam']);

@@ -111,6 +111,58 @@ describe('data-parallel managed runs (torch.distributed, gloo)', () => {
     expect(readRun(runDir).steps.map((s) => s.step)).toEqual(Array.from({ length: 60 }, (_, t) => t));
   });
 
+  it('trqat run: a copy killed with SIGKILL is the cause: the exit status is 137 and run.json records SIGKILL, not the SIGTERM that stopped the other copy', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'trqat-kill9-'));
+    const result = await execa(
+      'node',
+      [CLI, 'run', '--nproc-per-node', '2', '--set', `out_dir=${out}`, '--set', 'worker.heartbeat_interval_ms=200', '--', PYTHON, SCRIPT, '--steps', '100000', '--kill-after', '5', '--kill-rank', '1'],
+      { reject: false },
+    );
+    expect(result.exitCode, result.stderr).toBe(137);
+    expect(result.stderr).toMatch(/the training script was killed by SIGKILL/);
+    const runDir = join(out, readdirSync(out)[0]!);
+    const { info } = readRun(runDir);
+    expect(info.status).toBe('failed');
+    expect(info.exit).toEqual({ code: null, signal: 'SIGKILL' });
+  });
+
+  it('the cause of a failure is the rank that died, even when another rank\'s error (its collective broke) reaches the controller first', async () => {
+    const config = tinyConfig([...TWO_RANKS, 'train.steps=200', 'train.eval_every=0', 'worker.max_restarts=0']);
+    let runDir = '';
+    let killed = false;
+    const error = await train(config, {
+      onEvent: (event: RunEvent) => {
+        if (event.type === 'started') runDir = event.runDir;
+        if (event.type === 'step' && event.record.step === 6 && !killed) {
+          killed = true;
+          process.kill(readRun(runDir).info.ranks[1]!.pid, 'SIGKILL');
+          // The controller is busy while rank 0's all-reduce fails: its error and rank 1's exit arrive together, in either order.
+          for (const until = Date.now() + 2000; Date.now() < until; ); // below the heartbeat timeout (3 s)
+        }
+      },
+    }).then(
+      () => new Error('the run should have failed'),
+      (e: Error) => e,
+    );
+    expect(error).toBeInstanceOf(RunFailure);
+    expect(error.message.split('\n')[0]).toMatch(/^rank 1 was killed by SIGKILL while/);
+  });
+
+  it('ranks that ask for different plans are refused when they join, naming both values; different batch sizes are warned about once', async () => {
+    const run = (args: string[]) => {
+      const out = mkdtempSync(join(tmpdir(), 'trqat-plans-'));
+      return execa('node', [CLI, 'run', '--nproc-per-node', '2', '--set', `out_dir=${out}`, '--set', 'worker.heartbeat_interval_ms=200', '--', PYTHON, SCRIPT, ...args], { reject: false });
+    };
+    const steps = await run(['--steps', '10', '--rank1-steps', '12']);
+    expect(steps.exitCode).not.toBe(0);
+    // Whichever rank is ready first makes the plan; the other is refused.
+    expect(steps.stderr).toMatch(/rank (1 asks for total_steps=12, rank 0 for total_steps=10|0 asks for total_steps=10, rank 1 for total_steps=12): every rank must run the same plan/);
+    const batches = await run(['--steps', '10', '--rank1-samples', '32']);
+    expect(batches.exitCode, batches.stderr).toBe(0);
+    const warnings = batches.stderr.split('\n').filter((line) => /different batch sizes/.test(line));
+    expect(warnings).toEqual([expect.stringMatching(/ranks trained step 0 on different batch sizes \(rank 0: 64 samples, rank 1: 32\)/)]);
+  });
+
   it('a hung rank is noticed within the heartbeat timeout and the run ends with every process gone', async () => {
     const config = tinyConfig([...TWO_RANKS, 'train.steps=200', 'train.eval_every=0', 'worker.heartbeat_timeout_ms=2000', 'worker.max_restarts=0']);
     let runDir = '';

@@ -18,7 +18,8 @@ HEARTBEAT, HEARTBEAT_ACK = "heartbeat", "heartbeat_ack"
 PROGRESS = "progress"  # session -> controller: how far loading data or evaluating is
 
 ROLE_WORKER, ROLE_CLIENT = "worker", "client"  # hello.role: a managed worker, or a user's own script
-ERROR_KINDS = ("config", "runtime")  # error.kind: "config" ends the run as a config error (exit 2)
+ERROR_KINDS = ("config", "runtime", "checkpoint")  # error.kind: "config" ends the run as a config error (exit 2);
+# "checkpoint": the checkpoint to resume from cannot be used (the controller falls back to an earlier one)
 
 # The controller's zod schemas (src/bridge/protocol.ts) describe the same messages: both must accept the
 # shared examples in test/fixtures/protocol-messages.json and know the same fields (python/tests/test_protocol.py).

@@ -45,6 +45,10 @@ CHECKPOINT_FILE = "worker.pt"
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+class CheckpointProblem(RuntimeError):
+    """The checkpoint to resume from cannot be read (damaged, crafted, another format): the controller falls back to an earlier one."""
+
+
 def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
     """"auto" -> cuda:<local rank> if CUDA is available else cpu; "cuda" -> cuda:<local rank>."""
     if spec == "auto":
@@ -357,10 +361,10 @@ class Trainer:
         try:
             ckpt = safe_io.load(path)  # no code runs from a checkpoint
         except Exception as e:
-            raise RuntimeError(f"checkpoint {path} is unreadable or corrupt: {e}") from e
+            raise CheckpointProblem(f"worker.pt is unreadable or corrupt: {e}") from None
         if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
             got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-            raise RuntimeError(f"checkpoint {path} has format {got!r}; this trqat reads format {CHECKPOINT_FORMAT}")
+            raise CheckpointProblem(f"worker.pt has format {got!r}; this trqat reads format {CHECKPOINT_FORMAT}")
         try:
             self._restore(ckpt)
         except Exception as e:

@@ -33,8 +33,8 @@ from .distributed import Ranks, ranks_from_env
 from .extras import MissingExtra
 from .factories import FactoryError
 from .log import logger, to_stderr
-from .trainer import CHECKPOINT_FILE, Trainer, resolve_device
-from .transport import Credentials, Rejected, Session, TransportError
+from .trainer import CHECKPOINT_FILE, CheckpointProblem, Trainer, resolve_device
+from .transport import Credentials, Rejected, Session, TransportError, env_ms
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_CONTROLLER_GONE, EXIT_BAD_MESSAGE = 0, 1, 2, 3, 4
 MAX_TEXT = 64 * 1024  # error texts are cut to this many characters to stay under the size limit
@@ -93,6 +93,10 @@ class Worker:
             logger.info("the config cannot work here: %s\n%s", e, traceback.format_exc())
             self.session.send(P.ERROR, {"message": str(e)[:MAX_TEXT], "kind": "config"})
             return EXIT_REJECTED
+        except CheckpointProblem as e:  # said without a traceback: the controller tries an earlier checkpoint
+            logger.info("cannot resume from %s: %s", resume, e)
+            self.session.send(P.ERROR, {"message": str(e)[:MAX_TEXT], "kind": "checkpoint"})
+            return EXIT_FAILED
         except safe_io.WriteError as e:  # a full disk: the file and the cause say it all, no traceback
             logger.info("failed: %s", e)
             self.session.send(P.ERROR, {"message": str(e)[:MAX_TEXT]})

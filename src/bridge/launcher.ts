@@ -142,9 +142,19 @@ export class RunProcess {
     return [...this.tail, this.partialLine].filter((line) => line.length > 0).join('\n');
   }
 
+  /** The first signal trqat sent it (`stop`): an exit by it is trqat's doing, not the cause of a failure. */
+  stoppedWith: NodeJS.Signals | null = null;
+
   /** SIGTERM (or `signal`), then SIGKILL after KILL_GRACE_MS if it is still there. */
   stop(signal: NodeJS.Signals = 'SIGTERM'): void {
-    if (this.exitInfo === null) this.child.kill(signal);
+    if (this.exitInfo !== null) return;
+    this.stoppedWith ??= signal;
+    this.child.kill(signal);
+  }
+
+  /** It ended badly by itself (not stopped by trqat): a crash, a non-zero code, a signal someone else sent. */
+  get failedByItself(): boolean {
+    return this.exitInfo !== null && exitStatus(this.exitInfo) !== 0 && this.stoppedWith === null;
   }
 
   private onStderr(chunk: Buffer): void {

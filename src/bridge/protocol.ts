@@ -106,8 +106,11 @@ export const workerBodies = {
   heartbeat: z.object({}),
   /** How far a long, otherwise silent phase is ("data": loading the dataset, "eval": evaluating); total null when unknown. */
   progress: z.object({ phase: z.string().min(1).max(32), done: count, total: count.nullable() }),
-  /** `kind: "config"`: the config cannot work (a missing dataset, an unknown optimizer): exit 2, not a crash. */
-  error: z.object({ message: z.string(), traceback: z.string().optional(), kind: z.enum(['config', 'runtime']).optional() }),
+  /**
+   * `kind: "config"`: the config cannot work (a missing dataset, an unknown optimizer): exit 2, not a crash.
+   * `kind: "checkpoint"`: the checkpoint to resume from cannot be used (unreadable, crafted): the controller falls back to an earlier one.
+   */
+  error: z.object({ message: z.string(), traceback: z.string().optional(), kind: z.enum(['config', 'runtime', 'checkpoint']).optional() }),
 } as const;
 
 export type WorkerMessageType = keyof typeof workerBodies;

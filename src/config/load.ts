@@ -16,6 +16,15 @@ export { ConfigError };
  * the run's config also travels to every rank in one message, which has a size limit of its own.
  */
 export const MAX_CONFIG_BYTES = 1 << 20;
+/**
+ * The most keys a config file may hold (all mappings together). YAML is parsed in linear time, but
+ * slowly (over a second per MiB on a small machine): a file of tens of thousands of keys is refused
+ * before it is parsed.
+ */
+export const MAX_CONFIG_KEYS = 10_000;
+/** What marks a mapping key in YAML or JSON: a colon followed by a blank or the line's end, or a quoted key's `":`. */
+const KEY_MARK = /"?:(?=\s|$)|":/gm;
+
 /** Errors list this many problems, and this many unknown keys of one mapping, then count the rest. */
 const MAX_LISTED = 20;
 
@@ -30,10 +39,14 @@ export function readConfigFile(path: string): Record<string, unknown> {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new ConfigError(missingConfig(path));
     throw error instanceof ConfigError ? error : new ConfigError(`cannot read config file ${path}: ${(error as Error).message}`);
   }
+  // Counted from the text, before the slow parse; an exact count follows in parseText.
+  const marks = text.match(KEY_MARK)?.length ?? 0;
+  if (marks > MAX_CONFIG_KEYS) throw tooManyKeys(path, `about ${marks.toLocaleString('en-US')}`);
   let value: unknown;
   try {
-    value = parseText(text);
+    value = parseText(text, path);
   } catch (error) {
+    if (error instanceof ConfigError) throw error;
     throw new ConfigError(`config file ${path} is not valid YAML/JSON: ${(error as Error).message}`);
   }
   if (value === null || value === undefined) return {};
@@ -197,13 +210,16 @@ function readLimited(path: string, limit: number): string {
  * duplicate keys compares every key with every other one (minutes for a large mapping), so keys are
  * checked here with one set per mapping.
  */
-function parseText(text: string): unknown {
+function parseText(text: string, path: string): unknown {
   const lineCounter = new LineCounter();
   const document = parseDocument(text, { uniqueKeys: false, lineCounter });
   if (document.errors.length > 0) throw document.errors[0]!;
   let duplicate: string | null = null;
+  let keys = 0;
   visit(document, {
     Map(_, map) {
+      keys += map.items.length;
+      if (keys > MAX_CONFIG_KEYS) throw tooManyKeys(path, `over ${MAX_CONFIG_KEYS.toLocaleString('en-US')}`);
       const seen = new Set<unknown>();
       for (const { key } of map.items) {
         const name = isScalar(key) ? key.value : String(key);
@@ -219,6 +235,12 @@ function parseText(text: string): unknown {
   });
   if (duplicate) throw new Error(duplicate);
   return document.toJS();
+}
+
+function tooManyKeys(path: string, count: string): ConfigError {
+  return new ConfigError(
+    `config file ${path} holds ${count} keys; the limit is ${MAX_CONFIG_KEYS.toLocaleString('en-US')} (a config holds settings: put large tables in files the config names, and read them in your factory)`,
+  );
 }
 
 function valueAt(raw: unknown, path: readonly PropertyKey[]): unknown {

@@ -1,5 +1,5 @@
 import { ConfigError } from '../errors.js';
-import { isLoopback } from './endpoint.js';
+import { endpointProblem, isLoopback } from './endpoint.js';
 import { isPluginRef, type ParsedConfig } from './schema.js';
 
 /** The config with every derived default filled in: what the run folder records and the worker gets. */
@@ -65,6 +65,8 @@ export function resolveConfig(parsed: ParsedConfig): ResolvedConfig {
   if (timeout < 2 * interval) {
     throw new ConfigError(`worker.heartbeat_timeout_ms (${timeout}) must be at least twice worker.heartbeat_interval_ms (${interval}), or every healthy worker would be declared dead`);
   }
+  const endpointIssue = endpointProblem(parsed.bridge.endpoint);
+  if (endpointIssue) throw new ConfigError(`bridge.endpoint ${parsed.bridge.endpoint}: ${endpointIssue}`);
   if (parsed.bridge.curve === 'off' && !isLoopback(parsed.bridge.endpoint)) {
     throw new ConfigError(
       `bridge.endpoint ${parsed.bridge.endpoint} can be reached from other machines, and bridge.curve=off would let any of them join the run; ` +

@@ -66,6 +66,8 @@ export async function runScript(config: ResolvedConfig, command: readonly string
   // Without an explicit request one copy keeps the caller's environment: a launcher in the command (srun, torchrun) sets its own.
   const contract = copies > 1 || options.rankEnv === true;
   const processes: RunProcess[] = [];
+  /** The copies in the order they exited: the first that failed by itself is the cause (not one trqat stopped after it). */
+  const exitOrder: RunProcess[] = [];
   const launchRanks = async (run: RunLauncher): Promise<void> => {
     const masterPort = contract ? await freePort() : 0;
     for (let rank = 0; rank < copies; rank++) {
@@ -73,6 +75,7 @@ export async function runScript(config: ResolvedConfig, command: readonly string
       const child = new RunProcess(rank, { command, env, cwd: options.cwd, stdio: options.stdio === 'pipe' ? 'collect' : 'inherit' });
       run.supervise(child);
       processes.push(child);
+      void child.exited.then(() => exitOrder.push(child));
     }
     options.onSpawn?.(processes);
   };
@@ -84,7 +87,8 @@ export async function runScript(config: ResolvedConfig, command: readonly string
     () => null,
     (failure: Error) => failure,
   );
-  const exit = exits.find((e) => exitStatus(e) !== 0) ?? exits[0]!;
+  const cause = exitOrder.find((p) => p.failedByItself) ?? exitOrder.find((p) => exitStatus(p.exit!) !== 0);
+  const exit = cause?.exit ?? exits[0]!;
   let exitCode = exitStatus(exit);
   // The run failed (a client went silent) and the script was stopped for it: never report success.
   if (error && exitCode === 0) exitCode = 1;

@@ -3,6 +3,7 @@ import { join, resolve as resolvePath } from 'node:path';
 import type { ResolvedConfig } from '../config/resolve.js';
 import { ConfigError, TrqatError } from '../errors.js';
 import { parseConfig } from '../config/load.js';
+import { configSchema } from '../config/schema.js';
 import { resolveConfig } from '../config/resolve.js';
 import { scheduleChanges } from '../config/resume.js';
 import { freePort, rankEnv, RunProcess, workerCommand, workerEnv } from '../bridge/launcher.js';
@@ -44,18 +45,18 @@ export async function startResume(runDir: string, options: ResumeOptions = {}): 
   if (!existsSync(dir)) throw notARunFolder(dir, 'it does not exist');
   const missing = [CONFIG_FILE, RUN_FILE].filter((file) => !existsSync(join(dir, file)));
   if (missing.length > 0) throw notARunFolder(dir, `${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} missing`);
-  // The stored config is checked like a new one: a hand-edited or damaged file is a config error.
-  const stored = readJson<unknown>(join(dir, CONFIG_FILE), 'run config');
-  const saved = resolveConfig(parseConfig(stored, join(dir, CONFIG_FILE)));
-  const config = options.overrides ? options.overrides(saved) : saved;
   const info = readJson<RunInfo>(join(dir, RUN_FILE), 'run status');
   if (info.kind === 'client') throw new TrqatError(`${dir} is a client run (trqat run / trqat serve): resume your script from its own checkpoint with client.state_dict()`);
   if (info.status === 'completed') throw new TrqatError(`${dir} has already completed (${info.checkpoint_step} of ${info.plan?.total_steps} steps)`);
   const warn = (message: string) => options.onEvent?.({ type: 'warning', message });
-  const checkpoint = new Checkpoints(dir, config.train.keep_checkpoints).latest(warn); // a damaged latest one: the newest intact one, said
+  const checkpoint = new Checkpoints(dir, 1).latest(warn); // a damaged latest one: the newest intact one, said
   if (!checkpoint) throw new TrqatError(`${dir} has no checkpoint to resume from; start the run again with "trqat train"`);
   const checkpointed = Checkpoints.readController(checkpoint);
   const recorded = checkpointed.config;
+  // The stored config is checked like a new one: a hand-edited or damaged file is a config error.
+  const stored = rebuildSections(readJson<unknown>(join(dir, CONFIG_FILE), 'run config'), recorded, checkpoint.step, warn);
+  const saved = resolveConfig(parseConfig(stored, join(dir, CONFIG_FILE)));
+  const config = options.overrides ? options.overrides(saved) : saved;
   const changes = recorded ? scheduleChanges(recorded, config) : [];
   if (changes.length > 0) {
     throw new ConfigError(
@@ -79,6 +80,21 @@ export async function startResume(runDir: string, options: ResumeOptions = {}): 
     warn(`run.json still says "running": its controller ended without closing the run (killed?); continuing from the checkpoint of step ${checkpoint.step}`);
   }
   return launch(dir, config, checkpoint, options, plugins, JSON.stringify(config) !== JSON.stringify(stored));
+}
+
+/**
+ * config.json holds every setting of the run's config; a top-level one that is missing (a hand edit) would
+ * silently become its defaults. It is rebuilt from the config the checkpoint recorded, and said so;
+ * without a recorded config (an older checkpoint) the resume is refused.
+ */
+function rebuildSections(stored: unknown, recorded: ResolvedConfig | undefined, step: number, warn: (message: string) => void): unknown {
+  if (stored === null || typeof stored !== 'object' || Array.isArray(stored)) return stored; // parseConfig names the problem
+  const missing = Object.keys(configSchema.shape).filter((key) => !(key in stored) && (!recorded || key in recorded));
+  if (missing.length === 0) return stored;
+  const names = missing.join(', ');
+  if (!recorded) throw new ConfigError(`${CONFIG_FILE} lacks ${names}, and the checkpoint of step ${step} records no config to rebuild it from: restore it, or start a new run with trqat train`);
+  warn(`${CONFIG_FILE} lacks ${names}: rebuilt from the config recorded in the checkpoint of step ${step}`);
+  return { ...stored, ...Object.fromEntries(missing.map((key) => [key, recorded[key as keyof ResolvedConfig]])) };
 }
 
 /** Opens the run; unless the ranks are launched elsewhere, it starts nproc_per_node worker ranks here. */

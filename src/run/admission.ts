@@ -62,14 +62,23 @@ export class Admission {
   }
 }
 
-/** A further rank's ready must describe the same model and start as the first's; returns the refusal. */
-export function joinRefusal(first: { layers: readonly LayerInfo[]; startStep: number; rank: number }, body: WorkerBody<'ready'>): string | null {
+/** A further rank's ready must describe the same model, start and plan as the first's; returns the refusal. */
+export function joinRefusal(first: { rank: number; body: WorkerBody<'ready'> }, rank: number, body: WorkerBody<'ready'>): string | null {
   const sizes = (layers: readonly LayerInfo[]) => layers.map((l) => l.numel).join(',');
-  if (sizes(body.layers) !== sizes(first.layers)) {
-    return `this rank's quantized layers (${body.layers.length}) differ from rank ${first.rank}'s (${first.layers.length}): every rank must train the same model`;
+  if (sizes(body.layers) !== sizes(first.body.layers)) {
+    return `this rank's quantized layers (${body.layers.length}) differ from rank ${first.rank}'s (${first.body.layers.length}): every rank must train the same model`;
   }
-  if (body.start_step !== first.startStep) {
-    return `this rank starts at step ${body.start_step}, the run started at step ${first.startStep}: every rank must start at the same step`;
+  if (body.start_step !== first.body.start_step) {
+    return `this rank starts at step ${body.start_step}, the run started at step ${first.body.start_step}: every rank must start at the same step`;
+  }
+  for (const key of ['total_steps', 'steps_per_epoch'] as const) {
+    const [mine, theirs] = [body[key] ?? null, first.body[key] ?? null];
+    if (mine !== theirs) {
+      return (
+        `rank ${rank} asks for ${key}=${mine}, rank ${first.rank} for ${key}=${theirs}: every rank must run the same plan ` +
+        `(give every rank the same ${key}: the same dataset, batch size and world size, or the same value to trqat.client.Client)`
+      );
+    }
   }
   return null;
 }

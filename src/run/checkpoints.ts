@@ -30,6 +30,33 @@ export interface CheckpointRef {
   path: string;
 }
 
+/**
+ * The largest TALR U (a learning rate) a checkpoint may hold: no run trains above it, and a larger
+ * one (a damaged or hand-edited file) would reach the ranks as an LR that overflows.
+ */
+export const MAX_CHECKPOINT_U = 1e6;
+
+const finite = z.number().refine(Number.isFinite, 'must be a finite number');
+const rate = finite.pipe(z.number().min(0, 'must be a rate in [0, 1]').max(1, 'must be a rate in [0, 1]'));
+const lr = finite.pipe(z.number().min(0, 'must not be negative').max(MAX_CHECKPOINT_U, `must be at most ${MAX_CHECKPOINT_U}`));
+/** controller.json as the controller wrote it: every number finite and in its range (a resume sends these to the ranks). */
+const controllerCheckpointSchema = z.object({
+  format: z.literal(CHECKPOINT_FORMAT),
+  step: z.number().int().min(0),
+  total_steps: z.number().int().min(1),
+  controller: z.object({
+    K: rate,
+    U: lr,
+    last_step: z.number().int().min(-1),
+    K_layers: z.array(rate).optional(),
+    U_layers: z.array(lr).optional(),
+    tracking: z.object({ sum: finite.pipe(z.number().min(0)), count: z.number().int().min(0) }).optional(),
+  }),
+  best_top1: finite.pipe(z.number().min(0).max(100)).nullable(),
+  elapsed_s: finite.pipe(z.number().min(0)),
+  config: z.record(z.string(), z.unknown()).optional(),
+});
+
 /** The two halves of every checkpoint folder. */
 const FILES = ['worker.pt', 'controller.json'] as const;
 
@@ -70,6 +97,8 @@ const FOLDER = /^step-\d{7,}$/;
  */
 export class Checkpoints {
   readonly dir: string;
+  /** Checkpoints whose worker.pt the worker refused (`refuse`): skipped like damaged ones, with the worker's reason. */
+  private readonly refused = new Map<string, string>();
 
   constructor(
     runDir: string,
@@ -124,6 +153,11 @@ export class Checkpoints {
       return { step, path: final };
     };
     return { staging, commit };
+  }
+
+  /** The worker refused this checkpoint's worker.pt (crafted, unreadable): `latest` skips it from now on. */
+  refuse(ref: CheckpointRef, reason: string): void {
+    this.refused.set(ref.path, `checkpoint ${ref.path} was refused by the worker: ${reason}`);
   }
 
   /** Whether an evaluation with this top-1 would become the kept best (always false without keepBest). */
@@ -196,12 +230,21 @@ export class Checkpoints {
       .sort((a, b) => a - b);
   }
 
+  /** controller.json of a checkpoint, validated: a value out of its range is an error naming the key. */
   static readController(ref: CheckpointRef): ControllerCheckpoint {
-    const state = readJson<ControllerCheckpoint>(join(ref.path, 'controller.json'), 'controller checkpoint');
-    if (state === null || typeof state !== 'object' || state.format !== CHECKPOINT_FORMAT) {
-      throw new TrqatError(`checkpoint ${ref.path} has format ${(state as Partial<ControllerCheckpoint> | null)?.format}; this trqat reads format ${CHECKPOINT_FORMAT}`);
+    const state = readJson<unknown>(join(ref.path, 'controller.json'), 'controller checkpoint');
+    const format = (state as Partial<ControllerCheckpoint> | null)?.format;
+    if (state === null || typeof state !== 'object' || format !== CHECKPOINT_FORMAT) {
+      throw new TrqatError(`checkpoint ${ref.path} has format ${format}; this trqat reads format ${CHECKPOINT_FORMAT}`);
     }
-    return state;
+    const parsed = controllerCheckpointSchema.safeParse(state);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      const value = issue.path.reduce<unknown>((node, key) => (node as Record<PropertyKey, unknown> | undefined)?.[key], state);
+      throw new TrqatError(`checkpoint ${ref.path} holds an invalid controller state: ${issue.path.join('.')} ${issue.message} (got ${JSON.stringify(value) ?? 'nothing'})`);
+    }
+    if (parsed.data.step !== ref.step) throw new TrqatError(`checkpoint ${ref.path} is inconsistent: controller.json is at step ${parsed.data.step}, its folder at step ${ref.step}`);
+    return state as ControllerCheckpoint;
   }
 
   /**
@@ -216,10 +259,18 @@ export class Checkpoints {
     for (const file of FILES) {
       if (!existsSync(join(path, file))) return `checkpoint ${path} is incomplete: ${file} is missing`;
     }
-    if (!commit.sha256) return null;
-    const actual = checksums(path);
-    const damaged = FILES.filter((file) => actual[file] !== commit.sha256![file]);
-    return damaged.length === 0 ? null : `checkpoint ${path} is damaged: ${damaged.join(' and ')} ${damaged.length > 1 ? 'do' : 'does'} not match the sha256 recorded at its commit`;
+    if (commit.sha256) {
+      const actual = checksums(path);
+      const damaged = FILES.filter((file) => actual[file] !== commit.sha256![file]);
+      if (damaged.length > 0) return `checkpoint ${path} is damaged: ${damaged.join(' and ')} ${damaged.length > 1 ? 'do' : 'does'} not match the sha256 recorded at its commit`;
+    }
+    if (this.refused.has(path)) return this.refused.get(path)!;
+    try {
+      Checkpoints.readController({ step: commit.step, path });
+    } catch (error) {
+      return (error as Error).message;
+    }
+    return null;
   }
 
   /** The checkpoints latest.json lists, in the order they were committed (empty when it cannot be read). */

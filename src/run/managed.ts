@@ -26,6 +26,6 @@ export const managedPolicy: RunPolicy = {
     const hint = exit.spawnError ? ' (set worker.python or TRQAT_PYTHON to a Python with trqat installed, or run "bash scripts/setup.sh")' : '';
     const failure = run.rankFailure(`rank ${rank} ${describeExit(exit)}${hint}`, process);
     if (exit.spawnError) run.fail(failure);
-    else run.crash(failure);
+    else run.rankCrashed(rank, exit.signal !== null, failure);
   },
 };

@@ -209,9 +209,21 @@ export class MetricsLog {
     return MetricsLog.lines(path).map(({ record }) => record);
   }
 
-  /** Drops records from steps at or after `step` (they are replayed by the resumed run); kept lines stay byte for byte. */
+  /**
+   * Drops records from steps at or after `step` (they are replayed by the resumed run); kept lines stay byte for byte.
+   * A log that does not reach step `step - 1` (deleted, cut) is refused (exit 2): continuing would lose the run's history.
+   */
   static truncate(path: string, step: number): void {
     const kept = MetricsLog.lines(path).filter(({ record }) => (record.type === 'step' ? record.step < step : record.step <= step));
+    const last = kept.reduce((max, { record }) => (record.type === 'step' ? Math.max(max, record.step) : max), -1);
+    if (last < step - 1) {
+      const held = last < 0 ? 'holds no step' : `ends at step ${last}`;
+      throw new TrqatError(
+        `${path} ${existsSync(path) ? held : 'is missing: it holds no step'} before the checkpoint of step ${step}: the history of steps ${last + 1}-${step - 1} is missing; ` +
+          'restore the file (a resume continues the log, it cannot rebuild it), or start the run again with trqat train',
+        2,
+      );
+    }
     writeFileAtomic(path, kept.map(({ text }) => `${text}\n`).join(''));
   }
 

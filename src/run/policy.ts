@@ -20,6 +20,8 @@ export interface ExitContext {
   fail(error: Error): void;
   /** A rank died: a restartable run restarts its ranks, any other fails. */
   crash(error: Error): void;
+  /** A rank exited abnormally: reported as a crash unless another rank turns out to be the cause (blame.ts). */
+  rankCrashed(rank: number, killed: boolean, error: Error): void;
   finish(): void;
 }
 

@@ -5,6 +5,7 @@ import type { ProcessExit, RunProcess } from '../bridge/launcher.js';
 import { VersionMismatchError, type ControllerBodies, type LrBody, type ProtocolError, type WorkerBody, type WorkerMessage } from '../bridge/protocol.js';
 import { SessionTable, type Outcome, type Session, type SessionHandler } from '../bridge/sessions.js';
 import { Admission } from './admission.js';
+import { Blame } from './blame.js';
 import { Checkpointing } from './checkpointing.js';
 import { Checkpoints, type CheckpointRef } from './checkpoints.js';
 import { clientPolicy } from './client.js';
@@ -48,6 +49,10 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
   /** The checkpoint the ranks restore from: the resumed one, then the latest after an automatic restart. */
   private resumeFrom: CheckpointRef | null;
   private clientError: string | null = null;
+  /** Which rank's failure is reported when several fail together (blame.ts). */
+  private readonly blame = new Blame();
+  /** trqat run: the exit recorded in run.json as the cause (the first copy that failed by itself). */
+  private causeExit: ProcessExit | null = null;
   private stopping = false;
   private ended = false;
   private resolveDone!: (summary: RunSummary) => void;
@@ -170,7 +175,7 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
 
   ready(session: Session, body: WorkerBody<'ready'>): Outcome<ControllerBodies['plan']> {
     if (this.ended) return { refuse: 'this run has ended' };
-    const outcome = this.guard(() => this.plan(body)) ?? { refuse: 'this run has failed' };
+    const outcome = this.guard(() => this.plan(session.rank, body)) ?? { refuse: 'this run has failed' };
     if ('ok' in outcome) this.watchdog.set(session.rank, `waiting for the other ranks before step ${this.started!.startStep}`);
     return outcome;
   }
@@ -186,8 +191,9 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
 
   lost(session: Session, reason: string): void {
     if (this.ended) return;
-    this.emit({ type: 'rank-left', rank: rankInfo(session.hello), reason: `lost: ${reason}` });
     const process = this.supervisor.ofRank(session.rank);
+    if (process?.exit) return; // it has exited, not hung: its exit is the report
+    this.emit({ type: 'rank-left', rank: rankInfo(session.hello), reason: `lost: ${reason}` });
     process?.stop('SIGKILL'); // hung: it would not answer SIGTERM any sooner
     const text = `rank ${session.rank} (pid ${session.hello.pid} on ${session.hello.hostname}) stopped answering (${reason}) while ${this.watchdog.doing(session.rank)}`;
     this.crash(new RunFailure(this.withStderr(text, process)));
@@ -239,7 +245,9 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
         const body = message.body as WorkerBody<'error'>;
         if (!this.policy.errorsFail) return this.warn(`rank ${rank} (pid ${session.hello.pid}) reported an error: ${body.message}`);
         if (body.kind === 'config') return this.fail(new ConfigError(body.message));
-        return this.fail(reportedFailure(rank, this.watchdog.doing(rank), body, (text) => this.withStderr(text, this.supervisor.ofRank(rank))));
+        if (body.kind === 'checkpoint' && this.resumeFrom && !this.started) return this.fallBack(this.resumeFrom, body.message);
+        const failure = reportedFailure(rank, this.watchdog.doing(rank), body, (text) => this.withStderr(text, this.supervisor.ofRank(rank)));
+        return this.blame.report(rank, 'error', false, this.admission.worldSize ?? 1, () => this.fail(failure));
       }
       default:
         this.table!.send(session, 'error', { message: `"${message.type}" is not expected here` });
@@ -247,13 +255,12 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
   }
 
   /** The first ready plans the run (steps.ts); a further one joins it. */
-  private plan(body: WorkerBody<'ready'>): Outcome<ControllerBodies['plan']> {
+  private plan(rank: number, body: WorkerBody<'ready'>): Outcome<ControllerBodies['plan']> {
     if (this.started) {
-      const firstRank = this.table?.all().find((s) => s.ready !== null)?.rank ?? 0;
-      const refusal = this.started.join(body, firstRank);
+      const refusal = this.started.join(rank, body);
       return refusal !== null ? { refuse: refusal } : { ok: this.started.body() };
     }
-    const steps = Steps.begin(this, this.policy, body, this.admission.worldSize!, this.resumeFrom, this.restarts.count > 0, this.endpoint);
+    const steps = Steps.begin(this, this.policy, rank, body, this.admission.worldSize!, this.resumeFrom, this.restarts.count > 0, this.endpoint);
     if (typeof steps === 'string') return { refuse: steps };
     this.started = steps;
     return { ok: steps.body() };
@@ -291,8 +298,12 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
 
   private processExited(process: RunProcess, exit: ProcessExit): void {
     if (this.spec.command) {
-      if (this.ended) this.attempt(() => this.record.set({ exit }));
-      else this.guard(() => this.record.set({ exit }));
+      // The first copy that failed by itself is the cause; the copies trqat stopped after it are not.
+      if (process.failedByItself) this.causeExit ??= exit;
+      if (this.causeExit === null || this.causeExit === exit) {
+        if (this.ended) this.attempt(() => this.record.set({ exit }));
+        else this.guard(() => this.record.set({ exit }));
+      }
     }
     if (this.ended) return;
     this.policy.exited(this.exitContext(), process, exit);
@@ -308,6 +319,7 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
       rankFailure: (text, process) => new RunFailure(this.withStderr(`${text} while ${this.watchdog.doing(process.rank)}`, process)),
       fail: (error) => this.fail(error),
       crash: (error) => this.crash(error),
+      rankCrashed: (rank, killed, error) => this.blame.report(rank, 'exit', killed, this.admission.worldSize ?? 1, () => this.crash(error)),
       finish: () => this.finish(),
     };
   }
@@ -338,15 +350,32 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
     if (this.ended) return;
     const next = this.restarts.afterCrash(error, this.policy.restartable(this.spec.launchRanks !== undefined));
     if ('fail' in next) return this.fail(next.fail);
-    void this.restart(error, next.restart).catch((failure: Error) => this.fail(failure));
+    const count = ` (restart ${next.restart} of at most ${this.settings.worker.max_restarts})`;
+    void this.restart((from) => this.warn(`${error.message.split('\n')[0]}; restarting every rank from ${from}${count}`)).catch((failure: Error) => this.fail(failure));
   }
 
-  private async restart(error: Error, count: number): Promise<void> {
+  /**
+   * The worker cannot use the checkpoint it was to resume from (its worker.pt is unreadable or
+   * crafted): it is skipped like a damaged one, and the ranks start again from the newest intact
+   * one before it (not counted as a restart). Ranks this controller did not start cannot be restarted.
+   */
+  private fallBack(refused: CheckpointRef, reason: string): void {
+    this.checkpointing.checkpoints.refuse(refused, reason);
+    if (!this.spec.launchRanks) {
+      this.fail(new RunFailure(`checkpoint ${refused.path} was refused by the worker: ${reason}; resume the run again to continue from an earlier checkpoint`));
+      return;
+    }
+    void this.restart(null).catch((failure: Error) => this.fail(failure));
+  }
+
+  /** Stops every rank and starts them again from the newest intact checkpoint; `say` hears where from. */
+  private async restart(say: ((from: string) => void) | null): Promise<void> {
     const checkpoint = this.checkpointing.checkpoints.latest((message) => this.warn(message));
     const from = checkpoint ? `the checkpoint of step ${checkpoint.step}` : 'the start (no checkpoint yet)';
-    this.warn(`${error.message.split('\n')[0]}; restarting every rank from ${from} (restart ${count} of at most ${this.settings.worker.max_restarts})`);
+    say?.(from);
     this.table!.abort(`restarting from ${from}`);
     this.table!.closeAll();
+    this.blame.clear();
     await this.supervisor.replaceAll();
     this.watchdog.restart();
     this.checkpointing.discard();
@@ -388,6 +417,7 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
   /** Closes the socket, lets (or makes) the processes exit, frees the folder. */
   private async release(failed: boolean): Promise<void> {
     this.watchdog.clear();
+    this.blame.clear();
     await this.supervisor.release(failed, (rank) => this.admission.hasSaidBye(rank));
     await this.table?.close();
     this.unlock();

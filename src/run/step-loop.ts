@@ -17,6 +17,8 @@ export interface StepLoopHooks {
   answer(ranks: number[], lr: LrBody): void;
   /** A step's line, once every rank's statistics for it are in. */
   record(record: StepRecord): void;
+  /** Not fatal, said once: ranks that trained a step on different batch sizes. */
+  warn?(message: string): void;
 }
 
 /** A step's decision, kept until every rank has reported the step's loss statistics. */
@@ -27,6 +29,8 @@ interface Decided {
   /** Ranks that still owe their statistics. */
   owing: Set<number>;
   stats: LastStats[];
+  /** Each rank's samples of the step, to notice ranks on different batch sizes. */
+  samples: Map<number, number>;
 }
 
 /**
@@ -98,6 +102,7 @@ export class StepLoop {
     if (!decided) return;
     decided.owing.delete(rank);
     if (last) decided.stats.push(last);
+    if (last?.samples != null) decided.samples.set(rank, last.samples);
     this.writeCompleted();
   }
 
@@ -132,7 +137,7 @@ export class StepLoop {
     this.reports = new Map();
     this.next = t + 1;
     this.stopped = directives.stop;
-    this.decided.set(t, { decision, counts, dist: this.dist, owing: new Set(ranks), stats: [] });
+    this.decided.set(t, { decision, counts, dist: this.dist, owing: new Set(ranks), stats: [], samples: new Map() });
     this.dist = undefined;
     for (const rank of ranks) this.owes.set(rank, t);
     const { k, K, R, U } = decision;
@@ -149,6 +154,19 @@ export class StepLoop {
     });
   }
 
+  private batchSizesWarned = false;
+
+  /** Data-parallel ranks share each batch equally; ranks on different batch sizes are said once (the loss and accuracy mix them). */
+  private checkBatchSizes(step: number, samples: Map<number, number>): void {
+    if (this.batchSizesWarned || new Set(samples.values()).size <= 1) return;
+    this.batchSizesWarned = true;
+    const each = [...samples.entries()].sort(([a], [b]) => a - b).map(([rank, n], i) => `rank ${rank}: ${n}${i === 0 ? ' samples' : ''}`);
+    this.hooks.warn?.(
+      `ranks trained step ${step} on different batch sizes (${each.join(', ')}): data-parallel ranks should share each batch equally ` +
+        '(a DistributedSampler with drop_last=True, the same batch size on every rank); said once',
+    );
+  }
+
   private difference(a: number[] | null, b: number[] | null): string | null {
     if (a === null || b === null) return a === b ? null : `one has no previous levels, the other has`;
     const i = a.findIndex((count, layer) => count !== b[layer]);
@@ -160,6 +178,7 @@ export class StepLoop {
     for (const [step, decided] of [...this.decided.entries()].sort(([a], [b]) => a - b)) {
       if (decided.owing.size > 0) return;
       this.decided.delete(step);
+      this.checkBatchSizes(step, decided.samples);
       const now = Date.now();
       this.hooks.record(stepRecord(decided.decision, decided.counts, combine(decided.stats), this.stepsPerEpoch, this.rate.tick(now), now, decided.dist));
     }

@@ -76,12 +76,14 @@ export interface StepsHost {
 export class Steps {
   readonly loop: StepLoop;
   private lastEvalStep = -1;
+  /** The ready the plan was made from: every further rank must ask for the same. */
+  private first!: { rank: number; body: WorkerBody<'ready'> };
 
   private constructor(
     private readonly host: StepsHost,
     readonly plan: RunPlan,
     readonly controller: TrController,
-    private readonly layers: readonly LayerInfo[],
+    layers: readonly LayerInfo[],
     readonly startStep: number,
     /** Evaluate and save directives (a managed run). */
     private readonly managed: boolean,
@@ -90,11 +92,12 @@ export class Steps {
       directives: (t) => this.directives(t),
       answer: (ranks, lr) => this.answer(ranks, lr),
       record: (record) => this.onRecord(record),
+      warn: (message) => host.warn(message),
     });
   }
 
   /** The first ready: plans the run (pure, plan.ts), restores the schedules, records the start. Returns a refusal instead. */
-  static begin(host: StepsHost, policy: RunPolicy, body: WorkerBody<'ready'>, worldSize: number, resumeFrom: CheckpointRef | null, restarted: boolean, endpoint: string): Steps | string {
+  static begin(host: StepsHost, policy: RunPolicy, rank: number, body: WorkerBody<'ready'>, worldSize: number, resumeFrom: CheckpointRef | null, restarted: boolean, endpoint: string): Steps | string {
     const planned = planRun(policy, host.config(), body, worldSize);
     for (const warning of planned.warnings ?? []) host.warn(warning);
     if ('refuse' in planned) return planned.refuse;
@@ -102,6 +105,7 @@ export class Steps {
     const { plan } = planned;
     const controller = new TrController(planned.config, plan.total_steps, body.layers.map((layer) => layer.numel), body.steps_per_epoch, host.plugins);
     const steps = new Steps(host, plan, controller, body.layers, body.start_step, policy.directives);
+    steps.first = { rank, body };
     const restored = restoreController(controller, resumeFrom, body, host.record, restarted, (message) => host.warn(message));
     if (restored !== null) return restored;
     host.record.start(plan, body, body.start_step, endpoint, controller.quantizedWeights);
@@ -114,9 +118,9 @@ export class Steps {
     return { total_steps: this.plan.total_steps, steps_per_epoch: this.plan.steps_per_epoch, start_step: this.startStep };
   }
 
-  /** A further rank's ready: the same model and start as the first rank's, or the refusal. */
-  join(body: WorkerBody<'ready'>, firstRank: number): string | null {
-    return joinRefusal({ layers: this.layers, startStep: this.startStep, rank: firstRank }, body);
+  /** A further rank's ready: the same model, start and plan as the first rank's, or the refusal. */
+  join(rank: number, body: WorkerBody<'ready'>): string | null {
+    return joinRefusal(this.first, rank, body);
   }
 
   /** A rank's report of a step: returns the refusal it gets, if any (StepLoop.report). */
