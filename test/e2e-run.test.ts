@@ -1,5 +1,5 @@
 // End to end: the real Python worker over real ZeroMQ, on the CPU with the synthetic dataset.
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { RunEvent } from '../src/run/record.js';
@@ -31,6 +31,13 @@ describe('a short TR-scheduled run', () => {
     expect(steps.slice(-4).reduce((a, s) => a + s.loss, 0)).toBeLessThan(steps.slice(0, 4).reduce((a, s) => a + s.loss, 0));
     expect(events.filter((e) => e.type === 'checkpoint')).toHaveLength(3);
     expect(readdirSync(join(summary.run_dir, 'checkpoints')).sort()).toEqual(['latest.json', 'step-0000008', 'step-0000016', 'step-0000024']);
+    // The run folder is its owner's alone (issue 19): 0700, and the controller's files 0600.
+    const mode = (path: string) => statSync(path).mode & 0o777;
+    expect(mode(summary.run_dir).toString(8)).toBe('700');
+    for (const file of ['config.json', 'run.json', 'metrics.jsonl', 'summary.json', 'report.html', 'checkpoints/latest.json', 'checkpoints/step-0000024/controller.json']) {
+      expect(mode(join(summary.run_dir, file)).toString(8), file).toBe('600');
+    }
+    for (const folder of ['checkpoints', 'checkpoints/step-0000024']) expect(mode(join(summary.run_dir, folder)).toString(8), folder).toBe('700');
   });
 
   it('resumes exactly where it stopped: same schedules, same numbers as a run that never stopped', async () => {

@@ -2,7 +2,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { curveKeyPair } from 'zeromq';
-import { writeFileAtomic } from '../run/files.js';
+import { RUN_FILE_MODE, writeFileAtomic } from '../run/files.js';
 
 /**
  * Who may join a run: every hello carries the run's secret, made per run and handed only to the
@@ -59,6 +59,6 @@ export function writeAuthFile(runDir: string, credentials: Credentials, endpoint
     secret: credentials.secret,
     server_key: credentials.curve?.publicKey ?? null,
   };
-  writeFileAtomic(path, `${JSON.stringify(content, null, 2)}\n`, 0o600); // owner-only from its creation on
+  writeFileAtomic(path, `${JSON.stringify(content, null, 2)}\n`, RUN_FILE_MODE); // owner-only from its creation on
   return path;
 }
