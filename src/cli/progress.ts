@@ -1,11 +1,23 @@
 import type { RunEvent, RunSummary } from '../run/record.js';
+import { EtaWindow } from './eta.js';
+
+/** Steps printed before the regular cadence (train.log_every): the run shows it started, and its pace. */
+const EARLY_STEPS = new Set([1, 2, 5, 10]);
+
+/** A run's line formatter: formatEvent with the run's own ETA window, fed by every step. */
+export function eventFormatter(logEvery: number, ranks = false): (event: RunEvent) => string | null {
+  const eta = new EtaWindow();
+  return (event) => formatEvent(event, logEvery, ranks, eta);
+}
 
 /**
  * Formats run events as the human-readable lines the CLI prints: plain lines, no control
  * characters, so a log file or a CI console reads the same as a terminal. Ranks joining and
- * leaving are shown for client runs (`ranks`) and for data-parallel runs.
+ * leaving are shown for client runs (`ranks`) and for data-parallel runs. Steps 1, 2, 5 and 10
+ * are printed, then every `logEvery`-th and the last. `eta`: the run's window, fed every step here
+ * (without it the ETA comes from the step's own steps/s).
  */
-export function formatEvent(event: RunEvent, logEvery: number, ranks = false): string | null {
+export function formatEvent(event: RunEvent, logEvery: number, ranks = false, eta?: EtaWindow): string | null {
   switch (event.type) {
     case 'listening':
       return `run folder ${event.runDir}`;
@@ -25,8 +37,9 @@ export function formatEvent(event: RunEvent, logEvery: number, ranks = false): s
     case 'step': {
       const { record, plan } = event;
       const done = record.step + 1;
-      if (done % logEvery !== 0 && done !== plan.total_steps) return null;
-      const eta = record.steps_per_s > 0 ? (plan.total_steps - done) / record.steps_per_s : 0;
+      eta?.add(record.step, record.time);
+      if (done % logEvery !== 0 && done !== plan.total_steps && !EARLY_STEPS.has(done)) return null;
+      const left = eta ? eta.eta(plan.total_steps) : record.steps_per_s > 0 ? (plan.total_steps - done) / record.steps_per_s : null;
       const fields = [
         `step ${done}/${plan.total_steps}`,
         `ep ${record.epoch.toFixed(2)}`,
@@ -37,7 +50,7 @@ export function formatEvent(event: RunEvent, logEvery: number, ranks = false): s
         record.R === null ? `lr_q ${sci(record.lr_other)}` : `R ${sci(record.R)}`,
         record.U === null ? null : `U ${sci(record.U)}`,
         `${record.steps_per_s.toFixed(1)} step/s`,
-        `ETA ${duration(eta)}`,
+        left === null ? null : `ETA ${duration(left)}`,
       ];
       return fields.filter((field) => field !== null).join('  ');
     }
