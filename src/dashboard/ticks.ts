@@ -28,7 +28,8 @@ export function niceTicks(min: number, max: number, count = 5, integer = false):
   if (!Number.isFinite(min) || !Number.isFinite(max) || !(max > min)) return Number.isFinite(min) ? [min] : [];
   const raw = (max - min) / Math.max(1, count);
   const magnitude = 10 ** Math.floor(Math.log10(raw));
-  let step = [1, 2, 5, 10].map((m) => m * magnitude).find((s) => s >= raw) ?? 10 * magnitude;
+  const ratio = raw / magnitude;
+  let step = (ratio < 1.5 ? 1 : ratio < 3 ? 2 : ratio < 7 ? 5 : 10) * magnitude;
   if (integer) step = Math.max(1, Math.round(step));
   const ticks: number[] = [];
   for (let i = Math.ceil(min / step); i * step <= max; i++) ticks.push(Number((i * step).toPrecision(12)));
