@@ -379,12 +379,13 @@ describe('the progress printer', () => {
     p.print({ type: 'warning', message: 'w' });
     expect(out.join('')).not.toMatch(/[\r\x1b]/);
     expect(out).toEqual([
-      'evaluating: 4,000/10,000 (40%)\n',
-      'evaluating: 5,000/10,000 (50%)\n',
-      'evaluating: 6,000/10,000 (60%)\n',
-      'evaluating: 7,000/10,000 (70%)\n',
-      'evaluating: 8,000/10,000 (80%)\n',
-      'evaluating: 9,000/10,000 (90%)\n',
+      // 2,000 samples a second: the ETA of what is left
+      'evaluating: 4,000/10,000 (40%), ETA 3s\n',
+      'evaluating: 5,000/10,000 (50%), ETA 3s\n',
+      'evaluating: 6,000/10,000 (60%), ETA 2s\n',
+      'evaluating: 7,000/10,000 (70%), ETA 2s\n',
+      'evaluating: 8,000/10,000 (80%), ETA 1s\n',
+      'evaluating: 9,000/10,000 (90%), ETA 1s\n',
       'warning: w\n',
     ]);
   });
@@ -395,7 +396,7 @@ describe('the progress printer', () => {
     tick(3000);
     p.print(progress(2, 4));
     p.print({ type: 'warning', message: 'w' });
-    expect(out).toEqual(['\revaluating: 2/4 (50%)\x1b[K', '\r\x1b[K', 'warning: w\n']);
+    expect(out).toEqual(['\revaluating: 2/4 (50%), ETA 6s\x1b[K', '\r\x1b[K', 'warning: w\n']);
   });
 
   it('a quick phase prints nothing', () => {

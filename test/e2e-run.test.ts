@@ -12,6 +12,9 @@ describe('a short TR-scheduled run', () => {
     const events: RunEvent[] = [];
     const summary = await train(config, { onEvent: (event) => events.push(event) });
     expect(summary.status).toBe('completed');
+    // Start-up says what it is doing: the worker starting, then loading the data and building the model, before the first step.
+    const started = events.findIndex((e) => e.type === 'started');
+    expect(events.slice(0, started).flatMap((e) => (e.type === 'progress' ? [e.phase] : []))).toEqual(['worker', 'data', 'model']);
     const { steps, evals, info } = readRun(summary.run_dir);
     expect(info.status).toBe('completed');
     expect(steps.map((s) => s.step)).toEqual(Array.from({ length: 24 }, (_, t) => t));

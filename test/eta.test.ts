@@ -1,7 +1,7 @@
 // The ETA (cli/eta.ts) and the step lines' cadence: from the first steps, at the pace of the recent ones.
 import { describe, expect, it } from 'vitest';
 import { EtaWindow } from '../src/cli/eta.js';
-import { eventFormatter } from '../src/cli/progress.js';
+import { eventFormatter, ProgressPrinter } from '../src/cli/progress.js';
 import { RunData } from '../src/dashboard/run-data.js';
 import { viewPayload } from '../src/dashboard/view.js';
 import type { StepRecord } from '../src/run/metrics.js';
@@ -82,5 +82,33 @@ describe('the step lines', () => {
     const view = viewPayload([data], { points: 100, heatmaps: false });
     expect(view.runs[0]!.latest!.eta_s).toBeCloseTo(eta.eta(1000)!, 9);
     expect(view.runs[0]!.latestText).toContainEqual(['ETA', '1m00s']);
+  });
+});
+
+describe('the progress lines of long phases', () => {
+  it('announce a one-operation phase at once, and count a counted one with its ETA (plain lines off a terminal)', () => {
+    const out: string[] = [];
+    let now = 0;
+    const printer = new ProgressPrinter({ write: (text: string) => out.push(text) }, { write: (text: string) => out.push(text) }, () => null, () => now);
+    printer.print({ type: 'progress', phase: 'worker', done: 0, total: null });
+    now = 6000;
+    printer.print({ type: 'progress', phase: 'model', done: 0, total: null });
+    printer.print({ type: 'progress', phase: 'model', done: 0, total: null }); // said once
+    for (let done = 0; done <= 100; done += 5) {
+      now = 10_000 + done * 100; // 10 samples a second
+      printer.print({ type: 'progress', phase: 'verify', done, total: 100 });
+    }
+    expect(out[0]).toBe('starting the worker (Python, importing torch)…\n');
+    expect(out[1]).toBe('building the model…\n');
+    expect(out.slice(2)).toEqual([
+      'checking the file against the checkpoint (test samples): 20/100 (20%), ETA 8s\n',
+      'checking the file against the checkpoint (test samples): 30/100 (30%), ETA 7s\n',
+      'checking the file against the checkpoint (test samples): 40/100 (40%), ETA 6s\n',
+      'checking the file against the checkpoint (test samples): 50/100 (50%), ETA 5s\n',
+      'checking the file against the checkpoint (test samples): 60/100 (60%), ETA 4s\n',
+      'checking the file against the checkpoint (test samples): 70/100 (70%), ETA 3s\n',
+      'checking the file against the checkpoint (test samples): 80/100 (80%), ETA 2s\n',
+      'checking the file against the checkpoint (test samples): 90/100 (90%), ETA 1s\n',
+    ]);
   });
 });

@@ -73,12 +73,36 @@ export function formatEvent(event: RunEvent, logEvery: number, ranks = false, et
   }
 }
 
-/** "evaluating: 12,500/50,000 (25%)"; without a total, the count alone. */
-export function progressText(phase: string, done: number, total: number | null): string {
-  const what = phase === 'eval' ? 'evaluating' : phase === 'data' ? 'loading data' : phase;
+/**
+ * What each phase of a `progress` report is doing, as printed (a phase not listed prints its own
+ * name). Start-up: the worker starts (Python imports torch), joins its ranks, loads the data,
+ * builds the model, loads a checkpoint. Export (python/trqat/export.py, verify-onnx.ts): its steps.
+ */
+export const PHASES: Record<string, string> = {
+  worker: 'starting the worker (Python, importing torch)',
+  ranks: 'waiting for every rank (torch.distributed)',
+  data: 'loading data',
+  model: 'building the model',
+  checkpoint: 'loading the checkpoint',
+  eval: 'evaluating',
+  convert: 'converting to integer levels',
+  'test-set': 'reading the test set',
+  write: 'writing the file',
+  verify: 'checking the file against the checkpoint (test samples)',
+  onnx: 'checking the ONNX graph in ONNX Runtime (test samples)',
+};
+
+/**
+ * "evaluating: 12,500/50,000 (25%), ETA 41s"; without a total, the count alone; a phase just
+ * announced (0 done, no total), its name alone: "building the model…".
+ */
+export function progressText(phase: string, done: number, total: number | null, etaS: number | null = null): string {
+  const what = PHASES[phase] ?? phase;
   const n = (value: number) => value.toLocaleString('en-US');
+  if ((total === null || total <= 0) && done === 0) return `${what}…`;
   if (total === null || total <= 0) return `${what}: ${n(done)}`;
-  return `${what}: ${n(done)}/${n(total)} (${Math.floor((100 * Math.min(done, total)) / total)}%)`;
+  const eta = etaS === null || done >= total ? '' : `, ETA ${duration(etaS)}`;
+  return `${what}: ${n(done)}/${n(total)} (${Math.floor((100 * Math.min(done, total)) / total)}%)${eta}`;
 }
 
 /** Where the printer writes: a terminal gets one updating status line, anything else plain lines. */
@@ -100,7 +124,7 @@ const PLAIN_INTERVAL_MS = 30_000;
  */
 export class ProgressPrinter {
   private status = false;
-  private phase: { name: string; started: number; printedPercent: number; printedAt: number } | null = null;
+  private phase: { name: string; started: number; printedPercent: number; printedAt: number; eta: EtaWindow } | null = null;
 
   constructor(
     private readonly out: Output,
@@ -122,7 +146,7 @@ export class ProgressPrinter {
 
   private progress(name: string, done: number, total: number | null): void {
     const now = this.now();
-    if (this.phase?.name !== name) this.phase = { name, started: now, printedPercent: -1, printedAt: 0 };
+    if (this.phase?.name !== name) this.phase = { name, started: now, printedPercent: -1, printedAt: 0, eta: new EtaWindow() };
     const phase = this.phase;
     const finished = total !== null && done >= total;
     if (finished) {
@@ -130,8 +154,16 @@ export class ProgressPrinter {
       this.clearStatus();
       return;
     }
+    phase.eta.add(done - 1, now / 1000); // `done` units finished: the last one's index is done - 1
+    // A phase announced (nothing counted, no total: one long operation) is said at once, and once.
+    const announced = done === 0 && total === null;
+    if (announced && phase.printedAt === 0) {
+      phase.printedAt = now;
+      this.show(progressText(name, done, total));
+      return;
+    }
     if (now - phase.started < PROGRESS_AFTER_MS) return;
-    const text = progressText(name, done, total);
+    const text = progressText(name, done, total, total === null ? null : phase.eta.eta(total));
     if (this.out.isTTY) {
       this.out.write(`\r${text}\x1b[K`);
       this.status = true;
@@ -143,6 +175,14 @@ export class ProgressPrinter {
     phase.printedPercent = percent;
     phase.printedAt = now;
     this.out.write(`${text}\n`);
+  }
+
+  /** One line: on a terminal the status line, rewritten in place; elsewhere a plain line. */
+  private show(text: string): void {
+    if (this.out.isTTY) {
+      this.out.write(`\r${text}\x1b[K`);
+      this.status = true;
+    } else this.out.write(`${text}\n`);
   }
 
   private clearStatus(): void {

@@ -61,8 +61,12 @@ export async function startResume(runDir: string, options: ResumeOptions = {}): 
 
 /** Opens the run; unless the ranks are launched elsewhere, it starts nproc_per_node worker ranks here. */
 async function launch(runDir: string, config: ResolvedConfig, checkpoint: CheckpointRef | null, options: RunOptions, configChanged = false): Promise<RunHandle> {
-  const launchRanks = config.worker.launch === 'local' ? (run: Run) => startRanks(run, config, runDir) : undefined;
-  return withRunViews(runDir, config, options, async (withViews) => (await Run.open({ kind: 'managed', runDir, config, checkpoint, configChanged, launchRanks }, withViews)).handle());
+  return withRunViews(runDir, config, options, async (withViews) => {
+    // The first start-up phase: Python starts and imports torch (seconds) before a worker can say anything itself.
+    const starting = () => withViews.onEvent?.({ type: 'progress', phase: 'worker', done: 0, total: null });
+    const launchRanks = config.worker.launch === 'local' ? (run: Run) => (starting(), startRanks(run, config, runDir)) : undefined;
+    return (await Run.open({ kind: 'managed', runDir, config, checkpoint, configChanged, launchRanks }, withViews)).handle();
+  });
 }
 
 /** nproc_per_node worker processes with the run's credentials and, with several, the torch.distributed contract. */
