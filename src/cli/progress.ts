@@ -185,6 +185,11 @@ export class ProgressPrinter {
     } else this.out.write(`${text}\n`);
   }
 
+  /** Clears the status line, if one is shown (before output printed elsewhere). */
+  clear(): void {
+    this.clearStatus();
+  }
+
   private clearStatus(): void {
     if (!this.status) return;
     this.out.write('\r\x1b[K');
