@@ -95,7 +95,7 @@ function program(): Command {
     .command('view')
     .description('serve the dashboard of finished (or running) runs, overlaid, until Ctrl-C')
     .argument('<run-dir...>', 'run folders')
-    .option('--host <host>', 'where to listen (beyond loopback the printed URL carries a token)')
+    .option('--host <host>', 'where to listen (the printed URL carries the token every request needs)')
     .option('--port <port>', 'the port (0: a free one)', (value) => port(value))
     .action(status((runDirs: string[], options: { host?: string; port?: number }) => viewCommand(runDirs, options)));
   cli

@@ -1,8 +1,17 @@
-import { closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { ConfigError, TrqatError, WriteError } from './errors.js';
 
 export { WriteError };
+
+/**
+ * A run folder is its owner's alone, like a Jupyter server's files: its config, metrics,
+ * checkpoints and the controller's secret are readable by no other local user. The folder is
+ * created 0700 (nothing in it can be reached by others, whatever the worker's files' modes), and
+ * every file the controller writes is 0600 from its creation on.
+ */
+export const RUN_DIR_MODE = 0o700;
+export const RUN_FILE_MODE = 0o600;
 
 /** Runs `write`, turning any failure into a WriteError that names `path`. */
 export function writing<T>(path: string, write: () => T): T {
@@ -21,14 +30,14 @@ export function writeFully(fd: number, data: Buffer): void {
 /**
  * Writes a file so that readers see the old content or the new one, never a torn one. On any
  * failure the temporary is removed, the old content stays, and a WriteError names the file.
- * `mode`: the new file's permissions from its creation on (a secret is never readable by others).
+ * `mode`: the new file's permissions from its creation on (default: owner-only, RUN_FILE_MODE).
  */
-export function writeFileAtomic(path: string, content: string, mode?: number): void {
+export function writeFileAtomic(path: string, content: string, mode = RUN_FILE_MODE): void {
   const temporary = `${path}.tmp-${process.pid}`;
   try {
     const fd = openSync(temporary, 'w', mode);
     try {
-      if (mode !== undefined) fchmodSync(fd, mode); // a stale temporary keeps its old mode otherwise
+      fchmodSync(fd, mode); // a stale temporary keeps its old mode otherwise
       writeFully(fd, Buffer.from(content));
       fsyncSync(fd);
     } finally {
@@ -75,7 +84,8 @@ export function createRunDir(config: { out_dir: string; name: string }): string 
   let dir = base;
   for (let n = 2; existsSync(dir); n++) dir = `${base}-${n}`;
   try {
-    makeDirs(dir);
+    makeDirs(dirname(dir));
+    makeDirs(dir, RUN_DIR_MODE);
   } catch (error) {
     throw new ConfigError(`cannot create the run folder ${dir}: ${(error as Error).message} (set out_dir to a writable folder)`);
   }
@@ -85,14 +95,18 @@ export function createRunDir(config: { out_dir: string; name: string }): string 
 /**
  * mkdir -p, one level at a time: Node's recursive mkdir never returns on some filesystems (/proc
  * answers ENOENT for a parent that exists), and a synchronous loop would not even let Ctrl-C in.
+ * `mode`: the new folders' permissions (a run folder's: RUN_DIR_MODE), exactly, whatever the umask.
  */
-export function makeDirs(dir: string): void {
+export function makeDirs(dir: string, mode?: number): void {
   const missing: string[] = [];
   for (let path = resolve(dir); !existsSync(path); path = dirname(path)) {
     missing.unshift(path);
     if (dirname(path) === path) break;
   }
-  for (const path of missing) mkdirSync(path);
+  for (const path of missing) {
+    mkdirSync(path, mode);
+    if (mode !== undefined) chmodSync(path, mode);
+  }
 }
 
 /**
@@ -104,7 +118,7 @@ export function lockRunDir(runDir: string): () => void {
   const path = join(runDir, 'run.lock');
   const pid = Buffer.from(String(process.pid));
   try {
-    const fd = openSync(path, 'wx');
+    const fd = openSync(path, 'wx', RUN_FILE_MODE);
     try {
       writeFully(fd, pid);
     } catch (error) {
@@ -119,7 +133,7 @@ export function lockRunDir(runDir: string): () => void {
     if (owner > 0 && owner !== process.pid && isAlive(owner)) {
       throw new TrqatError(`${runDir} is in use by another trqat process (pid ${owner}); wait for it to end, or stop it first`);
     }
-    writing(path, () => writeFileSync(path, pid));
+    writing(path, () => writeFileSync(path, pid, { mode: RUN_FILE_MODE }));
   }
   return () => removeQuietly(path);
 }

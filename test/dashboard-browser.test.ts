@@ -32,6 +32,8 @@ const RUN = [
 /** What the page holds: every chart's data, and the numbers it prints. */
 interface Snapshot {
   charts: Record<string, (number | null)[][]>;
+  /** Per chart, whose run and which metric each series after x is. */
+  plotted: Record<string, { run: number; metric: string }[]>;
   printed: Record<string, string>;
   latestStep: number | null;
   status: string | null;
@@ -40,12 +42,13 @@ interface Snapshot {
 
 async function snapshot(page: Page): Promise<Snapshot> {
   return page.evaluate(() => {
-    const t = (window as unknown as { trqat: { charts: Record<string, { data: (number | null)[][] }>; payload: { runs: { status: string; latest: { step: number } | null; dist: { step: number } | null }[] } | null } }).trqat;
+    const t = (window as unknown as { trqat: { charts: Record<string, { data: (number | null)[][] }>; plotted: Record<string, { run: number; metric: string }[]>; payload: { runs: { status: string; latest: { step: number } | null; dist: { step: number } | null }[] } | null } }).trqat;
     const printed: Record<string, string> = {};
     document.querySelectorAll<HTMLElement>('#run-0 dd[data-metric]').forEach((dd) => (printed[dd.dataset['metric']!] = dd.textContent ?? ''));
     const run = t.payload?.runs[0];
     return {
       charts: Object.fromEntries(Object.entries(t.charts).map(([key, chart]) => [key, chart.data])),
+      plotted: t.plotted,
       printed,
       latestStep: run?.latest?.step ?? null,
       status: run?.status ?? null,
@@ -91,34 +94,37 @@ const five = (value: number | null) => (value === null || !Number.isFinite(value
 
 /**
  * Every point the page's charts hold equals the run's own record at that step (to the 5
- * significant digits the page gets): the x of a point is its step, the series follow the spec's
- * order. `runs` are the records of the runs shown, in order; `steps` maps an x back to its record.
+ * significant digits the page gets): the x of a point is its step, each series is the run and
+ * metric the page says it plots, and every metric a run records is plotted (a baseline run has no
+ * R and no U: those are left out). `runs` are the records of the runs shown, in order.
  */
 function checkCharts(s: Snapshot, runs: { steps: StepRecord[]; evals: EvalRecord[] }[]): number {
   const bySteps = runs.map((run) => new Map(run.steps.map((r) => [r.step, r])));
   const byEvals = runs.map((run) => new Map(run.evals.map((r) => [r.step, r])));
-  const metrics: Record<string, ((r: StepRecord) => number | null)[]> = {
-    tr: [(r) => r.R, (r) => r.K, (r) => r.k],
-    lr: [(r) => r.U, (r) => r.lr_other],
-    loss: [(r) => r.loss],
-    acc: [(r) => r.acc],
-    speed: [(r) => r.steps_per_s],
+  const metrics: Record<string, Record<string, (r: StepRecord) => number | null>> = {
+    tr: { R: (r) => r.R, K: (r) => r.K, k: (r) => r.k },
+    lr: { U: (r) => r.U, lr_other: (r) => r.lr_other },
+    loss: { loss: (r) => r.loss },
+    acc: { acc: (r) => r.acc },
+    speed: { steps_per_s: (r) => r.steps_per_s },
   };
   let checked = 0;
   for (const [key, getters] of Object.entries(metrics)) {
     const [x, ...ys] = s.charts[key]!;
-    expect(ys).toHaveLength(getters.length * runs.length);
+    const plotted = s.plotted[key]!;
+    expect(ys).toHaveLength(plotted.length);
+    // Every metric a run recorded is plotted, in the spec's order, and nothing else.
+    const expected = runs.flatMap((run, r) => Object.entries(getters).filter(([, get]) => run.steps.some((step) => get(step) !== null)).map(([metric]) => ({ run: r, metric })));
+    expect(plotted.map(({ run, metric }) => ({ run, metric }))).toEqual(expected);
     x!.forEach((step, i) => {
-      runs.forEach((_, r) => {
+      plotted.forEach(({ run: r, metric }, j) => {
         const record = bySteps[r]!.get(step!);
-        getters.forEach((get, g) => {
-          const shown = ys[r * getters.length + g]![i];
-          if (record === undefined) expect(shown ?? null).toBeNull(); // another run's step
-          else {
-            expect(shown ?? null, `${key} series ${g} of run ${r} at step ${step}`).toBe(five(get(record)));
-            checked++;
-          }
-        });
+        const shown = ys[j]![i];
+        if (record === undefined) expect(shown ?? null).toBeNull(); // another run's step
+        else {
+          expect(shown ?? null, `${key} ${metric} of run ${r} at step ${step}`).toBe(five(getters[metric]!(record)));
+          checked++;
+        }
       });
     });
   }
@@ -126,6 +132,41 @@ function checkCharts(s: Snapshot, runs: { steps: StepRecord[]; evals: EvalRecord
   x!.forEach((step, i) => runs.forEach((_, r) => expect(top1[r]![i] ?? null).toBe(five(byEvals[r]!.get(step!)?.top1 ?? null))));
   expect(x!.length).toBeGreaterThan(0);
   return checked;
+}
+
+/** The page's status badge of the first run and its banner, once the badge shows `status`. */
+async function waitForStatus(page: Page, status: string): Promise<{ badge: string; banner: string; bannerKind: string }> {
+  await page.waitForFunction((wanted) => document.querySelector('#run-0 .status')?.textContent === wanted, status, { timeout: 20_000 });
+  return page.evaluate(() => ({
+    badge: document.querySelector('#run-0 .status')!.textContent ?? '',
+    banner: document.getElementById('banner')!.hidden ? '' : (document.getElementById('banner')!.textContent ?? ''),
+    bannerKind: document.getElementById('banner')!.dataset['kind'] ?? '',
+  }));
+}
+
+/** A live run with its page open: `act` once the page shows a running step; resolves with how the run ended. */
+async function watchLive(browser: Browser, overrides: string[], act: (runDir: string, stop: AbortController) => void): Promise<{ page: Page; errors: string[]; outcome: unknown }> {
+  const stop = new AbortController();
+  let resolveUrl!: (url: string) => void;
+  const url = new Promise<string>((resolve) => (resolveUrl = resolve));
+  let runDir = '';
+  const run = train(tinyConfig([...RUN, ...overrides]), {
+    signal: stop.signal,
+    onEvent: (event) => {
+      if (event.type === 'dashboard') resolveUrl(event.url);
+      if (event.type === 'started') runDir = event.runDir;
+    },
+  }).then(
+    (summary) => summary,
+    (error: Error) => error,
+  );
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const errors: string[] = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  await page.goto(await url);
+  await page.waitForFunction(() => (window as unknown as { trqat: { payload: { runs: { latest: unknown }[] } | null } }).trqat.payload?.runs[0]?.latest != null, null, { timeout: 60_000 });
+  act(runDir, stop);
+  return { page, errors, outcome: await run };
 }
 
 describe.skipIf(!existsSync(CHROMIUM))('the dashboard in a real browser (chromium)', () => {
@@ -216,9 +257,13 @@ describe.skipIf(!existsSync(CHROMIUM))('the dashboard in a real browser (chromiu
     for (const id of ['chart-tr', 'chart-lr', 'chart-loss', 'chart-acc', 'chart-top1', 'chart-speed', 'chart-dist', 'heat-rate-0', 'heat-distMean-0', 'heat-distHist-0']) {
       expect(inked[id], `${id} drew nothing (canvases: ${JSON.stringify(inked)})`).toBeGreaterThan(1000);
     }
-    // The run ended: its dashboard is gone, and the page says where to look instead.
-    await page.waitForFunction(() => !document.getElementById('banner')!.hidden, null, { timeout: 15_000 });
-    expect(await page.textContent('#banner')).toMatch(/the run has ended \(its report\.html is in the run folder\)/);
+    // The run ended: the page learned it before its dashboard closed, and says how it ended.
+    const ended = await waitForStatus(page, 'completed');
+    expect(ended.banner).toMatch(/^The run completed\. Its dashboard has closed; report\.html in the run folder keeps this page\.$/);
+    expect(ended.bannerKind).toBe('ended');
+    await new Promise((resolve) => setTimeout(resolve, 2500)); // the page stopped polling: no "not answering" later
+    expect(await page.textContent('#run-0 .status')).toBe('completed');
+    expect(await page.textContent('#banner')).not.toMatch(/not answering/);
     expect(errors).toEqual([]);
     expect(events.some((e) => e.type === 'report')).toBe(true);
     live = { summary, events };
@@ -249,7 +294,7 @@ describe.skipIf(!existsSync(CHROMIUM))('the dashboard in a real browser (chromiu
     await page.waitForFunction(() => Number(document.body.dataset['renders'] ?? 0) >= 1);
     const viewed = await snapshot(page);
     expect(checkCharts(viewed, runs)).toBeGreaterThan(900);
-    expect(viewed.charts['tr']!.length).toBe(1 + 2 * 3); // R, K, k of each run
+    expect(viewed.charts['tr']!.length).toBe(1 + 3 + 2); // R, K, k of the TR run; K, k of the baseline run (no R)
     const rows = await page.$$eval('#compare-table tr', (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
     expect(rows.slice(1).map((row) => row.slice(0, 4))).toEqual([
       [runs[0]!.info && dirs[0]!.split('/').pop()!, 'tr', 'completed', '160/160'],
@@ -288,6 +333,28 @@ describe.skipIf(!existsSync(CHROMIUM))('the dashboard in a real browser (chromiu
     expect(checkCharts(own, [runs[0]!])).toBeGreaterThan(800);
     expect(errors).toEqual([]);
     await context.close();
+    await page.close();
+  });
+
+  it('live: a run stopped (Ctrl-C) shows "stopped" on its open page, not "running" beside "not answering"', async () => {
+    const { page, errors, outcome } = await watchLive(browser, ['train.steps=400', 'train.eval_every=0'], (_dir, stop) => stop.abort());
+    expect((outcome as RunSummary).status).toBe('stopped');
+    const ended = await waitForStatus(page, 'stopped');
+    expect(ended.banner).toMatch(/^The run was stopped\. Its dashboard has closed/);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it('live: a failed run (its worker killed) shows "failed" and the error on its open page', async () => {
+    const { page, errors, outcome } = await watchLive(browser, ['train.steps=400', 'train.eval_every=0', 'worker.max_restarts=0'], (runDir) =>
+      process.kill(readRun(runDir).info.ranks[0]!.pid, 'SIGKILL'),
+    );
+    expect(outcome).toBeInstanceOf(Error);
+    const ended = await waitForStatus(page, 'failed');
+    expect(ended.bannerKind).toBe('error');
+    expect(ended.banner).toMatch(/^The run failed\. .*worker.* Its dashboard has closed/s);
+    await page.screenshot({ path: join(ARTIFACTS, 'dashboard-failed.png') });
+    expect(errors).toEqual([]);
     await page.close();
   });
 });

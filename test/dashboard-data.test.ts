@@ -270,25 +270,58 @@ describe('the comparison', () => {
 });
 
 describe('the dashboard server', () => {
-  it('on loopback: answers pages for loopback Host names only (no DNS rebinding)', async () => {
+  it('on loopback too: every request needs the token of the printed URL (like Jupyter), and a loopback Host name (no DNS rebinding)', async () => {
     const [reader] = await readRuns([runFolder(30)]);
     const server = await DashboardServer.start({ host: '127.0.0.1', port: 0, title: 't', runs: () => [reader!.data] });
     try {
-      expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
-      const view = await fetch(`${server.url}api/view?points=100`);
+      expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/\?token=[\w-]{24}$/);
+      const url = new URL(server.url);
+      const token = url.searchParams.get('token')!;
+      const base = `http://127.0.0.1:${url.port}`;
+      // Another local user reaches the port but not the token: nothing of the run.
+      expect((await fetch(`${base}/`)).status).toBe(403);
+      const refused = await fetch(`${base}/api/view?points=100`);
+      expect(refused.status).toBe(403);
+      expect(await refused.text()).toMatch(/open the URL the dashboard printed \(it holds the token\)/);
+      expect((await fetch(`${base}/api/view?points=100&token=${token.slice(0, -1)}`)).status).toBe(403);
+      expect((await fetch(server.url)).status).toBe(200);
+      const view = await fetch(`${base}/api/view?points=100&token=${token}`);
       expect(view.status).toBe(200);
       const payload = (await view.json()) as ReturnType<typeof viewPayload>;
       expect(payload.runs[0]!.series.step).toHaveLength(30);
-      const unchanged = await fetch(`${server.url}api/view?points=100&since=${payload.version}`);
+      const unchanged = await fetch(`${base}/api/view?points=100&since=${payload.version}&token=${token}`);
       expect(unchanged.status).toBe(204);
-      const port = new URL(server.url).port;
       const rebound = await new Promise<number>((resolve) => {
         // fetch() does not let a page set Host; a raw request does, as a rebinding attacker's browser would.
         import('node:http').then(({ request }) =>
-          request({ host: '127.0.0.1', port, path: '/api/view', headers: { Host: `evil.example:${port}` } }, (res) => resolve(res.statusCode!)).end(),
+          request({ host: '127.0.0.1', port: url.port, path: `/api/view?token=${token}`, headers: { Host: `evil.example:${url.port}` } }, (res) => resolve(res.statusCode!)).end(),
         );
       });
       expect(rebound).toBe(403);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('settle(): waits for an open page to fetch the runs as they are now, and not at all without a page', async () => {
+    const [reader] = await readRuns([runFolder(5)]);
+    const server = await DashboardServer.start({ host: '127.0.0.1', port: 0, title: 't', runs: () => [reader!.data] });
+    try {
+      let started = Date.now();
+      await server.settle(2000);
+      expect(Date.now() - started).toBeLessThan(100); // no page ever asked
+      const view = (query = '') => fetch(`${server.url}&points=50${query}`.replace('/?', '/api/view?'));
+      const first = (await (await view()).json()) as ReturnType<typeof viewPayload>;
+      reader!.data.setActivity({ phase: 'eval', done: 1, total: 2 }); // the run changed after the page's last poll
+      started = Date.now();
+      const polled = new Promise<number>((resolve) => setTimeout(() => void view(`&since=${first.version}`).then((r) => resolve(r.status)), 300));
+      await server.settle(2000);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+      expect(Date.now() - started).toBeLessThan(1500);
+      expect(await polled).toBe(200); // the page got the new version, not a cached one
+      started = Date.now();
+      await server.settle(400); // a page that polled a moment ago but does not come back: bounded
+      expect(Date.now() - started).toBeLessThan(1000);
     } finally {
       await server.close();
     }
@@ -346,12 +379,13 @@ describe('the progress printer', () => {
     p.print({ type: 'warning', message: 'w' });
     expect(out.join('')).not.toMatch(/[\r\x1b]/);
     expect(out).toEqual([
-      'evaluating: 4,000/10,000 (40%)\n',
-      'evaluating: 5,000/10,000 (50%)\n',
-      'evaluating: 6,000/10,000 (60%)\n',
-      'evaluating: 7,000/10,000 (70%)\n',
-      'evaluating: 8,000/10,000 (80%)\n',
-      'evaluating: 9,000/10,000 (90%)\n',
+      // 2,000 samples a second: the ETA of what is left
+      'evaluating: 4,000/10,000 (40%), ETA 3s\n',
+      'evaluating: 5,000/10,000 (50%), ETA 3s\n',
+      'evaluating: 6,000/10,000 (60%), ETA 2s\n',
+      'evaluating: 7,000/10,000 (70%), ETA 2s\n',
+      'evaluating: 8,000/10,000 (80%), ETA 1s\n',
+      'evaluating: 9,000/10,000 (90%), ETA 1s\n',
       'warning: w\n',
     ]);
   });
@@ -362,7 +396,7 @@ describe('the progress printer', () => {
     tick(3000);
     p.print(progress(2, 4));
     p.print({ type: 'warning', message: 'w' });
-    expect(out).toEqual(['\revaluating: 2/4 (50%)\x1b[K', '\r\x1b[K', 'warning: w\n']);
+    expect(out).toEqual(['\revaluating: 2/4 (50%), ETA 6s\x1b[K', '\r\x1b[K', 'warning: w\n']);
   });
 
   it('a quick phase prints nothing', () => {

@@ -45,7 +45,7 @@ describe('the numbers where users log them', () => {
     // The client sends the distance measurements too, every 3 steps.
     expect(steps.filter((s) => s.dist).map((s) => s.step)).toEqual([0, 3, 6]);
     // A client run has its dashboard and its report like a managed run.
-    expect(events.find((e) => e.type === 'dashboard')).toMatchObject({ url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+\/$/) });
+    expect(events.find((e) => e.type === 'dashboard')).toMatchObject({ url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+\/\?token=[\w-]{24}$/) });
     expect(reportPayload(join(result.runDir, 'report.html')).runs[0]!.series.step).toEqual(steps.map((s) => s.step));
   });
 });

@@ -66,8 +66,10 @@ describe('trqat export: from a trained run to deployable files', () => {
 
   it('trqat format: bit-packed, smaller than full precision, and its loader reproduces the run\'s evaluation', async () => {
     const out = join(mkdtempSync(join(tmpdir(), 'trqat-export-')), 'model.trqat');
-    const { code, stdout } = await cli([run.run_dir, '-o', out]);
+    const { code, stdout, stderr } = await cli([run.run_dir, '-o', out]);
     expect(code).toBe(0);
+    // What it is doing, on stderr as it goes (plain lines off a terminal): every phase is announced.
+    expect(stderr.split('\n').filter((line) => line.endsWith('…'))).toEqual(['loading the checkpoint…', 'converting to integer levels…', 'reading the test set…', 'writing the file…']);
     expect(stdout).toMatch(/^exported step 24 \(18 quantized layers: W1 x2, W2 x14, W4 x2\) to .*model\.trqat: .* on disk, full precision .* \((\d+\.\d)x smaller\)/);
     expect(stdout).toMatch(/checked on 128 test samples: reloaded, its logits equal the checkpoint's bit for bit/);
     // Python's loader on its own: the exported model's top-1 on the test set is the run's logged one.
@@ -90,7 +92,16 @@ describe('trqat export: from a trained run to deployable files', () => {
   }, 120_000);
 
   it('onnx format: ONNX Runtime gives PyTorch\'s top-1 on the test set, logits within tolerance', async () => {
-    const result = await exportRun(run.run_dir, { format: 'onnx', best: true });
+    const progress: { phase: string; done: number; total: number | null }[] = [];
+    const result = await exportRun(run.run_dir, { format: 'onnx', best: true, onProgress: (p) => progress.push(p) });
+    // The phases in order, and the two checks counted up to every sample.
+    expect([...new Set(progress.map((p) => p.phase))]).toEqual(['checkpoint', 'convert', 'test-set', 'write', 'verify', 'onnx']);
+    for (const phase of ['verify', 'onnx']) {
+      const counts = progress.filter((p) => p.phase === phase);
+      expect(counts[0]).toEqual({ phase, done: 0, total: 128 });
+      expect(counts[counts.length - 1]).toEqual({ phase, done: 128, total: 128 });
+      expect(counts.map((p) => p.done)).toEqual([...counts.map((p) => p.done)].sort((a, b) => a - b));
+    }
     const best = JSON.parse(readFileSync(join(run.run_dir, 'checkpoints', 'best.json'), 'utf8'));
     expect(result.checkpoint.step).toBe(best.step);
     expect(result.path).toBe(join(run.run_dir, 'export', `model-step-${String(best.step).padStart(7, '0')}.onnx`));
@@ -129,7 +140,7 @@ describe('trqat export: from a trained run to deployable files', () => {
     writeFileSync(pointer, JSON.stringify(latest, (key, value: unknown) => (key === 'sha256' ? undefined : value)));
     const unverified = await cli([copy, '--step', '24']);
     expect(unverified.code, unverified.stderr).toBe(1);
-    expect(unverified.stderr).toMatch(/^trqat: export failed: cannot load .*worker\.pt into the run's model/);
+    expect(unverified.stderr).toMatch(/^loading the checkpoint…\ntrqat: export failed: cannot load .*worker\.pt into the run's model/); // what it was doing, then why it failed
     expect(unverified.stderr + unverified.stdout).not.toMatch(/Traceback/);
   }, 120_000);
 });

@@ -1,5 +1,5 @@
 // End to end: the real Python worker over real ZeroMQ, on the CPU with the synthetic dataset.
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { RunEvent } from '../src/run/record.js';
@@ -12,6 +12,9 @@ describe('a short TR-scheduled run', () => {
     const events: RunEvent[] = [];
     const summary = await train(config, { onEvent: (event) => events.push(event) });
     expect(summary.status).toBe('completed');
+    // Start-up says what it is doing: the worker starting, then loading the data and building the model, before the first step.
+    const started = events.findIndex((e) => e.type === 'started');
+    expect(events.slice(0, started).flatMap((e) => (e.type === 'progress' ? [e.phase] : []))).toEqual(['worker', 'data', 'model']);
     const { steps, evals, info } = readRun(summary.run_dir);
     expect(info.status).toBe('completed');
     expect(steps.map((s) => s.step)).toEqual(Array.from({ length: 24 }, (_, t) => t));
@@ -31,6 +34,13 @@ describe('a short TR-scheduled run', () => {
     expect(steps.slice(-4).reduce((a, s) => a + s.loss, 0)).toBeLessThan(steps.slice(0, 4).reduce((a, s) => a + s.loss, 0));
     expect(events.filter((e) => e.type === 'checkpoint')).toHaveLength(3);
     expect(readdirSync(join(summary.run_dir, 'checkpoints')).sort()).toEqual(['latest.json', 'step-0000008', 'step-0000016', 'step-0000024']);
+    // The run folder is its owner's alone (issue 19): 0700, and the controller's files 0600.
+    const mode = (path: string) => statSync(path).mode & 0o777;
+    expect(mode(summary.run_dir).toString(8)).toBe('700');
+    for (const file of ['config.json', 'run.json', 'metrics.jsonl', 'summary.json', 'report.html', 'checkpoints/latest.json', 'checkpoints/step-0000024/controller.json']) {
+      expect(mode(join(summary.run_dir, file)).toString(8), file).toBe('600');
+    }
+    for (const folder of ['checkpoints', 'checkpoints/step-0000024']) expect(mode(join(summary.run_dir, folder)).toString(8), folder).toBe('700');
   });
 
   it('resumes exactly where it stopped: same schedules, same numbers as a run that never stopped', async () => {

@@ -8,7 +8,7 @@ const SRC = resolve(__dirname, '../src');
 
 /** Bottom to top: a file may import its own layer and those below. */
 const LAYERS: [string, (path: string) => boolean][] = [
-  ['base', (p) => ['errors.ts', 'paths.ts', 'files.ts', 'format.ts', 'wire.ts'].includes(p)],
+  ['base', (p) => ['errors.ts', 'paths.ts', 'files.ts', 'format.ts', 'wire.ts', 'eta.ts'].includes(p)],
   ['config', (p) => p.startsWith('config/')],
   ['schedules', (p) => p.startsWith('schedules/')],
   ['bridge', (p) => p.startsWith('bridge/')],

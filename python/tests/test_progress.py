@@ -38,3 +38,14 @@ def test_imagenet_scan_reports_class_folders(reports, monkeypatch, tmp_path):
     done = [d for phase, d, total in reports if phase == "data" and total == 6]
     assert done == sorted(done) and done[0] == 0 and done[-1] == 6  # train folders 0..2, val 3..5, then all 6
     assert {3, 4, 5} <= set(done)
+
+
+def test_phases_are_announced_once_and_timed(reports, monkeypatch):
+    clock = iter([10.0, 10.0, 12.5, 12.5, 13.0])  # phase() then report(), twice; then phase_seconds()
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(progress, "_phase_started", {})
+    monkeypatch.setattr(progress, "MIN_INTERVAL_S", 0.0)
+    progress.phase("data")
+    progress.phase("model")
+    assert reports == [("data", 0, None), ("model", 0, None)]
+    assert progress.phase_seconds() == {"data": 2.5, "model": 0.5}

@@ -284,8 +284,9 @@ def test_distance_diagnostics_and_eval_progress(controller):
         assert all(len(row) == 11 for row in s["dist"]["hist"]) and len(s["dist"]["mean"]) == len(numels)
     assert steps[0]["dist"] != steps[4]["dist"]  # the weights moved
     controller.recv(P.EVALUATED)
-    # The first batch and the end are always reported (throttled in between).
-    assert controller.progress[0] == {"phase": "eval", "done": 32, "total": 48}
+    # Start-up announces its phases; the evaluation's first batch and end are always reported (throttled in between).
+    assert [p["phase"] for p in controller.progress[:2]] == ["data", "model"]
+    assert controller.progress[2] == {"phase": "eval", "done": 32, "total": 48}
     assert controller.progress[-1] == {"phase": "eval", "done": 48, "total": 48}
     controller.recv(P.BYE)
     controller.send(P.BYE, {})

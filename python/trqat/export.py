@@ -14,8 +14,10 @@ Usage (the controller's `trqat export RUN_DIR` resolves the checkpoint and calls
    again. onnx: writes the inputs, labels and PyTorch logits to --verify-dir for the controller,
    which runs the graph in ONNX Runtime and compares.
 
-The last line on stdout is one JSON object: {"ok": true, ...the figures} or {"ok": false, "error":
-message}. Exit codes: 0 done, 1 failed, 2 bad usage.
+Progress goes to stdout as it happens, one JSON object a line: {"progress": {"phase", "done",
+"total"}} (phases: checkpoint, convert, test-set, write, verify; trqat.progress throttles them to
+about one a second). The last line on stdout is one JSON object: {"ok": true, ...the figures} or
+{"ok": false, "error": message}. Exit codes: 0 done, 1 failed, 2 bad usage.
 """
 import argparse
 import json
@@ -27,6 +29,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from . import progress
 from .convert import convert, int_layers
 from .deploy import export_onnx, exported_size, load_exported, save_exported
 from .quant import quantized_layers
@@ -84,17 +87,22 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def run_export(config: Dict[str, Any], checkpoint_dir: str, fmt: str, output: str,
                verify_samples: Optional[int], verify_dir: Optional[str]) -> Dict[str, Any]:
+    progress.phase("checkpoint")
     model, step = load_run_model(config, checkpoint_dir)
     if not quantized_layers(model):
         raise ExportError(f"the run's model has no quantized layers (quant.weight_bits is "
                           f"{config['quant']['weight_bits']}): export writes low-bit models")
+    progress.phase("convert")
     inference = convert(model).eval()
     arch = {k: config["model"][k] for k in ARCH_KEYS}
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    if verify_samples != 0:
+        progress.phase("test-set")
     batches = list(test_batches(config, verify_samples))
     if not batches and verify_samples != 0:
         raise ExportError("the run's test set is empty: nothing to check the export on (pass --verify-samples 0 to skip)")
     example = batches[0][0][:1] if batches else _example_input(config)
+    progress.phase("write")
     if fmt == "trqat":
         size = save_exported(inference, output, arch)
         reloaded = load_exported(output)
@@ -103,6 +111,9 @@ def run_export(config: Dict[str, Any], checkpoint_dir: str, fmt: str, output: st
         reloaded = None
     correct = samples = 0
     logits_all: List[torch.Tensor] = []
+    total = sum(len(y) for _, y in batches)
+    if batches:
+        progress.report("verify", 0, total)
     for x, y in batches:
         reference = _logits(model, x)  # PyTorch's evaluation of the checkpoint
         if not torch.equal(_logits(inference, x), reference):
@@ -114,6 +125,7 @@ def run_export(config: Dict[str, Any], checkpoint_dir: str, fmt: str, output: st
         correct += int((reference.argmax(1) == y).sum())
         samples += len(y)
         logits_all.append(reference)
+        progress.report("verify", samples, total)
     if fmt == "onnx" and verify_dir is not None and batches:
         _write_verify_bundle(verify_dir, batches, logits_all, config)
     layers = int_layers(inference)
@@ -163,6 +175,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--verify-dir", default=None, help="onnx: where to write the check's inputs and logits")
     args = parser.parse_args(argv)  # exits 2 with a usage message
     debug = bool(os.environ.get("TRQAT_DEBUG"))
+    progress.set_sink(_print_progress)
     try:
         with open(args.config) as f:
             config = json.load(f)
@@ -180,6 +193,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _fail(f"{type(e).__name__}: {e}" if not isinstance(e, (OSError, ValueError)) else str(e))
     print(json.dumps(result), flush=True)
     return EXIT_OK
+
+
+def _print_progress(phase: str, done: int, total: Optional[int]) -> None:
+    print(json.dumps({"progress": {"phase": phase, "done": done, "total": total}}), flush=True)
 
 
 def _fail(message: str) -> int:

@@ -1,4 +1,5 @@
-"""Progress of long phases that are otherwise silent: loading the data ("data"), evaluating ("eval").
+"""Progress of long phases that are otherwise silent: the worker's start-up ("ranks", "data",
+"model", "checkpoint"), evaluating ("eval"), and the steps of `python -m trqat.export`.
 
 Code that loops calls report(phase, done, total); whoever wants to hear it installs a sink (the
 worker sends a `progress` message to its controller, docs/protocol.md). Like logging, nothing
@@ -35,6 +36,23 @@ def report(phase: str, done: int, total: Optional[int] = None) -> None:
     _sink(phase, int(done), None if total is None else int(total))
     if final:
         del _last[phase]  # the next run of this phase reports its start again
+
+
+_phase_started: Dict[str, float] = {}
+
+
+def phase(name: str) -> None:
+    """A phase that is one long operation (building the model): announced once, nothing counted.
+    Its start is kept, so phase_seconds() can say what it took."""
+    _phase_started[name] = time.monotonic()
+    report(name, 0, None)
+
+
+def phase_seconds() -> Dict[str, float]:
+    """Seconds from each phase's start to the next one's (the last: to now), in order."""
+    names = sorted(_phase_started, key=_phase_started.__getitem__)
+    ends = [_phase_started[n] for n in names[1:]] + [time.monotonic()]
+    return {n: round(end - _phase_started[n], 3) for n, end in zip(names, ends)}
 
 
 class FolderScan:

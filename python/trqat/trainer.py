@@ -149,12 +149,14 @@ class Trainer:
         if config["data"]["batch_size"] % (ranks.world_size * self.accumulate):
             raise ValueError(f"data.batch_size ({config['data']['batch_size']}) must be a multiple of "
                              f"{ranks.world_size} ranks x {self.accumulate} micro-batches (train.accumulate_steps)")
+        progress.phase("data")
         self.data = build_data(config["data"], seed, device, ranks)
         num_classes = config["model"]["num_classes"]
         data_classes = getattr(self.data, "num_classes", None)
         if data_classes is not None and data_classes > num_classes:
             raise ValueError(f"data.name {config['data']['name']!r} has {data_classes} classes but "
                              f"model.num_classes is {num_classes}")
+        progress.phase("model")
         self.model = build_model(config).to(device)
         configure_scales(self.model, config["quant"])
         if wcfg["channels_last"]:

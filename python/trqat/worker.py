@@ -71,9 +71,13 @@ class Worker:
                 trainer = self.trainer = self.build(config)
             except CONFIG_ERRORS as e:
                 raise ConfigProblem(str(e)) from e
+            if resume is not None:
+                progress.phase("checkpoint")
             start = trainer.load(resume) if resume is not None else 0
             if resume is not None:
                 logger.info("resumed from %s at step %d", os.path.join(resume, CHECKPOINT_FILE), start)
+            # where start-up went (read from worker.log; README, "Start-up")
+            logger.info("start-up: %s", ", ".join(f"{name} {seconds:.2f} s" for name, seconds in progress.phase_seconds().items()))
             plan = self.session.ready({
                 "device": str(trainer.device), "layers": trainer.layer_info(), "params": trainer.param_counts(),
                 "train_size": len(trainer.data.train), "test_size": len(trainer.data.test),
@@ -123,6 +127,8 @@ class Worker:
         if device.type == "cpu":  # some builds default to 1 thread; ranks on one machine share its cores
             # worker.threads null: only this machine knows its cores (the controller may run elsewhere)
             torch.set_num_threads(wcfg["threads"] or max(1, (os.cpu_count() or 1) // self.ranks.world_size))
+        if self.ranks.world_size > 1:
+            progress.phase("ranks")
         distributed.init(self.ranks, device, wcfg["backend"])
         trainer = Trainer(config, device, self.ranks)
         q = config["quant"]

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { curveKeyPair } from 'zeromq';
 import { isLoopback, reachableEndpoint } from '../config/endpoint.js';
 import type { ResolvedConfig } from '../config/resolve.js';
-import { writeFileAtomic } from '../files.js';
+import { RUN_FILE_MODE, writeFileAtomic } from '../files.js';
 
 
 /**
@@ -72,6 +72,6 @@ export function writeAuthFile(runDir: string, credentials: Credentials, endpoint
     heartbeat_ms: worker.heartbeat_interval_ms,
     controller_timeout_ms: controllerTimeoutMs(worker),
   };
-  writeFileAtomic(path, `${JSON.stringify(content, null, 2)}\n`, 0o600); // owner-only from its creation on
+  writeFileAtomic(path, `${JSON.stringify(content, null, 2)}\n`, RUN_FILE_MODE); // owner-only from its creation on
   return path;
 }

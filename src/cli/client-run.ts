@@ -4,7 +4,7 @@ import type { RunProcess } from '../bridge/launcher.js';
 import type { RunEvent, RunSummary } from '../run/record.js';
 import { runScript, serve } from '../entry/serve.js';
 import { duration } from '../format.js';
-import { formatEvent, ProgressPrinter } from './progress.js';
+import { eventFormatter, ProgressPrinter } from './progress.js';
 import { stopOnSignals } from './signals.js';
 
 export function formatClientSummary(summary: RunSummary): string {
@@ -23,7 +23,7 @@ export async function runCommand(command: string[], configPath: string | null, o
   // The script owns stdout; the controller's lines go to stderr.
   const say = (line: string) => console.error(prefix(line, '[trqat] '));
   const toStderr = { write: (text: string) => process.stderr.write(text.endsWith('\n') ? `${prefix(text.slice(0, -1), '[trqat] ')}\n` : text) };
-  const printer = new ProgressPrinter(toStderr, toStderr, (event) => formatEvent(event, config.train.log_every, true));
+  const printer = new ProgressPrinter(toStderr, toStderr, eventFormatter(config.train.log_every, true));
   let children: readonly RunProcess[] = [];
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -68,7 +68,7 @@ export async function runCommand(command: string[], configPath: string | null, o
 /** `trqat serve [--config F] [--set k=v]`: prints the endpoint and auth file, serves one client run. */
 export async function serveCommand(configPath: string | null, overrides: string[]): Promise<number> {
   const config = loadConfig(configPath, overrides);
-  const printer = new ProgressPrinter(process.stdout, process.stderr, (event) => formatEvent(event, config.train.log_every, true));
+  const printer = new ProgressPrinter(process.stdout, process.stderr, eventFormatter(config.train.log_every, true));
   let stopNow: ((reason: string) => void) | null = null;
   const stop = stopOnSignals(
     {

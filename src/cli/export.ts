@@ -1,11 +1,19 @@
 import { TrqatError } from '../errors.js';
 import { DEFAULT_VERIFY_SAMPLES, EXPORT_FORMATS, exportRun, type ExportFormat, type ExportOptions, type ExportResult } from '../export/export-run.js';
 import { allowedOtherClass, allowedOutsideTolerance } from '../export/verify-onnx.js';
+import { ProgressPrinter } from './progress.js';
 
 /** `trqat export RUN_DIR [--step N | --best] [--format trqat|onnx] [-o PATH] [--verify-samples N]`: returns the exit code. */
 export async function exportCommand(runDir: string, options: ExportOptions): Promise<number> {
   if (options.step !== undefined && options.best) throw new TrqatError('export: --step and --best name different checkpoints: give one', 2);
-  const result = await exportRun(runDir, options);
+  // What it is doing, as it goes: the file is written in the first minute, checking it takes the rest.
+  const printer = new ProgressPrinter(process.stderr, process.stderr, () => null); // stdout keeps the result alone
+  let result: ExportResult;
+  try {
+    result = await exportRun(runDir, { ...options, onProgress: (progress) => printer.print({ type: 'progress', ...progress }) });
+  } finally {
+    printer.clear();
+  }
   console.log(formatExport(result));
   if (result.onnx && !result.onnx.ok) {
     throw new TrqatError(

@@ -1,12 +1,24 @@
 import type { RunEvent, RunSummary } from '../run/record.js';
 import { duration, progressText, sci } from '../format.js';
+import { EtaWindow } from '../eta.js';
+
+/** Steps printed before the regular cadence (train.log_every): the run shows it started, and its pace. */
+const EARLY_STEPS = new Set([1, 2, 5, 10]);
+
+/** A run's line formatter: formatEvent with the run's own ETA window, fed by every step. */
+export function eventFormatter(logEvery: number, ranks = false): (event: RunEvent) => string | null {
+  const eta = new EtaWindow();
+  return (event) => formatEvent(event, logEvery, ranks, eta);
+}
 
 /**
  * Formats run events as the human-readable lines the CLI prints: plain lines, no control
  * characters, so a log file or a CI console reads the same as a terminal. Ranks joining and
- * leaving are shown for client runs (`ranks`) and for data-parallel runs.
+ * leaving are shown for client runs (`ranks`) and for data-parallel runs. Steps 1, 2, 5 and 10
+ * are printed, then every `logEvery`-th and the last. `eta`: the run's window, fed every step here
+ * (without it the ETA comes from the step's own steps/s).
  */
-export function formatEvent(event: RunEvent, logEvery: number, ranks = false): string | null {
+export function formatEvent(event: RunEvent, logEvery: number, ranks = false, eta?: EtaWindow): string | null {
   switch (event.type) {
     case 'listening':
       return `run folder ${event.runDir}`;
@@ -26,8 +38,9 @@ export function formatEvent(event: RunEvent, logEvery: number, ranks = false): s
     case 'step': {
       const { record, plan } = event;
       const done = record.step + 1;
-      if (done % logEvery !== 0 && done !== plan.total_steps) return null;
-      const eta = record.steps_per_s > 0 ? (plan.total_steps - done) / record.steps_per_s : 0;
+      eta?.add(record.step, record.time);
+      if (done % logEvery !== 0 && done !== plan.total_steps && !EARLY_STEPS.has(done)) return null;
+      const left = eta ? eta.eta(plan.total_steps) : record.steps_per_s > 0 ? (plan.total_steps - done) / record.steps_per_s : null;
       const fields = [
         `step ${done}/${plan.total_steps}`,
         `ep ${record.epoch.toFixed(2)}`,
@@ -38,7 +51,7 @@ export function formatEvent(event: RunEvent, logEvery: number, ranks = false): s
         record.R === null ? `lr_q ${sci(record.lr_other)}` : `R ${sci(record.R)}`,
         record.U === null ? null : `U ${sci(record.U)}`,
         `${record.steps_per_s.toFixed(1)} step/s`,
-        `ETA ${duration(eta)}`,
+        left === null ? null : `ETA ${duration(left)}`,
       ];
       return fields.filter((field) => field !== null).join('  ');
     }
@@ -80,7 +93,7 @@ const PLAIN_INTERVAL_MS = 30_000;
  */
 export class ProgressPrinter {
   private status = false;
-  private phase: { name: string; started: number; printedPercent: number; printedAt: number } | null = null;
+  private phase: { name: string; started: number; printedPercent: number; printedAt: number; eta: EtaWindow } | null = null;
 
   constructor(
     private readonly out: Output,
@@ -102,7 +115,7 @@ export class ProgressPrinter {
 
   private progress(name: string, done: number, total: number | null): void {
     const now = this.now();
-    if (this.phase?.name !== name) this.phase = { name, started: now, printedPercent: -1, printedAt: 0 };
+    if (this.phase?.name !== name) this.phase = { name, started: now, printedPercent: -1, printedAt: 0, eta: new EtaWindow() };
     const phase = this.phase;
     const finished = total !== null && done >= total;
     if (finished) {
@@ -110,8 +123,16 @@ export class ProgressPrinter {
       this.clearStatus();
       return;
     }
+    phase.eta.add(done - 1, now / 1000); // `done` units finished: the last one's index is done - 1
+    // A phase announced (nothing counted, no total: one long operation) is said at once, and once.
+    const announced = done === 0 && total === null;
+    if (announced && phase.printedAt === 0) {
+      phase.printedAt = now;
+      this.show(progressText(name, done, total));
+      return;
+    }
     if (now - phase.started < PROGRESS_AFTER_MS) return;
-    const text = progressText(name, done, total);
+    const text = progressText(name, done, total, total === null ? null : phase.eta.eta(total));
     if (this.out.isTTY) {
       this.out.write(`\r${text}\x1b[K`);
       this.status = true;
@@ -123,6 +144,19 @@ export class ProgressPrinter {
     phase.printedPercent = percent;
     phase.printedAt = now;
     this.out.write(`${text}\n`);
+  }
+
+  /** One line: on a terminal the status line, rewritten in place; elsewhere a plain line. */
+  private show(text: string): void {
+    if (this.out.isTTY) {
+      this.out.write(`\r${text}\x1b[K`);
+      this.status = true;
+    } else this.out.write(`${text}\n`);
+  }
+
+  /** Clears the status line, if one is shown (before output printed elsewhere). */
+  clear(): void {
+    this.clearStatus();
   }
 
   private clearStatus(): void {

@@ -6,7 +6,7 @@ import { TrqatError } from '../errors.js';
 import type { RunEvent } from '../run/record.js';
 import type { RunHandle, RunOptions } from '../run/run.js';
 import { startResume, startTraining } from '../entry/train.js';
-import { formatEvent, formatSummary, ProgressPrinter } from './progress.js';
+import { eventFormatter, formatSummary, ProgressPrinter } from './progress.js';
 import { stopOnSignals } from './signals.js';
 
 export async function trainCommand(configPath: string | null, overrides: string[]): Promise<number> {
@@ -41,7 +41,7 @@ async function follow(start: (options: RunOptions) => Promise<RunHandle>): Promi
     () => handle?.stopNow('stopped at once (a second Ctrl-C); resume continues from the last checkpoint'),
   );
   let logEvery = 1; // the run's train.log_every arrives with its "started" event
-  const printer = new ProgressPrinter(process.stdout, process.stderr, (event) => formatEvent(event, logEvery));
+  const printer = new ProgressPrinter(process.stdout, process.stderr, eventFormatter(logEvery));
   const onEvent = (event: RunEvent) => {
     if (event.type === 'started') logEvery = event.logEvery;
     if (event.type === 'listening' && event.authFile) console.log(externalLaunch(event.endpoint, event.authFile));

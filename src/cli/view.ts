@@ -6,7 +6,7 @@ import { stopOnSignals } from './signals.js';
 /**
  * `trqat view RUN_DIR... [--host H] [--port P]`: the dashboard of one or more run folders, overlaid
  * (e.g. TR against LR scheduling), following runs that are still going, until Ctrl-C. Loopback and
- * a free port by default; another host requires the token in the printed URL.
+ * a free port by default; every request needs the token in the printed URL.
  */
 export async function viewCommand(positionals: string[], values: { host?: string; port?: number }): Promise<number> {
   const defaults = dashboardSchema.parse({});

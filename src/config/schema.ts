@@ -70,7 +70,7 @@ export const dashboardSchema = z.strictObject({
     .string()
     .min(1)
     .default('127.0.0.1')
-    .describe('where the dashboard listens; any host but loopback requires the token in the printed URL (`--dashboard 0.0.0.0:8080`)'),
+    .describe('where the dashboard listens (`--dashboard 0.0.0.0:8080`); every request needs the token in the printed URL, also on loopback'),
   port: z.number().int().min(0).max(65535).default(0).describe('the port the dashboard listens on; 0 picks a free one'),
   report: z.boolean().default(true).describe('write `report.html` into the run folder when the run ends'),
 });

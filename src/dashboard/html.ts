@@ -1,12 +1,12 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { TrqatError } from '../errors.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import type { ViewPayload } from './view.js';
 
-/** The page's own code, compiled from page.ts by the build. */
-const PAGE_SCRIPT = join(PACKAGE_ROOT, 'dist', 'dashboard', 'page.js');
+/** The page's entry module, compiled from page/main.ts by the build; html.ts bundles it with its imports. */
+const PAGE_ENTRY = join(PACKAGE_ROOT, 'dist', 'dashboard', 'page', 'main.js');
 
 /**
  * The chart library, inlined into every page: uPlot (MIT, ~50 KB) draws 100K+ points per chart
@@ -16,30 +16,51 @@ function asset(specifier: string): string {
   return readFileSync(createRequire(import.meta.url).resolve(specifier), 'utf8');
 }
 
-/** A compiled module's text, without its source-map comment. */
-function compiled(path: string): string {
-  return readFileSync(path, 'utf8').replace(/^\/\/# sourceMappingURL=.*$/m, '');
-}
+const IMPORT = /^import \{([^}]*)\} from '(\.{1,2}\/[\w./-]+\.js)';$/gm;
+const DECLARATION = /^(?:export )?(?:async )?(?:function\*?|class|const|let|var) ([\w$]+)/gm;
 
 /**
- * The page's imports of its sibling modules (import-free ones, like ticks.ts), replaced by their
- * code: an inline script cannot fetch a module, and the page's CSP forbids it.
+ * The page's modules as one script: an inline script cannot fetch modules (and the page's CSP
+ * forbids it), and the report must work offline. Starting from `entry`, every module it imports
+ * (named imports of relative paths, as tsc emits them) comes first, once, in dependency order; the
+ * import lines and `export` keywords go, so all modules share one scope. What that cannot express
+ * is refused: a renamed import, another kind of import or export, or one top-level name declared
+ * by two modules.
  */
-function inlineImports(page: string): string {
-  return page.replace(/^import \{[^}]*\} from '\.\/([\w-]+)\.js';$/gm, (_line, name: string) => {
-    const code = compiled(join(dirname(PAGE_SCRIPT), `${name}.js`));
-    if (/^import /m.test(code)) throw new TrqatError(`${name}.js imports other modules: the dashboard page can inline import-free modules only`);
-    return code.replace(/^export /gm, '');
+export function bundlePage(entry: string = PAGE_ENTRY): string {
+  const order: string[] = [];
+  const code = new Map<string, string>();
+  const visit = (path: string, from: string | null) => {
+    if (code.has(path)) return;
+    if (!existsSync(path)) throw new TrqatError(`${path}${from ? ` (imported by ${from})` : ''} is missing: build trqat first (npm run build)`);
+    const text = readFileSync(path, 'utf8').replace(/^\/\/# sourceMappingURL=.*$/m, '');
+    code.set(path, text);
+    for (const [, names, specifier] of text.matchAll(IMPORT)) {
+      if (/\bas\b/.test(names!)) throw new TrqatError(`${path}: the dashboard page's modules cannot rename imports (${names!.trim()})`);
+      visit(resolve(dirname(path), specifier!), path);
+    }
+    order.push(path);
+  };
+  visit(entry, null);
+  const declared = new Map<string, string>();
+  const parts = order.map((path) => {
+    const text = code.get(path)!.replace(IMPORT, '').replace(/^export \{\};$/gm, '');
+    const left = /^(?:import |export (?:default|\{|\*))/m.exec(text);
+    if (left) throw new TrqatError(`${path}: the dashboard page's modules may use named imports of relative modules and exported declarations only (found "${left[0]}")`);
+    for (const [, name] of text.matchAll(DECLARATION)) {
+      const other = declared.get(name!);
+      if (other) throw new TrqatError(`the dashboard page's modules ${other} and ${path} both declare ${name}: rename one (they share one scope)`);
+      declared.set(name!, path);
+    }
+    return `// ${relative(dirname(entry), path)}\n${text.replace(/^export /gm, '')}`;
   });
+  return parts.join('\n');
 }
 
 let assets: { uplotJs: string; uplotCss: string; page: string } | null = null;
 
 function loadAssets(): NonNullable<typeof assets> {
-  if (!existsSync(PAGE_SCRIPT)) throw new TrqatError(`${PAGE_SCRIPT} is missing: build trqat first (npm run build)`);
-  // The compiled module ends with `export {};`, which an inline module script accepts.
-  const page = inlineImports(compiled(PAGE_SCRIPT));
-  assets ??= { uplotJs: asset('uplot/dist/uPlot.iife.min.js'), uplotCss: asset('uplot/dist/uPlot.min.css'), page };
+  assets ??= { uplotJs: asset('uplot/dist/uPlot.iife.min.js'), uplotCss: asset('uplot/dist/uPlot.min.css'), page: bundlePage() };
   return assets;
 }
 
@@ -57,7 +78,9 @@ label.log { font-weight: normal; font-size: 13px; }
 .run { margin: 6px 0 12px; }
 .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 6px; }
 .status { font-size: 12px; padding: 1px 6px; border-radius: 8px; background: #e0e0e0; }
-.status.running { background: #c8e6c9; } .status.failed { background: #ffcdd2; } .status.interrupted, .status.stopped { background: #ffe0b2; }
+.status.running { background: #c8e6c9; } .status.completed { background: #bbdefb; } .status.failed { background: #ffcdd2; } .status.interrupted, .status.stopped, .status.not-answering { background: #ffe0b2; }
+#banner[data-kind="ended"] { background: #e3f2fd; border-color: #90caf9; }
+button.csv { font-size: 11px; padding: 0 6px; } label.smoothing input { vertical-align: middle; width: 240px; }
 .activity { color: #6a1b9a; margin: 4px 0; }
 dl { display: flex; flex-wrap: wrap; gap: 2px 16px; margin: 4px 0; }
 dl.latest dd { font-variant-numeric: tabular-nums; font-weight: 600; }

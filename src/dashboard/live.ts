@@ -8,6 +8,9 @@ import { RUN_FILES, RunReader } from './reader.js';
 import { REPORT_FILE, writeReport } from './report.js';
 import { DashboardServer } from './server.js';
 
+/** How long a run's end waits for an open page to fetch the final status (it polls every second). */
+const PAGE_SETTLE_MS = 2500;
+
 /** The dashboard settings of a config (a config.json from before they existed gets the defaults). */
 export function dashboardSettings(config: ResolvedConfig): DashboardConfig {
   return dashboardSchema.parse((config as { dashboard?: unknown }).dashboard ?? {});
@@ -47,7 +50,15 @@ export async function openRunViews(runDir: string, config: ResolvedConfig, onEve
       onEvent?.(event);
     },
     close: async (report = true) => {
-      await server?.close();
+      if (server) {
+        try {
+          feed!.reader.refreshMeta(); // run.json's final status, for an open page's last poll
+        } catch {
+          // a damaged run.json: the report below says so; the page keeps what it had
+        }
+        await server.settle(PAGE_SETTLE_MS);
+        await server.close();
+      }
       if (!settings.report || !report) return null;
       const path = join(runDir, REPORT_FILE);
       try {

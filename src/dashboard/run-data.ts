@@ -3,6 +3,7 @@ import { DISTANCE_BINS, type LayerInfo, type TransitionDistance } from '../bridg
 import type { ResolvedConfig } from '../config/resolve.js';
 import type { EvalRecord, MetricsRecord, StepRecord } from '../run/metrics.js';
 import type { RunInfo, RunSummary } from '../run/record.js';
+import { EtaWindow } from '../eta.js';
 import { BinnedRows, Columns } from './series.js';
 
 /** The scalar metrics of a step line kept at full resolution. */
@@ -44,6 +45,8 @@ export class RunData {
   latestDist: { step: number; dist: TransitionDistance } | null = null;
   meta: RunMeta = { config: null, info: null, summary: null };
   activity: Activity | null = null;
+  /** The pace of the recent steps, for the ETA (the CLI's window: eta.ts). */
+  readonly eta = new EtaWindow();
   version = 0;
   private numels: number[] = [];
 
@@ -79,6 +82,7 @@ export class RunData {
     // A step at or before the last one: a resumed run replays from its checkpoint (as the log's truncation does).
     if (record.step <= last) this.scalars.truncate(this.scalars.lowerBound('step', record.step));
     this.scalars.push(record);
+    this.eta.add(record.step, record.time);
     this.activity = null;
     const n = this.numels.length;
     if (record.counts && record.counts.length === n && n > 0) {

@@ -16,13 +16,15 @@ export interface DashboardOptions {
   runs: () => readonly RunData[];
   /** Called before a request is answered (view: read what the run folders gained), at most once a second. */
   refresh?: () => Promise<void>;
-  /** The token required beyond loopback; default: a new random one (e.g. pass one derived from the run's secret). */
+  /** The token every request must carry (`?token=`, in the printed URL); default: a new random one. */
   token?: string;
 }
 
 /** Responses larger than this are gzipped when the browser accepts it. */
 const GZIP_MIN_BYTES = 1024;
 const REFRESH_EVERY_MS = 1000;
+/** A page that asked for no view this long after its poll interval is gone (closed, or never opened). */
+const PAGE_GONE_MS = 5000;
 /**
  * A view computed for a request is reused for this long by the same request: however many pages
  * poll, a live run's controller spends at most one downsampling per view and second.
@@ -31,7 +33,7 @@ const VIEW_TTL_MS = 1000;
 /** The page may run its inline scripts and styles and talk to this server, nothing else. */
 const CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'";
 
-/** Loopback addresses: the only ones served without a token. */
+/** Loopback addresses: the Host header a loopback dashboard requires (against DNS rebinding). */
 export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
@@ -39,26 +41,29 @@ export function isLoopback(host: string): boolean {
 /**
  * The dashboard's HTTP server: the page, and /api/view with the runs' data downsampled for it.
  *
- * On loopback (the default) it answers only requests whose Host header names loopback, so a web
- * page elsewhere cannot read it through DNS rebinding. Beyond loopback (dashboard.host set to an
- * address of the machine) every request must carry the run's random token (`?token=...`, in the
- * printed URL), compared in constant time; the token is made per dashboard and never written to
- * the run folder. The page is read-only: nothing it sends changes the run.
+ * Like Jupyter, every request must carry the dashboard's random token (`?token=...`, in the
+ * printed URL; the page keeps it for its requests), compared in constant time, also on loopback:
+ * every local user can reach a loopback port, and the page shows the run's whole config and
+ * record. The token is made per dashboard and never written to the run folder. On loopback it
+ * also answers only requests whose Host header names loopback (DNS rebinding). The page is
+ * read-only: nothing it sends changes the run.
  */
 export class DashboardServer {
   private lastRefresh = 0;
   private html: string | null = null;
   private readonly views = new Map<string, { at: number; version: string; json: string }>();
+  /** When a view was last answered (a page is open while they keep coming). */
+  private viewAnsweredAt = 0;
 
   private constructor(
     private readonly server: Server,
     private readonly options: DashboardOptions,
-    private readonly token: string | null,
+    private readonly token: string,
     readonly url: string,
   ) {}
 
   static async start(options: DashboardOptions): Promise<DashboardServer> {
-    const token = isLoopback(options.host) ? null : (options.token ?? randomBytes(18).toString('base64url'));
+    const token = options.token ?? randomBytes(18).toString('base64url');
     let dashboard: DashboardServer | null = null;
     const server = createServer((request, response) => {
       void dashboard!.handle(request, response).catch((error: unknown) => send(response, 500, 'text/plain', `dashboard error: ${(error as Error).message}`));
@@ -70,10 +75,22 @@ export class DashboardServer {
       server.listen(options.port, options.host, () => resolve());
     });
     const port = (server.address() as AddressInfo).port;
-    const shown = token ? (options.host === '0.0.0.0' || options.host === '::' ? hostname() : options.host) : options.host;
+    const shown = options.host === '0.0.0.0' || options.host === '::' ? hostname() : options.host;
     const host = shown.includes(':') ? `[${shown}]` : shown;
-    dashboard = new DashboardServer(server, options, token, `http://${host}:${port}/${token ? `?token=${token}` : ''}`);
+    dashboard = new DashboardServer(server, options, token, `http://${host}:${port}/?token=${token}`);
     return dashboard;
+  }
+
+  /**
+   * Waits (at most `ms`) until an open page has fetched the runs as they are now (a live run that
+   * just ended: its final status), so the page can say how the run ended instead of finding its
+   * server gone. Returns at once when no page has asked for a view in the last few seconds.
+   */
+  async settle(ms: number): Promise<void> {
+    const since = Date.now();
+    if (since - this.viewAnsweredAt > ms + PAGE_GONE_MS) return;
+    this.views.clear();
+    while (this.viewAnsweredAt < since && Date.now() - since < ms) await new Promise((resolve) => setTimeout(resolve, 25));
   }
 
   close(): Promise<void> {
@@ -100,9 +117,11 @@ export class DashboardServer {
       const view = await this.view(url.searchParams);
       if (url.searchParams.get('since') === view.version) {
         response.writeHead(204, headers()).end();
+        this.viewAnsweredAt = Date.now();
         return;
       }
       send(response, 200, 'application/json', view.json, request);
+      this.viewAnsweredAt = Date.now();
     } else {
       send(response, 404, 'text/plain', 'not found');
     }
@@ -123,9 +142,9 @@ export class DashboardServer {
   }
 
   private allowed(request: IncomingMessage, url: URL): boolean {
-    if (this.token === null) {
+    if (isLoopback(this.options.host)) {
       const host = (request.headers.host ?? '').replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
-      return isLoopback(host);
+      if (!isLoopback(host)) return false;
     }
     const given = url.searchParams.get('token') ?? '';
     const digest = (text: string) => createHash('sha256').update(text).digest();

@@ -19,3 +19,19 @@ export function tickLabel(value: number | null | undefined): string {
 export function tickLabels(_self: unknown, splits: (number | null)[]): string[] {
   return splits.map(tickLabel);
 }
+
+/**
+ * Round tick positions in [min, max]: multiples of 1, 2 or 5 times a power of ten, about `count`
+ * of them (0, 50, 100, 150 rather than 0, 32, 64, 96). `integer`: no step below 1 (steps).
+ */
+export function niceTicks(min: number, max: number, count = 5, integer = false): number[] {
+  if (!Number.isFinite(min) || !Number.isFinite(max) || !(max > min)) return Number.isFinite(min) ? [min] : [];
+  const raw = (max - min) / Math.max(1, count);
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  const ratio = raw / magnitude;
+  let step = (ratio < 1.5 ? 1 : ratio < 3 ? 2 : ratio < 7 ? 5 : 10) * magnitude;
+  if (integer) step = Math.max(1, Math.round(step));
+  const ticks: number[] = [];
+  for (let i = Math.ceil(min / step); i * step <= max; i++) ticks.push(Number((i * step).toPrecision(12)));
+  return ticks;
+}

@@ -108,7 +108,7 @@ function runView(run: RunData, id: number, points: number, from: number, to: num
   const compare = compareRow(run);
   const latest = run.latest();
   const total = info?.plan?.total_steps ?? null;
-  const eta = latest && total !== null && latest.steps_per_s > 0 && isRunning(run) ? (total - latest.step - 1) / latest.steps_per_s : null;
+  const eta = latest && total !== null && isRunning(run) ? run.eta.eta(total) : null;
   const evals = run.evals.filter((e) => e.step >= from && e.step <= to);
   return {
     id,

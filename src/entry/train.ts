@@ -99,8 +99,12 @@ function rebuildSections(stored: unknown, recorded: ResolvedConfig | undefined, 
 
 /** Opens the run; unless the ranks are launched elsewhere, it starts nproc_per_node worker ranks here. */
 async function launch(runDir: string, config: ResolvedConfig, checkpoint: CheckpointRef | null, options: RunOptions, plugins: Plugins, configChanged = false): Promise<RunHandle> {
-  const launchRanks = config.worker.launch === 'local' ? (run: RunLauncher) => startRanks(run, config, runDir, options.workerEnv) : undefined;
-  return withRunViews(runDir, config, options, async (withViews) => (await Run.open({ kind: 'managed', runDir, config, checkpoint, configChanged, launchRanks, plugins }, withViews)).handle());
+  return withRunViews(runDir, config, options, async (withViews) => {
+    // The first start-up phase: Python starts and imports torch (seconds) before a worker can say anything itself.
+    const starting = () => withViews.onEvent?.({ type: 'progress', phase: 'worker', done: 0, total: null });
+    const launchRanks = config.worker.launch === 'local' ? (run: RunLauncher) => (starting(), startRanks(run, config, runDir, options.workerEnv)) : undefined;
+    return (await Run.open({ kind: 'managed', runDir, config, checkpoint, configChanged, launchRanks, plugins }, withViews)).handle();
+  });
 }
 
 /** nproc_per_node worker processes with the run's credentials and, with several, the torch.distributed contract. */

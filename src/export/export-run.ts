@@ -28,6 +28,15 @@ export interface ExportOptions {
   output?: string;
   /** Test samples to check the file on (default DEFAULT_VERIFY_SAMPLES; 0: no check). */
   verifySamples?: number;
+  /** Hears what the export is doing, as it goes (the phases of cli/progress.ts's PHASES). */
+  onProgress?: (progress: ExportProgress) => void;
+}
+
+/** One progress report of an export: a phase, and how far it is (`total` null: one operation, announced). */
+export interface ExportProgress {
+  phase: string;
+  done: number;
+  total: number | null;
 }
 
 /** What `python -m trqat.export` reports (snake_case, as it writes it). */
@@ -87,8 +96,8 @@ export async function exportRun(runDir: string, options: ExportOptions = {}): Pr
   try {
     const args = ['-m', 'trqat.export', '--config', configPath, '--checkpoint', checkpoint.path, '--format', format, '--output', output, '--verify-samples', String(samples)];
     if (bundle) args.push('--verify-dir', bundle);
-    const report = await runPython(resolvePython(config.worker.python), args);
-    const onnx = bundle && report.samples > 0 ? await verifyOnnx(output, bundle, config.worker.threads ?? undefined).catch(asFailure) : null;
+    const report = await runPython(resolvePython(config.worker.python), args, options.onProgress);
+    const onnx = bundle && report.samples > 0 ? await verifyOnnx(output, bundle, config.worker.threads ?? undefined, options.onProgress).catch(asFailure) : null;
     return { ...report, run_dir: dir, checkpoint, onnx };
   } finally {
     if (bundle) rmSync(bundle, { recursive: true, force: true });
@@ -101,9 +110,26 @@ function asFailure(error: unknown): never {
   throw new TrqatError(`ONNX Runtime cannot run the exported graph: ${(error as Error).message}`);
 }
 
-async function runPython(python: string, args: string[]): Promise<PythonReport> {
-  const result = await execa(python, args, { env: { PYTHONPATH: pythonPath() }, reject: false, stdin: 'ignore' });
-  const last = String(result.stdout).trim().split('\n').pop() ?? '';
+/**
+ * Runs the Python half; its stdout is progress lines (handed to `onProgress` as they come) and, last,
+ * the report.
+ */
+async function runPython(python: string, args: string[], onProgress?: (progress: ExportProgress) => void): Promise<PythonReport> {
+  const subprocess = execa(python, args, { env: { PYTHONPATH: pythonPath() }, reject: false, stdin: 'ignore' });
+  let pending = '';
+  let last = '';
+  subprocess.stdout?.on('data', (chunk: Buffer) => {
+    const lines = (pending + chunk.toString()).split('\n');
+    pending = lines.pop() ?? '';
+    for (const line of lines) {
+      if (line.trim() === '') continue;
+      last = line;
+      const progress = progressOf(line);
+      if (progress) onProgress?.(progress);
+    }
+  });
+  const result = await subprocess;
+  if (pending.trim() !== '') last = pending;
   let report: ({ ok: true } & PythonReport) | { ok: false; error: string } | null = null;
   try {
     report = JSON.parse(last);
@@ -111,8 +137,19 @@ async function runPython(python: string, args: string[]): Promise<PythonReport> 
     report = null;
   }
   if (report?.ok) return report;
-  if (report && !report.ok) throw new TrqatError(`export failed: ${report.error}`);
+  if (report && report.ok === false) throw new TrqatError(`export failed: ${report.error}`);
   const why = result.failed && result.exitCode === undefined ? (result.shortMessage ?? 'it did not start') : `exit code ${result.exitCode ?? result.signal}`;
   const tail = String(result.stderr).trim().split('\n').slice(-STDERR_TAIL_LINES).join('\n');
   throw new TrqatError(`export failed: ${python} -m trqat.export ended without a report (${why})${tail ? `:\n${tail}` : ''}`);
+}
+
+/** A progress line of the Python half, or null for any other line. */
+function progressOf(line: string): ExportProgress | null {
+  if (!line.startsWith('{"progress"')) return null;
+  try {
+    const { progress } = JSON.parse(line) as { progress: ExportProgress };
+    return typeof progress?.phase === 'string' && Number.isFinite(progress.done) ? progress : null;
+  } catch {
+    return null;
+  }
 }

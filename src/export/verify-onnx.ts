@@ -53,8 +53,13 @@ function argmax(values: Float32Array, start: number, count: number): number {
   return best;
 }
 
-/** Runs `modelPath` in ONNX Runtime (CPU) on the bundle's inputs, batch by batch, and compares. */
-export async function verifyOnnx(modelPath: string, bundleDir: string, threads?: number): Promise<OnnxCheck> {
+/** Runs `modelPath` in ONNX Runtime (CPU) on the bundle's inputs, batch by batch, and compares; `onProgress` hears the samples done. */
+export async function verifyOnnx(
+  modelPath: string,
+  bundleDir: string,
+  threads?: number,
+  onProgress?: (progress: { phase: 'onnx'; done: number; total: number }) => void,
+): Promise<OnnxCheck> {
   let ort: typeof import('onnxruntime-node');
   try {
     ort = await import('onnxruntime-node');
@@ -73,6 +78,7 @@ export async function verifyOnnx(modelPath: string, bundleDir: string, threads?:
   let same = 0;
   const sampleDiffs: number[] = [];
   try {
+    onProgress?.({ phase: 'onnx', done: 0, total: info.samples });
     for (let start = 0; start < info.samples; start += info.batch_size) {
       const n = Math.min(info.batch_size, info.samples - start);
       const input = new Float32Array(n * perSample);
@@ -94,6 +100,7 @@ export async function verifyOnnx(modelPath: string, bundleDir: string, threads?:
         if (theirs === labels[start + i]) pytorchCorrect++;
         if (mine === theirs) same++;
       }
+      onProgress?.({ phase: 'onnx', done: start + n, total: info.samples });
     }
   } finally {
     closeSync(fd);

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { TrqatError } from '../errors.js';
 import type { ResolvedConfig } from '../config/resolve.js';
 import type { ControllerState } from '../schedules/controller.js';
-import { makeDirs, readJson, removeQuietly, writeJsonAtomic, writing } from '../files.js';
+import { makeDirs, readJson, removeQuietly, writeJsonAtomic, writing, RUN_DIR_MODE } from '../files.js';
 
 /** The run folder's checkpoints (`step-NNNNNNN/` and latest.json). */
 export const CHECKPOINTS_DIR = 'checkpoints';
@@ -118,9 +118,9 @@ export class Checkpoints {
     const name = folderName(step);
     const staging = join(this.dir, `${name}.partial`);
     writing(staging, () => {
-      makeDirs(this.dir);
+      makeDirs(this.dir, RUN_DIR_MODE);
       rmSync(staging, { recursive: true, force: true });
-      mkdirSync(staging);
+      makeDirs(staging, RUN_DIR_MODE);
     });
     const commit = (state: ControllerCheckpoint, top1: number | null = null): CheckpointRef => {
       if (!existsSync(join(staging, 'worker.pt'))) throw new TrqatError(`checkpoint ${staging}: the worker did not write worker.pt`);

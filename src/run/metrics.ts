@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { transitionDistanceSchema, type TransitionDistance } from '../bridge/protocol.js';
 import { decisionSchema, type StepDecision } from '../schedules/decision.js';
 import { TrqatError, WriteError } from '../errors.js';
-import { writeFileAtomic, writeFully, writing } from '../files.js';
+import { RUN_FILE_MODE, writeFileAtomic, writeFully, writing } from '../files.js';
 
 /**
  * What a line of metrics.jsonl holds: the one definition that the run writes against (the types
@@ -143,7 +143,7 @@ export class MetricsLog {
   private failure: unknown = null;
 
   constructor(readonly path: string) {
-    this.fd = writing(path, () => openSync(path, 'a'));
+    this.fd = writing(path, () => openSync(path, 'a', RUN_FILE_MODE));
     this.size = fstatSync(this.fd).size;
   }
 
