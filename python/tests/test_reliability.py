@@ -218,7 +218,7 @@ class _Payload:
 def test_no_file_trqat_reads_runs_pickled_code(tmp_path):
     """worker.pt (resume, export), model.init_checkpoint and the distillation teacher: refused, nothing runs."""
     import torch
-    from trqat import models, safe_io
+    from trqat import checkpoint, safe_io
 
     marker = tmp_path / "ran"
     (tmp_path / "step").mkdir()
@@ -229,9 +229,9 @@ def test_no_file_trqat_reads_runs_pickled_code(tmp_path):
         safe_io.load(str(tmp_path / "step" / "worker.pt"))
     for what in ("model.init_checkpoint", "train.distill.teacher_checkpoint"):
         with pytest.raises(ValueError, match=f"{what}: .*init.pt holds more than tensors"):
-            models.read_state_dict(str(tmp_path / "init.pt"), what)
+            checkpoint.read_state_dict(str(tmp_path / "init.pt"), what)
     with pytest.raises(ValueError, match="worker.pt holds more than tensors"):
-        models.read_state_dict(str(tmp_path / "step" / "worker.pt"))
+        checkpoint.read_state_dict(str(tmp_path / "step" / "worker.pt"))
     assert not marker.exists()
     # The same file under plain torch.load does run the code: the test's payload is real.
     torch.load(tmp_path / "init.pt")

@@ -43,7 +43,7 @@ def load_run_model(config: Dict[str, Any], checkpoint_dir: str) -> Tuple[nn.Modu
     """The run's training model with the checkpoint's weights, in eval mode, and its step."""
     from .models import build_model  # torchvision is imported only here
     from . import safe_io
-    from .trainer import CHECKPOINT_FILE
+    from .checkpoint import CHECKPOINT_FILE
 
     path = os.path.join(checkpoint_dir, CHECKPOINT_FILE)
     if not os.path.isfile(path):
