@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .quant import FP_BITS, QUANT_TYPES, QConv1d, QuantLayer, qrange, quantized_layers, replace_module
+from .quant import FP_BITS, QUANT_TYPES, QConv1d, QuantLayer, qrange, replace_module
 from .transitions import TransitionTracker, count_transitions  # re-exported: trqat.adapt's public names
 
 Patterns = Union[None, str, Sequence[str]]

@@ -25,7 +25,7 @@ ReActNet); MobileNetV2's first conv gets stride 1. For larger inputs the ImageNe
 No weights are ever downloaded: torchvision definitions are built with weights=None; use
 model.init_checkpoint for pretrained full-precision weights (load_checkpoint_weights).
 """
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
