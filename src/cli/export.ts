@@ -1,5 +1,6 @@
 import { TrqatError } from '../errors.js';
-import { DEFAULT_VERIFY_SAMPLES, EXPORT_FORMATS, exportRun, type ExportFormat, type ExportOptions, type ExportResult } from '../export/export-run.js';
+import { DEFAULT_VERIFY_SAMPLES, exportRun, type ExportOptions, type ExportResult } from '../export/export-run.js';
+import { EXPORT_FORMATS, type ExportFormat } from '../export/formats.js';
 import { allowedOtherClass, allowedOutsideTolerance } from '../export/verify-onnx.js';
 
 /** `trqat export RUN_DIR [--step N | --best] [--format trqat|onnx] [-o PATH] [--verify-samples N]`: returns the exit code. */
