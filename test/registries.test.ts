@@ -23,7 +23,7 @@ describe('the registries of the controller and the Python side', () => {
     expect([...MODEL_NAMES].sort()).toEqual([...python.models].sort());
   });
 
-  it('data.name: the schema lists the datasets of python/trqat/data.py', () => {
+  it('data.name: the schema lists the datasets of python/trqat/data/formats.py', () => {
     expect([...DATASET_NAMES].sort()).toEqual(Object.keys(python.datasets).sort());
   });
 

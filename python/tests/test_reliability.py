@@ -29,12 +29,12 @@ scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1), st
                     st.binary(max_size=20))
 values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
                       max_leaves=12)
-types = st.sampled_from(sorted(P.SCHEMAS)) | st.text(max_size=12)
+types = st.sampled_from(P.TYPES) | st.text(max_size=12)
 
 
 def body_for(type_: str):
     """A body with the type's own fields holding anything, or nearly right values."""
-    fields = {**P.SCHEMAS.get(type_, {}), **P.OPTIONAL.get(type_, {})}
+    fields = P.fields(type_) if type_ in P.TYPES else []
     return st.fixed_dictionaries({k: values for k in fields}) | st.dictionaries(st.text(max_size=8), values, max_size=4)
 
 
@@ -54,7 +54,7 @@ def test_decode_accepts_a_valid_message_or_raises_protocol_error(frame):
         except P.ProtocolError as e:
             assert str(e)
             continue
-        assert msg["type"] in P.SCHEMAS and isinstance(msg["body"], dict)
+        assert msg["type"] in P.TYPES and isinstance(msg["body"], dict)
         P.validate(msg, check_version)  # what decode accepts, validate accepts again
 
 
@@ -218,7 +218,7 @@ class _Payload:
 def test_no_file_trqat_reads_runs_pickled_code(tmp_path):
     """worker.pt (resume, export), model.init_checkpoint and the distillation teacher: refused, nothing runs."""
     import torch
-    from trqat import models, safe_io
+    from trqat import checkpoint, safe_io
 
     marker = tmp_path / "ran"
     (tmp_path / "step").mkdir()
@@ -229,9 +229,9 @@ def test_no_file_trqat_reads_runs_pickled_code(tmp_path):
         safe_io.load(str(tmp_path / "step" / "worker.pt"))
     for what in ("model.init_checkpoint", "train.distill.teacher_checkpoint"):
         with pytest.raises(ValueError, match=f"{what}: .*init.pt holds more than tensors"):
-            models.read_state_dict(str(tmp_path / "init.pt"), what)
+            checkpoint.read_state_dict(str(tmp_path / "init.pt"), what)
     with pytest.raises(ValueError, match="worker.pt holds more than tensors"):
-        models.read_state_dict(str(tmp_path / "step" / "worker.pt"))
+        checkpoint.read_state_dict(str(tmp_path / "step" / "worker.pt"))
     assert not marker.exists()
     # The same file under plain torch.load does run the code: the test's payload is real.
     torch.load(tmp_path / "init.pt")

@@ -24,8 +24,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .quant import FP_BITS, QUANT_TYPES, QConv1d, QuantLayer, qrange, quantized_layers, replace_module
-from .transitions import TransitionCounter
+from .quant import FP_BITS, QUANT_TYPES, QConv1d, QuantLayer, qrange, replace_module
+from .transitions import TransitionTracker, count_transitions  # re-exported: trqat.adapt's public names
 
 Patterns = Union[None, str, Sequence[str]]
 
@@ -352,89 +352,3 @@ class _NegativeInputCheck:
         clone = _NegativeInputCheck(self.name)
         clone.done = self.done
         return clone
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The model inside DistributedDataParallel / DataParallel, so layer names are the model's."""
-    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-    while isinstance(model, wrappers):
-        model = model.module
-    return model
-
-
-class TransitionTracker:
-    """Counts weight transitions of a quantized model on its own (no controller needed).
-
-        tracker = TransitionTracker(model)
-        for x, y in loader:
-            counts = tracker.update()      # before the forward pass: transitions of the last update
-            ...
-        tracker.rate                       # k of the last update: total transitions / total weights
-
-    update() compares the integer levels of every quantized weight with those of the previous call
-    (stored as int8, 1 byte per weight, on the weights' device) and returns {layer name: count}
-    in the model's layer order, or None on the first call. The levels are exactly those the
-    forward pass uses.
-    """
-
-    def __init__(self, model: nn.Module):
-        layers = quantized_layers(_unwrap(model))
-        if not layers:
-            raise ValueError("the model has no quantized layers: quantize it first (trqat.quantize(model))")
-        self.names = [n for n, _ in layers]
-        self.layers = [m for _, m in layers]
-        self.numels = [m.weight.numel() for m in self.layers]
-        self.counter = TransitionCounter(self.layers)
-        self.counts: Optional[List[int]] = None
-
-    @property
-    def total_weights(self) -> int:
-        return sum(self.numels)
-
-    def update(self) -> Optional[Dict[str, int]]:
-        """Transitions per layer since the previous call; None on the first call."""
-        self.counts = self.counter.update()
-        return None if self.counts is None else dict(zip(self.names, self.counts))
-
-    @property
-    def total(self) -> Optional[int]:
-        """Total transitions of the last update() (None before two calls)."""
-        return None if self.counts is None else sum(self.counts)
-
-    @property
-    def rate(self) -> Optional[float]:
-        """k: the network-wide transition rate of the last update(), total over total weights."""
-        return None if self.counts is None else sum(self.counts) / max(1, self.total_weights)
-
-    def rates(self) -> Optional[Dict[str, float]]:
-        """Per-layer transition rates of the last update()."""
-        if self.counts is None:
-            return None
-        return {n: c / max(1, k) for n, c, k in zip(self.names, self.counts, self.numels)}
-
-    def state_dict(self) -> Dict[str, object]:
-        return self.counter.state_dict()
-
-    def load_state_dict(self, state: Dict[str, object]) -> None:
-        self.counter.load_state_dict(state)
-
-
-def count_transitions(model: nn.Module, previous: Optional[Sequence[torch.Tensor]] = None
-                      ) -> Tuple[Optional[Dict[str, int]], List[torch.Tensor]]:
-    """Stateless form: (per-layer counts against `previous` levels or None, the current levels).
-
-        counts, levels = count_transitions(model)            # counts is None
-        ... optimizer.step() ...
-        counts, levels = count_transitions(model, levels)    # {layer name: transitions}
-    """
-    layers = quantized_layers(_unwrap(model))
-    if not layers:
-        raise ValueError("the model has no quantized layers: quantize it first (trqat.quantize(model))")
-    current = [m.weight_levels() for _, m in layers]
-    if previous is None:
-        return None, current
-    if len(previous) != len(current):
-        raise ValueError(f"previous levels are for {len(previous)} layers, the model has {len(current)}")
-    with torch.no_grad():
-        counts = [int((c != p.to(c.device)).sum()) for c, p in zip(current, previous)]
-    return dict(zip([n for n, _ in layers], counts)), current

@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from . import diagnostics
 from . import protocol as P
-from .adapt import _unwrap
+from .transitions import unwrap
 from .distributed import Ranks, ranks_from_env
 from .groups import apply_lrs, split_param_groups
 from .log import warn_user
@@ -122,8 +122,8 @@ class Client:
         for name, value in (("total_steps", total_steps), ("steps_per_epoch", steps_per_epoch)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        self._wrapped = model is not _unwrap(model)
-        self.model = _unwrap(model)
+        self._wrapped = model is not unwrap(model)
+        self.model = unwrap(model)
         self.optimizer = optimizer
         self.set_other_lr = set_other_lr
         named = quantized_layers(self.model)

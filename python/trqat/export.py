@@ -33,6 +33,7 @@ from . import progress
 from .convert import convert, int_layers
 from .deploy import export_onnx, exported_size, load_exported, save_exported
 from .quant import quantized_layers
+from .protocol import EXPORT_FORMATS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 ARCH_KEYS = ("name", "in_channels", "num_classes", "image_size", "factory", "kwargs")
@@ -46,7 +47,7 @@ def load_run_model(config: Dict[str, Any], checkpoint_dir: str) -> Tuple[nn.Modu
     """The run's training model with the checkpoint's weights, in eval mode, and its step."""
     from .models import build_model  # torchvision is imported only here
     from . import safe_io
-    from .trainer import CHECKPOINT_FILE
+    from .checkpoint import CHECKPOINT_FILE
 
     path = os.path.join(checkpoint_dir, CHECKPOINT_FILE)
     if not os.path.isfile(path):
@@ -169,7 +170,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trqat.export", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="the run's config.json (resolved)")
     parser.add_argument("--checkpoint", required=True, help="the checkpoint folder (holds worker.pt)")
-    parser.add_argument("--format", choices=("trqat", "onnx"), default="trqat")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default=EXPORT_FORMATS[0])
     parser.add_argument("--output", required=True)
     parser.add_argument("--verify-samples", type=int, default=None, help="test samples to check on (default all; 0: none)")
     parser.add_argument("--verify-dir", default=None, help="onnx: where to write the check's inputs and logits")

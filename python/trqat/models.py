@@ -25,15 +25,15 @@ ReActNet); MobileNetV2's first conv gets stride 1. For larger inputs the ImageNe
 No weights are ever downloaded: torchvision definitions are built with weights=None; use
 model.init_checkpoint for pretrained full-precision weights (load_checkpoint_weights).
 """
-import os
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import extras, safe_io
+from . import extras
 from .adapt import quantize_from_config
+from .checkpoint import load_checkpoint_weights
 from .factories import FactoryError, call_factory
 from .quant import FP_BITS
 
@@ -323,63 +323,6 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
 }
 
 
-# --- full-precision checkpoints ----------------------------------------------------------------
-QUANTIZER_KEYS = ("weight_scale", "act_scale", "act_initialized", "output_scale")
-
-
-def read_state_dict(path: str, what: str = "model.init_checkpoint") -> Dict[str, torch.Tensor]:
-    """The full-precision state dict in `path`: a raw state dict, a dict with a "model" or
-    "state_dict" entry, or a trqat worker.pt (its model state, quantizer-only keys stripped).
-    Read with weights-only loading (no pickled code runs). A common "module." (DataParallel,
-    DistributedDataParallel) or "_orig_mod." (torch.compile) prefix is removed, also both in either order."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what}: no such file {path}")
-    try:  # weights-only: a file someone else made must not run code here
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        if "weights_only" in str(e) or "Weights only" in str(e):
-            raise ValueError(f"{what}: {path} holds more than tensors (pickled objects that would run code when "
-                             f"loaded); save the weights alone: torch.save(model.state_dict(), path)") from None
-        raise ValueError(f"{what}: {path} is not a readable torch file: {e}") from e
-    if isinstance(obj, dict) and obj.get("format") == safe_io.FORMAT:  # a trqat worker.pt
-        obj = safe_io.load(path)
-    if isinstance(obj, dict):
-        for key in ("model", "state_dict"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
-        raise ValueError(f"{what}: {path} holds no state dict (expected a dict of tensors, or one under "
-                         f"'model' or 'state_dict')")
-    state = {k: v for k, v in obj.items() if k.rpartition(".")[2] not in QUANTIZER_KEYS}
-    while state:  # torch.compile(DDP(model)) saves "_orig_mod.module.", DDP(torch.compile(model)) the reverse
-        prefix = next((p for p in ("module.", "_orig_mod.") if all(k.startswith(p) for k in state)), None)
-        if prefix is None:
-            break
-        state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
-def load_checkpoint_weights(model: nn.Module, path: str, what: str = "model.init_checkpoint") -> None:
-    """Load a full-precision state dict into the (not yet quantized) `model`, strictly: every key
-    present with the same shape, no extra keys. The error lists the first mismatches."""
-    state = read_state_dict(path, what)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in own.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        def first(items: List[str]) -> str:
-            return ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
-        parts = [f"missing keys: {first(missing)}" if missing else "",
-                 f"unexpected keys: {first(unexpected)}" if unexpected else "",
-                 f"shape mismatches: {first(shapes)}" if shapes else ""]
-        raise ValueError(f"{what}: {path} does not match model {type(model).__name__}: "
-                         + "; ".join(p for p in parts if p))
-    model.load_state_dict(state)
-
-
 def build_fp_model(name: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """The full-precision model `name` (no quantization)."""
     if name not in MODELS:
@@ -402,6 +345,6 @@ def build_model(cfg: Dict[str, Any]) -> nn.Module:
     return quantize_from_config(model, qcfg)
 
 
-__all__ = ["MODELS", "build_model", "build_fp_model", "load_checkpoint_weights", "read_state_dict",
+__all__ = ["MODELS", "build_model", "build_fp_model", "load_checkpoint_weights",
            "resnet20", "resnet18", "resnet34", "resnet50", "mobilenetv2", "reactnet18", "deit_tiny",
            "deit_small", "FP_BITS"]

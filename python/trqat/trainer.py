@@ -9,7 +9,8 @@ batch (data.py), evaluates its share of the test set (the totals are reduced), a
 checkpoint, which every rank loads. `train.accumulate_steps` splits a rank's batch into micro-batches
 whose gradients are summed before the one optimizer step (DDP synchronises only the last).
 
-Optimizer parameter groups and who gets which LR: groups.py.
+Optimizer parameter groups and who gets which LR: groups.py; the optimizer: optimizer.py; what a
+checkpoint holds is `state()`, how it is written and read: checkpoint.py.
 
 Loss: cross entropy (train.label_smoothing), or with a teacher (train.distill):
 (1 - alpha) * CE(labels) + alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)), batch mean.
@@ -20,7 +21,6 @@ pinned memory asynchronously while forward and backward run; the loss reaches th
 late. (fp16 AMP's GradScaler checks for infs with one more synchronisation; bf16 needs no scaler.)
 """
 import contextlib
-import inspect
 import os
 import random
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -30,23 +30,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import distributed, progress, safe_io
+from . import checkpoint, distributed, progress
+from .checkpoint import load_checkpoint_weights
 from .data import build_data
 from .distributed import Ranks
-from .groups import apply_lrs, param_groups, quant_layer_count
+from .groups import apply_lrs, quant_layer_count
 from .log import logger
-from .models import build_fp_model, build_model, load_checkpoint_weights
+from .models import build_fp_model, build_model
+from .optimizer import build_optimizer
 from .quant import quantized_layers
-from .scales import configure_scales, scale_groups
+from .scales import configure_scales
 from .transitions import TransitionCounter
 
-CHECKPOINT_FORMAT = 2
-CHECKPOINT_FILE = "worker.pt"
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class CheckpointProblem(RuntimeError):
-    """The checkpoint to resume from cannot be read (damaged, crafted, another format): the controller falls back to an earlier one."""
 
 
 def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
@@ -67,58 +63,6 @@ def _grad_scaler(enabled: bool) -> Any:
     if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3; torch.cuda.amp.GradScaler is deprecated there
         return torch.amp.GradScaler("cuda", enabled=enabled)
     return torch.cuda.amp.GradScaler(enabled=enabled)
-
-
-# Optimizers that cannot be driven by a plain step(): LBFGS needs a closure, SparseAdam sparse grads.
-_UNSUPPORTED = {"lbfgs", "sparseadam"}
-
-
-def optimizer_classes() -> Dict[str, type]:
-    """Every usable torch.optim optimizer class, by lower-case name."""
-    out = {}
-    for name in dir(torch.optim):
-        cls = getattr(torch.optim, name)
-        if (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer
-                and name.lower() not in _UNSUPPORTED):
-            out[name.lower()] = cls
-    return out
-
-
-def build_optimizer(model: nn.Module, cfg: Dict[str, Any]) -> torch.optim.Optimizer:
-    """optimizer.name: sgd (momentum, nesterov), adam/adamw (betas, eps), or any other torch.optim
-    class by case-insensitive name (lr only). optimizer.kwargs are passed on and override those;
-    kwargs.weight_decay overrides both weight decays (the groups carry their own)."""
-    name = str(cfg["name"]).lower()
-    classes = optimizer_classes()
-    if name not in classes:
-        raise ValueError(f"unknown optimizer.name {cfg['name']!r}; available: {', '.join(sorted(classes))}")
-    cls = classes[name]
-    kwargs = dict(cfg["kwargs"])
-    if "weight_decay" in kwargs:
-        wd = qwd = kwargs.pop("weight_decay")
-    else:
-        wd, qwd = cfg["weight_decay"], cfg["quantized_weight_decay"]
-    groups = scale_groups(model, param_groups(model, wd, qwd), cfg)
-    args: Dict[str, Any] = {"lr": cfg["lr"]}
-    if name == "sgd":
-        args.update(momentum=cfg["momentum"], nesterov=cfg["nesterov"])
-    elif name in ("adam", "adamw"):
-        args.update(betas=tuple(cfg["betas"]), eps=cfg["eps"])
-    args.update(kwargs)
-    params = inspect.signature(cls.__init__).parameters
-    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
-    accepted = [k for k in params if k not in ("self", "params")]
-    for key in args:
-        if not takes_any and key not in params:
-            raise ValueError(f"optimizer {cls.__name__} ({name!r}) does not accept the keyword argument "
-                             f"{key!r}; it takes: {', '.join(accepted)}")
-    if "weight_decay" not in params and not takes_any and any(g["weight_decay"] for g in groups):
-        logger.warning("optimizer %s has no weight_decay: weight decay is not applied", cls.__name__)
-    try:
-        return cls(groups, **args)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"optimizer {cls.__name__} ({name!r}) rejected its arguments "
-                         f"{', '.join(f'{k}={v!r}' for k, v in args.items())}: {e}") from e
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
@@ -331,8 +275,8 @@ class Trainer:
         return {"top1": 100.0 * correct / n, "loss": loss_sum / n, "samples": int(samples)}
 
     def state(self, step: int, rng: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """What worker.pt holds (checkpoint.py writes it, with its format)."""
         return {
-            "format": CHECKPOINT_FORMAT,
             "step": step,
             "world_size": self.ranks.world_size,
             "model": self.model.state_dict(),
@@ -343,34 +287,22 @@ class Trainer:
         }
 
     def save(self, path_dir: str, step: Optional[int] = None) -> Optional[str]:
-        """Rank 0 writes path_dir/worker.pt atomically (temp file in the same folder, fsync, rename),
-        with every rank's RNG states; the other ranks hand theirs over and return None."""
+        """Rank 0 writes path_dir/worker.pt atomically, with every rank's RNG states; the other ranks
+        hand theirs over and return None."""
         distributed.broadcast_buffers(self.model)
-        rng = distributed.gather(_rng_state(self.device))
+        rng = distributed.gather(checkpoint.rng_state(self.device))
         if rng is None:
             return None
-        os.makedirs(path_dir, exist_ok=True)
-        final = os.path.join(path_dir, CHECKPOINT_FILE)
-        safe_io.save(self.state(self.step if step is None else step, rng), final)
-        _fsync_dir(path_dir)
-        return final
+        return checkpoint.write(path_dir, self.state(self.step if step is None else step, rng))
 
     def load(self, path_dir: str) -> int:
         """Restore everything from path_dir/worker.pt; return the step to run next."""
-        path = os.path.join(path_dir, CHECKPOINT_FILE)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        try:
-            ckpt = safe_io.load(path)  # no code runs from a checkpoint
-        except Exception as e:
-            raise CheckpointProblem(f"worker.pt is unreadable or corrupt: {e}") from None
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-            raise CheckpointProblem(f"worker.pt has format {got!r}; this trqat reads format {CHECKPOINT_FORMAT}")
+        ckpt = checkpoint.read(path_dir)
         try:
             self._restore(ckpt)
         except Exception as e:
-            raise RuntimeError(f"checkpoint {path} does not match this run: {e}") from e
+            raise RuntimeError(f"checkpoint {os.path.join(path_dir, checkpoint.CHECKPOINT_FILE)} does not match "
+                               f"this run: {e}") from e
         return self.step
 
     def _restore(self, ckpt: Dict[str, Any]) -> None:
@@ -384,7 +316,7 @@ class Trainer:
             logger.warning("the checkpoint was written by %d rank(s), this run has %d: the data are the same, but "
                            "random numbers outside the data (e.g. dropout) will differ from an uninterrupted run",
                            len(rng), self.ranks.world_size)
-        _set_rng_state(rng[min(self.ranks.rank, len(rng) - 1)], self.device)
+        checkpoint.set_rng_state(rng[min(self.ranks.rank, len(rng) - 1)], self.device)
         self.step = int(ckpt["step"])
         self._stats = None
 
@@ -423,39 +355,3 @@ class StepReport:
         if self.samples is not None:
             last = {"loss": float(values[n]), "correct": int(values[n + 1]), "samples": self.samples}
         return counts, last
-
-
-def _rng_state(device: torch.device) -> Dict[str, Any]:
-    """This process's RNG states, in types that weights-only loading reads (tensors, numbers, strings)."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
-    }
-
-
-def _set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
-
-
-def _fsync_dir(path_dir: str) -> None:
-    try:
-        fd = os.open(path_dir, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)

@@ -111,7 +111,7 @@ class Sender:
     def frame(self, type: str, body: Optional[Dict[str, Any]] = None) -> bytes:
         with self._lock:
             seq = next(self._seq)
-        return P.encode(type, self.sid, seq, body)
+        return P.encode(type, self.sid, seq, body, sender="session")
 
 
 def dealer(ctx: zmq.Context, credentials: Credentials) -> zmq.Socket:
@@ -206,7 +206,7 @@ class Heartbeat(threading.Thread):
             wait = min(next_beat - now, last_ack + self.timeout_s - now, POLL_MS / 1000)
             if sock.poll(max(wait, 0) * 1000):
                 try:
-                    msg = P.decode(sock.recv())
+                    msg = P.decode(sock.recv(), sender="controller")
                 except P.ProtocolError as e:  # dropped, never fatal here
                     logger.warning("bad message on the heartbeat socket: %s", e)
                     continue
@@ -262,7 +262,7 @@ class Session:
                 raise Unreachable(f"no trqat controller answered at {self.credentials.endpoint} within {timeout_s:g} s: "
                                      f"is `trqat run` or `trqat serve` running there? (TRQAT_ENDPOINT, TRQAT_AUTH_FILE)")
         try:
-            msg = P.decode(self.sock.recv(), check_version=False)
+            msg = P.decode(self.sock.recv(), check_version=False, sender="controller")
         except P.ProtocolError as e:
             raise TransportError(f"bad message from the trqat controller: {e}") from None
         if msg["type"] == P.REJECT:
@@ -327,7 +327,7 @@ class Session:
         while time.monotonic() < deadline and not self.gone:
             if self.sock.poll(POLL_MS):
                 try:
-                    if P.decode(self.sock.recv(), check_version=False)["type"] in (P.BYE, P.ERROR, P.ABORT):
+                    if P.decode(self.sock.recv(), check_version=False, sender="controller")["type"] in (P.BYE, P.ERROR, P.ABORT):
                         return
                 except P.ProtocolError:
                     continue

@@ -33,7 +33,8 @@ from .distributed import Ranks, ranks_from_env
 from .extras import MissingExtra
 from .factories import FactoryError
 from .log import logger, to_stderr
-from .trainer import CHECKPOINT_FILE, CheckpointProblem, Trainer, resolve_device
+from .checkpoint import CHECKPOINT_FILE, CheckpointProblem
+from .trainer import Trainer, resolve_device
 from .transport import Credentials, Rejected, Session, TransportError, env_ms
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_CONTROLLER_GONE, EXIT_BAD_MESSAGE = 0, 1, 2, 3, 4

@@ -8,8 +8,12 @@ export const PROTOCOL_VERSION = 2;
 export { MAX_MESSAGE_BYTES };
 
 const count = z.number().int().min(0);
-/** A loss may be NaN or infinite when training diverges: accepted here, reported by the run. */
-const lossValue = z.custom<number>((value) => typeof value === 'number', 'expected a number').nullable();
+/**
+ * A loss may be NaN or infinite when training diverges: accepted here, reported by the run. (JSON
+ * Schema has no such number: protocol-schema.ts writes it as a number with `x-non-finite: true`.)
+ */
+export const anyNumber = z.custom<number>((value) => typeof value === 'number', 'expected a number');
+const lossValue = anyNumber.nullable();
 
 export const envelopeSchema = z.strictObject({
   v: z.number().int(),

@@ -8,10 +8,9 @@ import { pythonPath, resolvePython } from '../bridge/launcher.js';
 import { Checkpoints, type CheckpointRef } from '../run/checkpoints.js';
 import { readJson } from '../files.js';
 import { CONFIG_FILE, notARunFolder } from '../run/record.js';
+import type { ExportFormat } from './formats.js';
 import { verifyOnnx, type OnnxCheck } from './verify-onnx.js';
 
-export const EXPORT_FORMATS = ['trqat', 'onnx'] as const;
-export type ExportFormat = (typeof EXPORT_FORMATS)[number];
 
 /** The run's test samples the export is checked on, unless told otherwise (all of Fashion-MNIST and CIFAR). */
 export const DEFAULT_VERIFY_SAMPLES = 10_000;
