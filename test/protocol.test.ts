@@ -1,5 +1,9 @@
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Packr, Unpackr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
+import { BridgeServer } from '../src/bridge/server.js';
 import { decodeWorkerMessage, encode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ProtocolError, VersionMismatchError } from '../src/bridge/protocol.js';
 
 const packr = new Packr({ useRecords: false });
@@ -46,5 +50,17 @@ describe('protocol', () => {
     const later = refusal(frame(envelope('step', {}, 1)));
     expect(later).not.toBeInstanceOf(VersionMismatchError);
     expect(later.message).toMatch(new RegExp(`message "step" uses protocol version 1; this controller speaks version ${PROTOCOL_VERSION}`));
+  });
+});
+
+describe('BridgeServer on ipc://', () => {
+  it('removes its socket file when it closes (ZeroMQ leaves it behind)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trqat-ipc-'));
+    const path = join(dir, 'run.sock');
+    const server = await BridgeServer.bind(`ipc://${path}`, { message: () => undefined, refused: () => undefined });
+    expect(existsSync(path)).toBe(true);
+    await server.close();
+    expect(existsSync(path)).toBe(false);
+    rmSync(dir, { recursive: true, force: true });
   });
 });

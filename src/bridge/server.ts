@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { Router } from 'zeromq';
 import { ConfigError } from '../errors.js';
 import {
@@ -76,6 +77,9 @@ export class BridgeServer {
     await this.sendChain;
     this.closed = true;
     this.socket.close();
+    // ZeroMQ leaves an ipc:// endpoint's socket file behind; the run that bound it removes it.
+    const path = /^ipc:\/\/([^@].*)$/.exec(this.endpoint)?.[1];
+    if (path) rmSync(path, { force: true });
   }
 
   private async receiveLoop(): Promise<void> {

@@ -97,7 +97,12 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
     if (signal?.aborted) run.stop();
     else signal?.addEventListener('abort', () => run.stop(), { once: true });
     run.emit({ type: 'listening', endpoint: run.endpoint, runDir: spec.runDir, authFile });
-    await run.launch();
+    try {
+      await run.launch();
+    } catch (error) {
+      run.fail(error as Error); // run.json says failed, the socket and the folder are released
+      throw error;
+    }
     return run;
   }
 
