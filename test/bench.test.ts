@@ -113,6 +113,16 @@ describe('benchmarks on a tiny budget', () => {
     for (const cell of latency.slice(3, 6)) expect(cell).toMatch(number);
   });
 
+  it('plugins.mjs prints the decision time of the built-ins and of the example plug-ins', async () => {
+    const { stdout } = await bench('plugins.mjs');
+    const table = rows(stdout, 'Controller plug-ins: decision time');
+    expect(table.map((row) => row[0])).toEqual(expect.arrayContaining([expect.stringMatching(/^built-in/), expect.stringMatching(/^examples/)]));
+    for (const row of table.slice(0, 2)) {
+      expect(Number(row[1])).toBeGreaterThan(0);
+      expect(row[2]).toMatch(/^\d+\.\d{3}%$/);
+    }
+  });
+
   it('dashboard.mjs prints load, view and report figures of a long synthetic run', async () => {
     const { stdout } = await bench('dashboard.mjs');
     const table = rows(stdout, 'Dashboard:');

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DIST, importDist, machineLine, parseArgs, pick, quantile, ROOT, run, table } from './lib.mjs';
 
-const opts = parseArgs('plugins', 'decision time with plug-ins vs built-ins, and its share of a step');
+const opts = parseArgs('plugins.mjs', 'decision time with plug-ins vs built-ins, and its share of a step');
 const { loadConfig } = await importDist('config/load.js');
 const { TrController, loadPlugins } = await importDist('index.js');
 const decisions = pick(opts.budget, { tiny: 2_000, quick: 50_000, full: 500_000 });

@@ -10,7 +10,7 @@ const opts = parseArgs('run-all.mjs', 'Runs every benchmark in turn and prints t
 const pass = [`--${opts.budget}`, ...(opts.out ? ['--out', opts.out] : [])];
 const started = Date.now();
 const parts = [];
-for (const script of ['overhead.mjs', 'bridge.mjs', 'scaling.mjs', 'ddp.mjs', 'export.mjs']) {
+for (const script of ['overhead.mjs', 'bridge.mjs', 'scaling.mjs', 'ddp.mjs', 'export.mjs', 'plugins.mjs', 'sweep.mjs']) {
   process.stderr.write(`run-all: ${script} (${opts.budget})\n`);
   const { stdout } = await run(process.execPath, [join(BENCH_DIR, script), ...pass], { echo: 'stderr' });
   process.stdout.write(`${stdout}\n`);
