@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
+import { resolvePython } from '../src/bridge/launcher.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
 import { readRun } from './helpers.js';
 
@@ -71,5 +72,17 @@ describe('scheduling as code, end to end', () => {
     const allowed = await trqat(['resume', run, '--dashboard', 'off', '--allow-changed-plugins'], dir);
     expect(allowed.exitCode, allowed.all).toBe(0);
     expect(allowed.all).toMatch(/continuing with changed plug-in code/);
+  });
+
+  it('a client run (trqat run) schedules with the plug-ins too, and records them', async () => {
+    const dir = workspace();
+    const script = [resolvePython(null), join(PACKAGE_ROOT, 'test', 'fixtures', 'client_script.py'), '--steps', '16'];
+    const result = await trqat(['run', '-c', 'scheduling-as-code.yaml', ...base, '--set', 'train.steps=16', '--', ...script], dir);
+    expect(result.exitCode, result.all).toBe(0);
+    const { steps, info } = readRun(onlyRun(dir));
+    expect(info.kind).toBe('client');
+    expect(info.plugins?.map((p) => p.name)).toEqual(['step-schedule', 'damp-late-flippers']);
+    const r0 = steps[0]!.R!;
+    expect(steps.map((s) => s.R)).toEqual(steps.map((s) => r0 * 0.3 ** ((s.step >= 8 ? 1 : 0) + (s.step >= 12 ? 1 : 0))));
   });
 });
