@@ -37,7 +37,7 @@ export type { ProcessExit } from './bridge/launcher.js';
 export { PROTOCOL_VERSION } from './bridge/protocol.js';
 export { TrqatError } from './errors.js';
 export { exportRun, type ExportOptions, type ExportResult } from './export/export-run.js';
-export type { ExportFormat } from './export/formats.js';
+export type { ExportFormat } from './config/export-formats.js';
 export { type OnnxCheck } from './export/verify-onnx.js';
 export { sweep, sweepPlan, summarize as sweepSummary, type SweepOptions, type SweepResult, type SweepEvent, type SweepSummary } from './sweep/sweep.js';
 export { type SweepPlan, type PlannedRun } from './sweep/plan.js';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { protocolSchema, protocolSchemaText } from '../src/bridge/protocol-schema.js';
 import { controllerBodies, workerBodies } from '../src/bridge/protocol.js';
-import { EXPORT_FORMATS } from '../src/export/formats.js';
+import { EXPORT_FORMATS } from '../src/config/export-formats.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
 
 describe('python/trqat/protocol.schema.json', () => {

@@ -24,7 +24,7 @@ for _sender in ("session", "controller"):
         json_schema.check_keywords(_body, f"{_sender} {_type}")
 
 PROTOCOL_VERSION: int = SCHEMA["protocol_version"]
-EXPORT_FORMATS: List[str] = SCHEMA["export_formats"]  # `trqat export --format` (src/export/formats.ts)
+EXPORT_FORMATS: List[str] = SCHEMA["export_formats"]  # `trqat export --format` (src/config/export-formats.ts)
 MAX_MESSAGE_BYTES: int = SCHEMA["max_message_bytes"]
 SENDERS = ("session", "controller")  # who sends a message: a session (worker or client), or the controller
 TYPES: Tuple[str, ...] = tuple(sorted(set(SCHEMA["session"]) | set(SCHEMA["controller"])))

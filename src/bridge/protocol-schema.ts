@@ -3,7 +3,7 @@
 // which python/trqat/protocol.py checks messages against (python/trqat/json_schema.py), so Python
 // needs no Node at run time. test/protocol-schema.test.ts fails when the committed file is stale.
 import { z } from 'zod';
-import { EXPORT_FORMATS } from '../export/formats.js';
+import { EXPORT_FORMATS } from '../config/export-formats.js';
 import { anyNumber, controllerBodies, envelopeSchema, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, workerBodies } from './protocol.js';
 
 type JsonSchema = Record<string, unknown>;
@@ -33,7 +33,7 @@ function bodies(table: Record<string, z.ZodType>): Record<string, JsonSchema> {
 /** The file's content: the envelope, every message body by sender, and the export formats. */
 export function protocolSchema(): JsonSchema {
   return {
-    $comment: 'Generated from src/bridge/protocol.ts and src/export/formats.ts by `npm run protocol:schema`; do not edit.',
+    $comment: 'Generated from src/bridge/protocol.ts and src/config/export-formats.ts by `npm run protocol:schema`; do not edit.',
     protocol_version: PROTOCOL_VERSION,
     max_message_bytes: MAX_MESSAGE_BYTES,
     envelope: toJsonSchema(envelopeSchema),

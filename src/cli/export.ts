@@ -1,6 +1,6 @@
 import { TrqatError } from '../errors.js';
 import { DEFAULT_VERIFY_SAMPLES, exportRun, type ExportOptions, type ExportResult } from '../export/export-run.js';
-import { EXPORT_FORMATS, type ExportFormat } from '../export/formats.js';
+import { EXPORT_FORMATS, type ExportFormat } from '../config/export-formats.js';
 import { allowedOtherClass, allowedOutsideTolerance } from '../export/verify-onnx.js';
 import { ProgressPrinter } from './progress.js';
 

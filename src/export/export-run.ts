@@ -8,7 +8,7 @@ import { pythonPath, resolvePython } from '../bridge/launcher.js';
 import { Checkpoints, type CheckpointRef } from '../run/checkpoints.js';
 import { readJson } from '../files.js';
 import { CONFIG_FILE, notARunFolder } from '../run/record.js';
-import type { ExportFormat } from './formats.js';
+import type { ExportFormat } from '../config/export-formats.js';
 import { verifyOnnx, type OnnxCheck } from './verify-onnx.js';
 
 

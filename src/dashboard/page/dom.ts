@@ -1,7 +1,7 @@
 // The page's shared state and small DOM helpers. Every page module is bundled into one inline
 // script by html.ts (bundlePage): top-level names must be unique across the page's modules.
 import type uPlot from 'uplot';
-import type { Heatmap } from './heatmap.js';
+import type { HeatmapData } from '../series.js';
 import type { ViewPayload } from '../view.js';
 
 export const UPlot = (window as unknown as { uPlot: typeof uPlot }).uPlot;
@@ -19,7 +19,8 @@ export interface PageState {
   charts: Record<string, uPlot>;
   /** Per line chart, its series after x (in the order of the chart's data arrays). */
   plotted: Record<string, PlottedSeries[]>;
-  heatmaps: Record<string, Heatmap>;
+  /** heatmap.ts's heatmaps (described here, not imported: the page's modules import dom.ts, not each other in a cycle). */
+  heatmaps: Record<string, { readonly data: HeatmapData; draw(): void }>;
   renders: number;
   /** How long the last render took (ms): the page's own cost of a payload. */
   renderMs: number;

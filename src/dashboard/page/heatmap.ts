@@ -187,7 +187,7 @@ export class Heatmap {
 }
 
 export function drawHeatmap(host: HTMLElement, id: string, spec: HeatmapSpec, data: HeatmapData | undefined): void {
-  const existing = state.heatmaps[id];
+  const existing = state.heatmaps[id] as Heatmap | undefined;
   if (!data || data.x.length === 0) return;
   if (existing) existing.update(spec, data);
   else state.heatmaps[id] = new Heatmap(host, id, spec, data);
