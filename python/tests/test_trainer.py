@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from conftest import make_config
+from trqat.checkpoint import CheckpointProblem
 from trqat.trainer import Trainer
 
 CPU = torch.device("cpu")
@@ -142,11 +143,12 @@ def test_missing_and_corrupt_checkpoints(tmp_path, config):
     with pytest.raises(FileNotFoundError, match=f"checkpoint not found: {tmp_path}/worker.pt"):
         trainer.load(str(tmp_path))
     (tmp_path / "worker.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match=f"checkpoint {tmp_path}/worker.pt is unreadable or corrupt"):
+    # CheckpointProblem: the controller names the checkpoint's folder and falls back to an earlier one.
+    with pytest.raises(CheckpointProblem, match="worker.pt is unreadable or corrupt"):
         trainer.load(str(tmp_path))
     from trqat import safe_io
     safe_io.save({"format": 99}, str(tmp_path / "worker.pt"))
-    with pytest.raises(RuntimeError, match="has format 99; this trqat reads format 2"):
+    with pytest.raises(CheckpointProblem, match="has format 99; this trqat reads format 2"):
         trainer.load(str(tmp_path))
     other = Trainer(make_config(**{"quant.weight_bits": 3}), CPU)
     other.save(str(tmp_path / "b"))

@@ -233,11 +233,25 @@ def test_a_config_that_cannot_work_is_a_config_error_without_traceback(controlle
 
 
 def test_a_failure_while_training_sends_the_traceback_and_exits_1(controller, tmp_path):
+    # A readable checkpoint of another model: restoring it fails like any error of the run.
+    from trqat.trainer import Trainer
+    import torch
+    Trainer(make_config(), torch.device("cpu")).save(str(tmp_path))
+    controller.start().recv(P.HELLO)
+    five = make_config(**{"model.num_classes": 5, "data.synthetic.num_classes": 5})
+    controller.send(P.WELCOME, {"config": five, "resume": str(tmp_path)})
+    error = controller.recv(P.ERROR)["body"]
+    assert "does not match this run" in error["message"] and "Traceback" in error["traceback"]
+    assert controller.wait()[0] == 1
+
+
+def test_an_unreadable_checkpoint_is_a_checkpoint_error_without_traceback(controller, tmp_path):
+    # The controller falls back to an earlier checkpoint on kind "checkpoint" (test/e2e-resume-checks.test.ts).
     (tmp_path / "worker.pt").write_bytes(b"not a checkpoint")
     controller.start().recv(P.HELLO)
     controller.send(P.WELCOME, {"config": make_config(), "resume": str(tmp_path)})
     error = controller.recv(P.ERROR)["body"]
-    assert "unreadable or corrupt" in error["message"] and "Traceback" in error["traceback"]
+    assert error["kind"] == "checkpoint" and "worker.pt is unreadable or corrupt" in error["message"] and "traceback" not in error
     assert controller.wait()[0] == 1
 
 
