@@ -11,11 +11,19 @@ export const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 export const ROOT = resolve(BENCH_DIR, '..', '..');
 export const DIST = join(ROOT, 'dist');
 
-/** The interpreter of the worker and of the Python halves of the benchmarks. */
+/** The interpreter of the worker and of the Python halves of the benchmarks: the controller's own lookup. */
 export function python() {
-  if (process.env.TRQAT_PYTHON) return process.env.TRQAT_PYTHON;
-  const venv = join(ROOT, '.venv', 'bin', 'python');
-  return existsSync(venv) ? venv : 'python3';
+  return launcher().resolvePython(null);
+}
+
+// The built controller's launcher, loaded once (top-level await below): one interpreter lookup for all.
+const launcherModule = existsSync(join(DIST, 'bridge', 'launcher.js')) ? await import(join(DIST, 'bridge', 'launcher.js')) : null;
+function launcher() {
+  if (!launcherModule) {
+    console.error(`bench: ${join(DIST, 'bridge', 'launcher.js')} is missing; build the controller first (npm run build)`);
+    process.exit(1);
+  }
+  return launcherModule;
 }
 
 /** Imports the built controller (dist/); a clear message when it is missing. */
