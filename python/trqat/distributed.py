@@ -25,6 +25,18 @@ class Ranks:
     local_rank: int = 0
 
 
+def batch_share(batch_size: int, world_size: int, micro_batches: int = 1) -> int:
+    """Each rank's share of one step's global batch (data.batch_size): the one check that it divides
+    into `world_size` ranks x `micro_batches` micro-batches (train.accumulate_steps). The controller
+    checks the same at load for the ranks it starts (config/resolve.ts); ranks started elsewhere are
+    checked here."""
+    split = world_size * micro_batches
+    if batch_size % split:
+        raise ValueError(f"data.batch_size ({batch_size}) is the batch of one step over all ranks: it must be a multiple of "
+                         f"{world_size} rank(s) x {micro_batches} micro-batch(es) (train.accumulate_steps)")
+    return batch_size // world_size
+
+
 def _env_int(*names: str, default: int) -> int:
     for name in names:
         value = os.environ.get(name)

@@ -90,9 +90,7 @@ class Trainer:
             raise ValueError(f"unknown mode {config['mode']!r}; available: tr, baseline")
         wcfg, tcfg = config["worker"], config["train"]
         self.accumulate = int(tcfg["accumulate_steps"])
-        if config["data"]["batch_size"] % (ranks.world_size * self.accumulate):
-            raise ValueError(f"data.batch_size ({config['data']['batch_size']}) must be a multiple of "
-                             f"{ranks.world_size} ranks x {self.accumulate} micro-batches (train.accumulate_steps)")
+        distributed.batch_share(config["data"]["batch_size"], ranks.world_size, self.accumulate)
         progress.phase("data")
         self.data = build_data(config["data"], seed, device, ranks)
         num_classes = config["model"]["num_classes"]

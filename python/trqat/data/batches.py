@@ -13,17 +13,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..distributed import Ranks
+from ..distributed import Ranks, batch_share
 from .formats import MEAN, STD, Split
 from .seeds import AUG, PERM, WORKER, generator, seed_for
 
 
 def rank_part(batch_size: int, ranks: Ranks) -> slice:
     """The slice of a global batch that rank `ranks.rank` trains on."""
-    if batch_size % ranks.world_size:
-        raise ValueError(f"data.batch_size ({batch_size}) is the batch of one step over all ranks: it must be a "
-                         f"multiple of the {ranks.world_size} ranks")
-    share = batch_size // ranks.world_size
+    share = batch_share(batch_size, ranks.world_size)
     return slice(ranks.rank * share, (ranks.rank + 1) * share)
 
 
