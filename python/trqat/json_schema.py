@@ -16,6 +16,8 @@ KEYWORDS = {"type", "properties", "required", "additionalProperties", "propertyN
 _NAMES = {"integer": "int", "number": "number", "string": "str", "boolean": "bool", "object": "map", "array": "list",
           "null": "null"}
 MAX_SAFE_INTEGER = 2**53 - 1
+_LEAF_TYPES = ("number", "string", "boolean", "null")  # a schema of only one of these types needs one check
+_INT_KEYS = {"type", "minimum", "maximum"}
 
 
 class SchemaError(ValueError):
@@ -90,8 +92,21 @@ def _label(path: str) -> str:
 def validate(value: Any, schema: Dict[str, Any], path: str = "") -> Any:
     """`value` when it matches `schema` (integral floats of integer fields made ints), else SchemaError
     naming the field (`path`, dotted: "body.state.K"; "" is the whole message)."""
+    types = schema.get("type")
+    if len(schema) == 1 and types in _LEAF_TYPES and _is_type(value, types, False):
+        return value  # the common leaf (a finite number, a string, a bool): one check, nothing to convert
+    if (types == "integer" and type(value) is int and schema.keys() <= _INT_KEYS and abs(value) <= MAX_SAFE_INTEGER
+            and schema.get("minimum", value) <= value <= schema.get("maximum", value)):
+        return value  # an int within its bounds (a step, a count)
     where = _label(path)
     if "anyOf" in schema:
+        # the options that can match the value's type first: a failed option costs an exception
+        for option in schema["anyOf"]:
+            if not isinstance(option.get("type"), str) or _is_type(value, option["type"], True):
+                try:
+                    return validate(value, option, path)
+                except SchemaError:
+                    pass
         errors = []
         for option in schema["anyOf"]:
             try:
@@ -106,7 +121,6 @@ def validate(value: Any, schema: Dict[str, Any], path: str = "") -> Any:
         raise SchemaError(f"{where} must be {describe(schema)}, got {type_name(value)}")
     if "enum" in schema and not any(value == v and type(value) is type(v) for v in schema["enum"]):
         raise SchemaError(f"{where} must be {describe(schema)}, got {value!r}")
-    types = schema.get("type")
     if types is not None:
         options = types if isinstance(types, list) else [types]
         matched = next((t for t in options if _is_type(value, t, bool(schema.get("x-non-finite")))), None)
