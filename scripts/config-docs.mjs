@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The config's documentation, generated from the zod schema (src/config/schema.ts): the README's
-// "Config reference" table and trqat.schema.json. test/config-docs.test.ts fails when they drift.
+// "Config reference" table and trqat.schema.json. test/config/config-docs.test.ts fails when they drift.
 // Reads the built controller: `npm run docs:config` builds, then runs this with --write.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';

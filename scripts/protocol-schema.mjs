@@ -2,7 +2,7 @@
 // python/trqat/protocol.schema.json, generated from the zod message schemas (src/bridge/protocol.ts)
 // and the export formats (src/config/export-formats.ts): what the Python sessions check messages against.
 // Reads the built controller: `npm run protocol:schema` builds, then runs this.
-// test/protocol-schema.test.ts fails when the committed file is stale.
+// test/bridge/protocol-schema.test.ts fails when the committed file is stale.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';

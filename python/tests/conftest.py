@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # run without
 
 torch.set_num_threads(int(os.environ.get("TRQAT_TEST_THREADS", "1")))  # tiny tensors: threads only add sync (and spin under load)
 
-# The controller's resolved config for a small synthetic task (written by test/python-config.test.ts,
+# The controller's resolved config for a small synthetic task (written by test/config/python-config.test.ts,
 # which fails when the schema and this file drift apart): the worker is tested with what it receives.
 with open(os.path.join(os.path.dirname(__file__), "base_config.json")) as _f:
     BASE_CONFIG = json.load(_f)

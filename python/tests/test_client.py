@@ -1,6 +1,6 @@
 """trqat.client against a fake controller (a ROUTER socket in a thread), and split_param_groups.
 
-The real TypeScript controller is exercised end to end by test/e2e-plugin.test.ts.
+The real TypeScript controller is exercised end to end by test/e2e/plugin.test.ts.
 """
 import threading
 import warnings

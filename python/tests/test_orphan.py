@@ -1,6 +1,6 @@
 """A worker whose controller is killed (SIGKILL: no abort, no bye) exits on its own, whenever that
 happens: while the worker is still importing torch, while it waits for the welcome, or later (the
-heartbeat thread's watch, tested end to end in test/e2e-failures.test.ts)."""
+heartbeat thread's watch, tested end to end in test/e2e/failures.test.ts)."""
 import os
 import socket
 import subprocess

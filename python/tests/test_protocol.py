@@ -78,8 +78,8 @@ def test_encode_validates_and_limits_size():
         P.encode(P.ERROR, "x", 0, {"message": "m" * P.MAX_MESSAGE_BYTES})
 
 
-# --- the examples shared with the controller's zod schemas (test/protocol-contract.test.ts) ------------
-with open(os.path.join(os.path.dirname(__file__), "..", "..", "test", "fixtures", "protocol-messages.json")) as _f:
+# --- the examples shared with the controller's zod schemas (test/bridge/protocol-contract.test.ts) ------------
+with open(os.path.join(os.path.dirname(__file__), "..", "..", "test", "support", "fixtures", "protocol-messages.json")) as _f:
     SHARED = json.load(_f)
 SENDERS = ("session", "controller")
 CASES = [(sender, type_, examples) for sender in SENDERS for type_, examples in SHARED[sender].items()]

@@ -246,7 +246,7 @@ def test_a_failure_while_training_sends_the_traceback_and_exits_1(controller, tm
 
 
 def test_an_unreadable_checkpoint_is_a_checkpoint_error_without_traceback(controller, tmp_path):
-    # The controller falls back to an earlier checkpoint on kind "checkpoint" (test/e2e-resume-checks.test.ts).
+    # The controller falls back to an earlier checkpoint on kind "checkpoint" (test/e2e/resume-checks.test.ts).
     (tmp_path / "worker.pt").write_bytes(b"not a checkpoint")
     controller.start().recv(P.HELLO)
     controller.send(P.WELCOME, {"config": make_config(), "resume": str(tmp_path)})

@@ -5,7 +5,7 @@ Every ZeroMQ message on the DEALER side is one frame: a MessagePack map
 raises ProtocolError with a message naming the message type and the field that was wrong.
 
 The checks are the controller's own: protocol.schema.json is generated from its zod schemas
-(src/bridge/protocol.ts; `npm run protocol:schema`, test/protocol-schema.test.ts fails when it is stale)
+(src/bridge/protocol.ts; `npm run protocol:schema`, test/bridge/protocol-schema.test.ts fails when it is stale)
 and checked here by json_schema.py. A new message type is one edit there, plus its handlers.
 """
 import json

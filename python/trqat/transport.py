@@ -26,7 +26,7 @@ DEFAULT_HEARTBEAT_MS = 1000
 """The controller's worker.heartbeat_interval_ms default, when neither the environment nor auth.json says."""
 DEFAULT_CONTROLLER_TIMEOUT_MS = 4000
 """How long a silent controller is waited for when neither the environment nor auth.json says: the
-controller's own value with its defaults (controllerTimeoutMs in src/bridge/auth.ts; test/controller-timeout.test.ts)."""
+controller's own value with its defaults (controllerTimeoutMs in src/bridge/auth.ts; test/bridge/controller-timeout.test.ts)."""
 
 
 class TransportError(RuntimeError):

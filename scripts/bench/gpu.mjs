@@ -9,7 +9,7 @@
 // state (after warm-up) over its steps.
 //
 // Usage: node scripts/bench/gpu.mjs [--tiny|--quick|--full] [options] (--help: the options)
-// --tiny runs on the CPU at small sizes (test/bench.test.ts: it proves the script works); quick and full
+// --tiny runs on the CPU at small sizes (test/e2e/bench.test.ts: it proves the script works); quick and full
 // are the GPU sizes. --md FILE is rewritten with the table after every repetition, so a run stopped at
 // its time limit still leaves the repetitions it finished.
 import { rmSync, writeFileSync } from 'node:fs';

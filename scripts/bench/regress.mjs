@@ -34,7 +34,7 @@ if (!(maxRatio > 0)) {
 }
 const pairs = Number(opts.pairs ?? pick(budget, { tiny: 1, quick: 3, full: 5 }));
 const steps = pick(budget, { tiny: 6, quick: 150, full: 300 });
-// tiny only proves the script works (test/bench.test.ts): a few hundred images instead of the whole dataset
+// tiny only proves the script works (test/e2e/bench.test.ts): a few hundred images instead of the whole dataset
 const shrink = budget === 'tiny' ? ['data.train_subset=256', 'data.test_subset=256', 'data.batch_size=32'] : [];
 const CASES = {
   default: { title: `default job, ${steps} steps`, overrides: [] },

@@ -466,7 +466,7 @@ function killWhenCheckpointing(partial, moment, pid, cli) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// scenario 7: inside a user+mount namespace with a small tmpfs, as test/disk-full.test.ts does
+// scenario 7: inside a user+mount namespace with a small tmpfs, as test/e2e/disk-full.test.ts does
 
 const MOUNT = 'mount -t tmpfs -o size="$1" tmpfs "$2" && shift 2 && exec "$@"';
 

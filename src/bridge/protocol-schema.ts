@@ -1,7 +1,7 @@
 // The protocol's message checks for the Python sessions, generated from the zod schemas of
 // protocol.ts (the one source): `npm run protocol:schema` writes python/trqat/protocol.schema.json,
 // which python/trqat/protocol.py checks messages against (python/trqat/json_schema.py), so Python
-// needs no Node at run time. test/protocol-schema.test.ts fails when the committed file is stale.
+// needs no Node at run time. test/bridge/protocol-schema.test.ts fails when the committed file is stale.
 import { z } from 'zod';
 import { EXPORT_FORMATS } from '../config/export-formats.js';
 import { anyNumber, controllerBodies, envelopeSchema, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, workerBodies } from './protocol.js';

@@ -144,7 +144,7 @@ const lrBody = sentDecisionSchema.extend({
 
 /**
  * Bodies the controller sends, by type. The controller builds them (typed by these schemas) and
- * does not parse them again; test/protocol-contract.test.ts checks them against the shared examples
+ * does not parse them again; test/bridge/protocol-contract.test.ts checks them against the shared examples
  * that python/trqat/protocol.py must accept too.
  */
 export const controllerBodies = {

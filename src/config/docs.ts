@@ -3,7 +3,7 @@ import { configSchema } from './schema.js';
 
 // The config's documentation, generated from the schema's `.describe()` texts and defaults: the
 // README's config reference table and trqat.schema.json (scripts/config-docs.mjs writes both;
-// test/config-docs.test.ts fails when either drifts from the schema).
+// test/config/config-docs.test.ts fails when either drifts from the schema).
 
 /** One key of the config, as documented. */
 export interface ConfigKey {

@@ -21,7 +21,7 @@ const ROOT_HINT: Record<string, string> = {
   imagenet: 'train/ and val/ with one sub-folder per class',
 };
 
-/** The datasets of a fixed shape (python/trqat/data/formats.py's DATASETS holds the same: test/registries.test.ts). */
+/** The datasets of a fixed shape (python/trqat/data/formats.py's DATASETS holds the same: test/config/registries.test.ts). */
 export const FIXED_DATASET_SHAPES = {
   'fashion-mnist': { channels: 1, classes: 10, size: 28 },
   cifar10: { channels: 3, classes: 10, size: 32 },

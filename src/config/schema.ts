@@ -78,7 +78,7 @@ export type DashboardConfig = z.output<typeof dashboardSchema>;
 
 export const MODEL_NAMES = ['resnet20', 'resnet18', 'resnet34', 'resnet50', 'mobilenetv2', 'reactnet18', 'deit_tiny', 'deit_small'] as const;
 
-/** The dataset names trqat loads itself (python/trqat/data/formats.py; test/registries.test.ts checks they agree). */
+/** The dataset names trqat loads itself (python/trqat/data/formats.py; test/config/registries.test.ts checks they agree). */
 export const DATASET_NAMES = ['fashion-mnist', 'cifar10', 'cifar100', 'imagenet', 'synthetic'] as const;
 
 /** Your own code instead of trqat's models or datasets: its keyword arguments. */

@@ -169,7 +169,7 @@ def _class_folders(label: str, path: str, root: str) -> List[str]:
 
 # The datasets trqat loads itself, by data.name, with their fixed shape (channels, classes, image size);
 # None: from the config (synthetic) or the class folders (imagenet). The controller's schema (data.name)
-# and resolveConfig (model.in_channels, num_classes, image_size) hold the same: test/registries.test.ts.
+# and resolveConfig (model.in_channels, num_classes, image_size) hold the same: test/config/registries.test.ts.
 DATASETS: Dict[str, Optional[Tuple[int, int, int]]] = {
     "fashion-mnist": (1, 10, 28),
     "cifar10": (3, 10, 32),
