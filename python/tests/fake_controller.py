@@ -59,7 +59,7 @@ class FakeController:
     # --- raw frames --------------------------------------------------------------------------
     def recv_frame(self, timeout: float = 5.0) -> Optional[Tuple[bytes, bytes]]:
         """The next (routing id, frame), or None after `timeout` seconds."""
-        if not self.sock.poll(timeout * 1000):
+        if not self.sock.poll(round(timeout * 1000)):
             return None
         ident, frame = self.sock.recv_multipart()
         return ident, frame
