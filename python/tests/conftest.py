@@ -31,3 +31,25 @@ def make_config(**overrides):
 @pytest.fixture
 def config():
     return make_config()
+
+
+@pytest.fixture
+def fake_controller():
+    """Makes FakeControllers (fake_controller.py: the controller's side of the protocol) with the
+    given options, and closes them after the test (raising what failed in an auto-replying one)."""
+    from fake_controller import FakeController
+
+    made = []
+
+    def make(**options):
+        made.append(FakeController(**options))
+        return made[-1]
+    yield make
+    errors = []
+    for ctrl in made:
+        try:
+            ctrl.close()
+        except BaseException as e:  # every one is closed; the first failure is the test's
+            errors.append(e)
+    if errors:
+        raise errors[0]

@@ -1,16 +1,13 @@
-"""trqat.client against a fake controller (a ROUTER socket in a thread), and split_param_groups.
+"""trqat.client against the fake controller (fake_controller.py) answering in a thread, and split_param_groups.
 
 The real TypeScript controller is exercised end to end by test/e2e/plugin.test.ts.
 """
-import threading
 import warnings
 
-import msgpack
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import zmq
 
 from conftest import make_config
 from trqat import protocol as P
@@ -41,89 +38,13 @@ def make_model():
     return quantize(model, 2, 2)
 
 
-class FakeController(threading.Thread):
-    """Answers like `trqat serve`: welcome, plan, lr per step (lr_quant from `lrs`), heartbeat acks."""
-
-    def __init__(self, config=None, reject=None, lrs=None, ack_heartbeats=True, version=P.PROTOCOL_VERSION, freeze_after=None,
-                 abort_after=None):
-        super().__init__(daemon=True)
-        self.ctx = zmq.Context.instance()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
-        self.endpoint = f"tcp://127.0.0.1:{port}"
-        self.config = config or CONFIG
-        self.reject, self.version = reject, version
-        self.lrs = lrs or (lambda t: 0.05)
-        self.ack_heartbeats = ack_heartbeats
-        self.freeze_after = freeze_after  # a hung controller: no heartbeat acks, no answers after this step
-        self.abort_after = abort_after  # the run ends (a rank died): abort on the heartbeat socket after this step
-        self.beat = None
-        self.received = []
-        self.stopped = threading.Event()
-        self.seq = 0
-        self.start()
-
-    def reply(self, rid, sid, type, body):
-        frame = msgpack.packb({"v": self.version, "type": type, "sid": sid, "seq": self.seq, "body": body}, use_bin_type=True)
-        self.seq += 1
-        self.sock.send_multipart([rid, frame])
-
-    def run(self):
-        while not self.stopped.is_set():
-            if not self.sock.poll(50):
-                continue
-            rid, frame = self.sock.recv_multipart()
-            msg = P.decode(frame, check_version=False)
-            t, sid, body = msg["type"], msg["sid"], msg["body"]
-            frozen = self.freeze_after is not None and any(
-                m["type"] == P.STEP and m["body"]["step"] >= self.freeze_after for m in self.received)
-            if frozen:
-                continue
-            if t in (P.HEARTBEAT, P.ATTACH):
-                if t == P.ATTACH:
-                    self.beat = rid
-                if self.ack_heartbeats:
-                    self.reply(rid, sid, P.HEARTBEAT_ACK, {})
-                continue
-            self.received.append(msg)
-            if t == P.HELLO:
-                if self.reject:
-                    self.reply(rid, sid, P.REJECT, {"reason": self.reject})
-                else:
-                    self.reply(rid, sid, P.WELCOME, {"config": self.config, "resume": None})
-            elif t == P.READY:
-                self.reply(rid, sid, P.PLAN, {"total_steps": body["total_steps"], "steps_per_epoch": body["steps_per_epoch"],
-                                              "start_step": body["start_step"]})
-            elif t == P.STEP:
-                s = body["step"]
-                self.reply(rid, sid, P.LR, {"step": s, "lr_quant": self.lrs(s), "lr_other": 0.01, "stop": False,
-                                            "eval": False, "save": None, "k": None if s == 0 else 1e-3, "K": 0.001 * s,
-                                            "R": 2e-3, "U": 0.05, "state": {"K": 0.001 * s, "U": 0.05, "last_step": s}})
-                if self.abort_after is not None and s >= self.abort_after and self.beat is not None:
-                    self.reply(self.beat, sid, P.ABORT, {"reason": "rank 1 was killed by SIGKILL"})
-            elif t == P.BYE:
-                self.reply(rid, sid, P.BYE, {})
-
-    def close(self):
-        self.stopped.set()
-        self.join()
-        self.sock.close()
-
-    def of(self, type):
-        return [m["body"] for m in self.received if m["type"] == type]
-
-
 @pytest.fixture
-def controller():
-    made = []
-
-    def make(**kwargs):
-        made.append(FakeController(**kwargs))
-        return made[-1]
-    yield make
-    for c in made:
-        c.close()
+def controller(fake_controller):
+    """Makes fake controllers that answer like `trqat serve` (fake_controller.py, FakeController.serve):
+    `config` (default CONFIG) and the faults of serve(); `version`: the protocol version they speak."""
+    def make(config=None, version=P.PROTOCOL_VERSION, **serve):
+        return fake_controller(secret=SECRET, version=version).serve(config or CONFIG, **serve)
+    return make
 
 
 def train(client, model, optimizer, steps, split=False):
@@ -182,11 +103,10 @@ def test_a_training_loop_with_the_client(controller):
 
 
 def test_per_layer_lrs_and_state_dict_round_trip(controller):
-    ctl = controller(lrs=lambda t: [0.1 * (t + 1), 0.2 * (t + 1)])
+    config = make_config(**{"optimizer.name": "adam", "optimizer.lr": 1e-3, "train.steps": 6, "train.epochs": 3})
+    ctl = controller(config=config, lrs=lambda t: [0.1 * (t + 1), 0.2 * (t + 1)])
     model = make_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    config = make_config(**{"optimizer.name": "adam", "optimizer.lr": 1e-3, "train.steps": 6, "train.epochs": 3})
-    ctl.config = config
     client = Client(ctl.endpoint, model=model, optimizer=optimizer)
     assert client.total_steps == 6
     train(client, model, optimizer, 3)

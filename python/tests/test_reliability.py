@@ -16,6 +16,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fake_controller import FakeController
 from trqat import protocol as P
 from trqat.distributed import Ranks
 from trqat.transport import Credentials, Heartbeat, Sender, Session, TransportError
@@ -68,29 +69,10 @@ def test_validate_raises_protocol_error_only(value):
 
 
 # --- the session's receive path ------------------------------------------------------------------
-class Peer:
-    """A ROUTER in the test: the controller's side of one session, sending whatever it is given."""
-
-    def __init__(self):
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.endpoint = f"tcp://127.0.0.1:{self.sock.bind_to_random_port('tcp://127.0.0.1')}"
-
-    def identity(self, timeout_ms=5000):
-        assert self.sock.poll(timeout_ms), "the session sent nothing"
-        ident, *_ = self.sock.recv_multipart()
-        return ident
-
-    def close(self):
-        self.sock.close()
-        self.ctx.term()
-
-
 @pytest.fixture(scope="module")
 def session():
-    """One session (not started: no heartbeat thread) connected to a Peer."""
-    peer = Peer()
+    """One session (not started: no heartbeat thread) connected to a fake controller, sending raw frames."""
+    peer = FakeController()
     s = Session(P.ROLE_WORKER, Ranks(0, 1, 0), Credentials(peer.endpoint, "secret"), heartbeat_s=1, timeout_s=60)
     s.sock.send(b"register")  # the ROUTER learns the DEALER's identity
     ident = peer.identity()
@@ -102,7 +84,7 @@ def session():
 @FUZZ
 @given(frames)
 def test_the_session_receives_anything_as_a_message_or_a_transport_error(session, frame):
-    session.peer.sock.send_multipart([session.ident, frame])
+    session.peer.send_raw(frame, session.ident)
     try:
         msg = session.session.recv((P.LR, P.PLAN), timeout_s=5)
     except TransportError as e:  # Rejected, Gone, RunOver and bad messages alike: an error the caller can say
@@ -130,8 +112,8 @@ def test_the_worker_checks_every_lr_it_is_given(lr):
 
 @pytest.fixture(scope="module")
 def heartbeat():
-    """A session's heartbeat thread, beating every 50 ms to a Peer."""
-    peer = Peer()
+    """A session's heartbeat thread, beating every 50 ms to a fake controller (which answers nothing)."""
+    peer = FakeController()
     gone = []
     ctx = zmq.Context()
     beat = Heartbeat(ctx, Credentials(peer.endpoint, "secret"), Sender("abcd"), interval_s=0.05, timeout_s=30, on_gone=gone.append)
@@ -149,12 +131,12 @@ def test_the_heartbeat_thread_survives_any_frame(heartbeat, garbage):
     """Garbage on the heartbeat socket is dropped: the thread keeps beating, the session is not gone."""
     peer = heartbeat.peer
     for frame in garbage:
-        peer.sock.send_multipart([heartbeat.ident, frame])
+        peer.send_raw(frame, heartbeat.ident)
     time.sleep(0.06)
-    while peer.sock.poll(0):
-        peer.sock.recv_multipart()
-    assert peer.sock.poll(2000), "no heartbeat after the garbage"
-    assert P.decode(peer.sock.recv_multipart()[1])["type"] == P.HEARTBEAT
+    peer.drain()
+    got = peer.recv_frame(timeout=2.0)
+    assert got is not None, "no heartbeat after the garbage"
+    assert P.decode(got[1])["type"] == P.HEARTBEAT
     assert heartbeat.beat.is_alive() and heartbeat.gone == []
 
 

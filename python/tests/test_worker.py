@@ -1,17 +1,11 @@
-"""The worker as a subprocess against a small fake controller (a ROUTER socket in the test)."""
+"""The worker as a subprocess against the fake controller (fake_controller.py), scripted step by step."""
 import os
-import subprocess
-import sys
 import time
 
 import pytest
-import zmq
 
 from conftest import make_config
 from trqat import protocol as P
-
-PYTHON_DIR = os.path.join(os.path.dirname(__file__), "..")
-
 
 SECRET = "s3cret"
 
@@ -23,98 +17,13 @@ def lr_body(step, lr=0.05, stop=False, eval=False, save=None, lr_quant=None):
             "k": None, "K": 0.0, "R": 1e-3, "U": lr}
 
 
-class FakeController:
-    def __init__(self, ack_heartbeats=True):
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
-        self.endpoint = f"tcp://127.0.0.1:{port}"
-        self.ack_heartbeats, self.heartbeats = ack_heartbeats, 0
-        self.progress = []  # the bodies of `progress` messages, which answer nothing
-        self.sid, self.ident, self.beat_ident, self.seq, self.proc = None, None, None, 0, None
-
-    def start(self, timeout_ms=10000, **extra_env):
-        env = dict(os.environ, PYTHONPATH=PYTHON_DIR, TRQAT_HEARTBEAT_MS="100", TRQAT_ENDPOINT=self.endpoint,
-                   TRQAT_SECRET=SECRET, TRQAT_CONTROLLER_TIMEOUT_MS=str(timeout_ms), **extra_env)
-        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TRQAT_AUTH_FILE", "TRQAT_RUN_DIR"):
-            env.pop(name, None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "trqat.worker"],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        return self
-
-    def recv(self, expect=None, timeout=30.0):
-        """Next session message from the worker (attach and heartbeats are answered on their routing id)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.sock.poll(100):
-                continue
-            ident, frame = self.sock.recv_multipart()
-            msg = P.decode(frame)
-            if msg["type"] in (P.HEARTBEAT, P.ATTACH):
-                if msg["type"] == P.ATTACH:
-                    assert msg["body"]["secret"] == SECRET
-                    self.beat_ident = ident
-                self.heartbeats += msg["type"] == P.HEARTBEAT
-                if self.ack_heartbeats:
-                    self.sock.send_multipart([ident, P.encode(P.HEARTBEAT_ACK, msg["sid"], self._next())])
-                continue
-            if msg["type"] == P.PROGRESS:
-                self.progress.append(msg["body"])
-                continue
-            if msg["type"] == P.PROGRESS:
-                self.progress.append(msg["body"])
-                continue
-            if msg["type"] == P.HELLO:
-                self.sid, self.ident = msg["sid"], ident
-            assert msg["sid"] == self.sid
-            if expect is not None:
-                assert msg["type"] == expect, msg
-            return msg
-        raise AssertionError(f"no message within {timeout} s (waiting for {expect})")
-
-    def send(self, type, body=None, ident=None):
-        self.sock.send_multipart([ident or self.ident, P.encode(type, self.sid, self._next(), body)])
-
-    def send_raw(self, frame):
-        self.sock.send_multipart([self.ident, frame])
-
-    def _next(self):
-        self.seq += 1
-        return self.seq - 1
-
-    def wait(self, timeout=30.0):
-        """Exit code and stderr of the worker, serving heartbeats meanwhile."""
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            try:
-                self.recv(timeout=0.1)
-            except AssertionError:
-                pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        return self.proc.returncode, self.proc.stderr.read()
-
-    def close(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc is not None:
-            self.proc.stderr.close()
-        self.sock.close()
-        self.ctx.term()
-
-
 @pytest.fixture
-def controller():
-    ctrl = FakeController()
-    yield ctrl
-    ctrl.close()
+def controller(fake_controller):
+    return fake_controller(secret=SECRET)
 
 
 def handshake(ctrl, config, resume=None, total=100):
-    hello = ctrl.start().recv(P.HELLO)
+    hello = ctrl.start_worker().recv(P.HELLO)
     ctrl.send(P.WELCOME, {"config": config, "resume": resume})
     ready = ctrl.recv(P.READY)
     body = ready["body"]
@@ -132,7 +41,7 @@ def run_steps(ctrl, start, end, lr=0.05, **last_directives):
     return steps
 
 
-def test_full_session_with_directives_then_resume(controller, tmp_path):
+def test_full_session_with_directives_then_resume(controller, fake_controller, tmp_path):
     hello, ready = handshake(controller, make_config())
     h = hello["body"]
     assert h["protocol"] == 2 and h["role"] == "worker" and h["secret"] == SECRET and h["pid"] == controller.proc.pid
@@ -159,42 +68,36 @@ def test_full_session_with_directives_then_resume(controller, tmp_path):
     bye = controller.recv(P.BYE)["body"]
     assert bye["last"]["samples"] == 16
     controller.send(P.BYE, {})
-    code, err = controller.wait()
+    code, err = controller.wait_worker()
     assert code == 0, err
     assert controller.heartbeats > 0 and "quantized layers" in err
 
-    resumed = FakeController()
-    try:
-        _, ready = handshake(resumed, make_config(), resume=path)
-        assert ready["body"]["start_step"] == 3
-        steps = run_steps(resumed, 3, 4, stop=True)
-        assert len(steps[0]["counts"]) == 18 and steps[0]["last"] is None  # levels came with the checkpoint
-        resumed.recv(P.BYE)
-        resumed.send(P.BYE, {})
-        assert resumed.wait()[0] == 0
-    finally:
-        resumed.close()
+    resumed = fake_controller(secret=SECRET)
+    _, ready = handshake(resumed, make_config(), resume=path)
+    assert ready["body"]["start_step"] == 3
+    steps = run_steps(resumed, 3, 4, stop=True)
+    assert len(steps[0]["counts"]) == 18 and steps[0]["last"] is None  # levels came with the checkpoint
+    resumed.recv(P.BYE)
+    resumed.send(P.BYE, {})
+    assert resumed.wait_worker()[0] == 0
 
 
 def test_reject_exits_2_with_reason(controller):
-    controller.start().recv(P.HELLO)
+    controller.start_worker().recv(P.HELLO)
     controller.send(P.REJECT, {"reason": "protocol 1 is not 7"})
-    code, err = controller.wait()
+    code, err = controller.wait_worker()
     assert code == 2 and "protocol 1 is not 7" in err
 
 
-def test_silent_controller_makes_the_worker_exit_3():
-    ctrl = FakeController(ack_heartbeats=False)
-    try:
-        ctrl.start(timeout_ms=800).recv(P.HELLO)
-        ctrl.send(P.WELCOME, {"config": make_config(), "resume": None})
-        started = time.monotonic()
-        code, err = ctrl.wait(timeout=20)
-        assert code == 3, err
-        assert time.monotonic() - started < 5
-        assert f"the trqat controller at {ctrl.endpoint} stopped answering for 0.8 s; exiting" in err
-    finally:
-        ctrl.close()
+def test_silent_controller_makes_the_worker_exit_3(fake_controller):
+    ctrl = fake_controller(secret=SECRET, ack_heartbeats=False)
+    ctrl.start_worker(timeout_ms=800).recv(P.HELLO)
+    ctrl.send(P.WELCOME, {"config": make_config(), "resume": None})
+    started = time.monotonic()
+    code, err = ctrl.wait_worker(timeout=20)
+    assert code == 3, err
+    assert time.monotonic() - started < 5
+    assert f"the trqat controller at {ctrl.endpoint} stopped answering for 0.8 s; exiting" in err
 
 
 def test_abort_on_the_heartbeat_socket_ends_the_worker_at_once(controller):
@@ -202,7 +105,7 @@ def test_abort_on_the_heartbeat_socket_ends_the_worker_at_once(controller):
     controller.recv(P.STEP)  # the worker now waits for its LRs
     controller.send(P.ABORT, {"reason": "rank 1 was killed"}, ident=controller.beat_ident)
     started = time.monotonic()
-    code, err = controller.wait(timeout=10)
+    code, err = controller.wait_worker(timeout=10)
     assert code == 3 and time.monotonic() - started < 2
     assert "the trqat controller ended the run: rank 1 was killed" in err
 
@@ -211,7 +114,7 @@ def test_malformed_frame_is_answered_and_exits_4(controller):
     handshake(controller, make_config())
     controller.recv(P.STEP)
     controller.send_raw(b"\xc1 not msgpack")
-    code, err = controller.wait()
+    code, err = controller.wait_worker()
     assert code == 4 and "not valid MessagePack" in err
 
 
@@ -219,16 +122,16 @@ def test_wrong_lr_step_is_a_bad_message(controller):
     handshake(controller, make_config())
     controller.recv(P.STEP)
     controller.send(P.LR, lr_body(5))
-    code, err = controller.wait()
+    code, err = controller.wait_worker()
     assert code == 4 and "the controller sent the LRs of step 5 while step 0 waits" in err
 
 
 def test_a_config_that_cannot_work_is_a_config_error_without_traceback(controller):
-    controller.start().recv(P.HELLO)
+    controller.start_worker().recv(P.HELLO)
     controller.send(P.WELCOME, {"config": make_config(**{"model.name": "vgg99"}), "resume": None})
     error = controller.recv(P.ERROR)["body"]
     assert error["kind"] == "config" and "unknown model.name 'vgg99'" in error["message"] and "traceback" not in error
-    code, err = controller.wait()
+    code, err = controller.wait_worker()
     assert code == 2 and "Traceback" in err  # the details stay in the worker's log
 
 
@@ -237,22 +140,22 @@ def test_a_failure_while_training_sends_the_traceback_and_exits_1(controller, tm
     from trqat.trainer import Trainer
     import torch
     Trainer(make_config(), torch.device("cpu")).save(str(tmp_path))
-    controller.start().recv(P.HELLO)
+    controller.start_worker().recv(P.HELLO)
     five = make_config(**{"model.num_classes": 5, "data.synthetic.num_classes": 5})
     controller.send(P.WELCOME, {"config": five, "resume": str(tmp_path)})
     error = controller.recv(P.ERROR)["body"]
     assert "does not match this run" in error["message"] and "Traceback" in error["traceback"]
-    assert controller.wait()[0] == 1
+    assert controller.wait_worker()[0] == 1
 
 
 def test_an_unreadable_checkpoint_is_a_checkpoint_error_without_traceback(controller, tmp_path):
     # The controller falls back to an earlier checkpoint on kind "checkpoint" (test/e2e/resume-checks.test.ts).
     (tmp_path / "worker.pt").write_bytes(b"not a checkpoint")
-    controller.start().recv(P.HELLO)
+    controller.start_worker().recv(P.HELLO)
     controller.send(P.WELCOME, {"config": make_config(), "resume": str(tmp_path)})
     error = controller.recv(P.ERROR)["body"]
     assert error["kind"] == "checkpoint" and "worker.pt is unreadable or corrupt" in error["message"] and "traceback" not in error
-    assert controller.wait()[0] == 1
+    assert controller.wait_worker()[0] == 1
 
 
 def test_sigint_is_ignored_and_sigterm_exits(controller):
@@ -262,7 +165,7 @@ def test_sigint_is_ignored_and_sigterm_exits(controller):
     controller.send(P.LR, lr_body(0))
     controller.recv(P.STEP)
     controller.proc.terminate()
-    code, _ = controller.wait(timeout=10)
+    code, _ = controller.wait_worker(timeout=10)
     assert code == -15
 
 
@@ -275,7 +178,7 @@ def test_per_layer_lr_lists_and_their_length_check(controller):
     controller.send(P.LR, lr_body(1, lr_quant=[0.1, 0.2]))
     message = controller.recv(P.ERROR)["body"]["message"]
     assert f"'body.lr_quant' is a list of 2 LRs but the model has {n} quantized layers" in message
-    assert controller.wait()[0] == 4
+    assert controller.wait_worker()[0] == 4
 
 
 def test_full_precision_model_reports_no_layers(controller):
@@ -285,7 +188,7 @@ def test_full_precision_model_reports_no_layers(controller):
     assert counts == [None, []]
     controller.recv(P.BYE)
     controller.send(P.BYE, {})
-    assert controller.wait()[0] == 0
+    assert controller.wait_worker()[0] == 0
 
 
 def test_distance_diagnostics_and_eval_progress(controller):
@@ -304,4 +207,4 @@ def test_distance_diagnostics_and_eval_progress(controller):
     assert controller.progress[-1] == {"phase": "eval", "done": 48, "total": 48}
     controller.recv(P.BYE)
     controller.send(P.BYE, {})
-    assert controller.wait()[0] == 0
+    assert controller.wait_worker()[0] == 0

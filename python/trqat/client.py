@@ -34,12 +34,12 @@ import torch.nn as nn
 
 from . import diagnostics
 from . import protocol as P
-from .transitions import unwrap
 from .distributed import Ranks, ranks_from_env
 from .groups import apply_lrs, split_param_groups
 from .log import warn_user
 from .quant import QuantLayer, quantized_layers
-from .transitions import TransitionCounter
+from .step_order import StepOrder
+from .transitions import TransitionCounter, unwrap
 from .transport import Credentials, Gone, Rejected, RunOver, Session, TransportError, Unreachable, env_ms
 
 __all__ = ["Client", "LRs", "split_param_groups", "ClientError", "ControllerUnreachable", "Rejected",
@@ -149,11 +149,7 @@ class Client:
         self.last_counts: Optional[List[int]] = None
         self._loaded_step: Optional[int] = None
         self._started = self._begun = self._closed = self._stepped = False
-        # Quantized weights' version when the last backward reached them: an optimizer step before the
-        # first client.step() shows as weights changed since (_check_first_order).
-        self._backward_version: Optional[int] = None
-        self._order_hook: Optional[torch.utils.hooks.RemovableHandle] = None
-        self._begin_version = 0
+        self._order = StepOrder(self.layers)  # warnings for optimizer.step() out of order
         self._stats: Dict[str, Any] = {"loss": None, "correct": None, "samples": None}
         credentials = Credentials.from_env(endpoint)
         self.endpoint = credentials.endpoint
@@ -200,9 +196,7 @@ class Client:
         self.steps_per_epoch = self._user_spe or self.total_steps
         if state is not None:
             self.load_state_dict(state)
-        trainable = next((m.weight for m in self.layers if m.weight.requires_grad), None)
-        if trainable is not None:
-            self._order_hook = trainable.register_hook(self._on_backward)
+        self._order.watch()
 
     def _check_optimizer(self, cfg: Dict[str, Any]) -> None:
         mine = type(self.optimizer).__name__
@@ -240,10 +234,10 @@ class Client:
             raise RunOver(f"step {self.current_step} is past the end of the run ({self.total_steps} steps): stop "
                           f"when client.should_stop is true, or loop over range(client.total_steps)")
         if not self._stepped:
-            self._check_first_order()
+            self._order.first_step()
         self.last_counts = self.counter.update()
         self._stepped = True
-        self._begin_version = self._weights_version()
+        self._order.begin()
         extra = diagnostics.step_fields(self.layers, self.current_step, diagnostics.every_from(self.config))
         self._session.step(self.current_step, self.last_counts, self._take_stats(), extra)
         self._begun = True
@@ -270,10 +264,7 @@ class Client:
         quantized weights get lr_quant (one value, or one per layer), the rest lr_other."""
         if not self._begun:
             raise ClientError("apply_lrs() needs step_begin() first")
-        if self._weights_version() != self._begin_version:
-            warn_user("trqat: the quantized weights changed between client.step_begin() and client.step_end(): "
-                      "optimizer.step() ran before this step's LRs were set, so it used the previous ones. "
-                      "Call client.step_end(loss) after loss.backward() and before optimizer.step()")
+        self._order.end()
         body = self._session.lr(self.current_step)
         lq, lo = body["lr_quant"], body["lr_other"]
         values = (lq if isinstance(lq, list) else [lq]) + [lo]
@@ -289,28 +280,6 @@ class Client:
         self.current_step += 1
         self._begun = False
         return decided
-
-    def _weights_version(self) -> int:
-        # Tensor._version counts in-place changes: the optimizer's updates of the latent weights.
-        return sum(m.weight._version for m in self.layers)
-
-    def _on_backward(self, grad: torch.Tensor) -> None:
-        self._backward_version = self._weights_version()
-
-    def _check_first_order(self) -> None:
-        """At the first step: weights changed after the last backward mean optimizer.step() came first (it
-        ran with your optimizer's own LR, and the transitions of that update go uncounted). Later steps
-        cannot tell this order from a client.step() before backward, so only the first is checked."""
-        self._remove_order_hook()
-        if self._backward_version is not None and self._backward_version != self._weights_version():
-            warn_user("trqat: optimizer.step() ran before the first client.step(): that update used your "
-                      "optimizer's own LR, not the controller's, and its transitions were not counted. Call "
-                      "client.step(loss) after loss.backward() and before optimizer.step()")
-
-    def _remove_order_hook(self) -> None:
-        if self._order_hook is not None:
-            self._order_hook.remove()
-            self._order_hook = None
 
     def evaluated(self, top1: float, loss: float, samples: int = 0, seconds: float = 0.0) -> None:
         """Record an evaluation (top-1 in percent, mean loss) at the current step of the run's log.
@@ -362,11 +331,7 @@ class Client:
         if self._closed:
             return
         self._closed = True
-        if not self._stepped and error is None and self.current_step < (self.total_steps or 0):
-            warn_user(f"trqat: the client is closing without a single client.step(): the run records no step "
-                      f"(stopped at {self.current_step}/{self.total_steps}). Call client.step(loss) once per "
-                      f"optimizer step, after loss.backward() and before optimizer.step()")
-        self._remove_order_hook()
+        self._order.closing(self._stepped, self.current_step, self.total_steps, error)
         try:
             self._session.bye(None if self._begun else self._take_stats(), error)
         finally:
