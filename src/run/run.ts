@@ -2,7 +2,7 @@ import { ConfigError } from '../errors.js';
 import type { ResolvedConfig } from '../config/resolve.js';
 import { makeCredentials, peerEnv, writeAuthFile, type Credentials } from '../bridge/auth.js';
 import type { ProcessExit, RunProcess } from '../bridge/launcher.js';
-import { type ControllerBodies, type LrBody, type ProtocolError, type WorkerBody, type WorkerMessage } from '../bridge/protocol.js';
+import type { ControllerBodies, LrBody, ProtocolError, WorkerBody, WorkerMessage } from '../bridge/protocol.js';
 import { SessionTable, type Outcome, type Session, type SessionHandler } from '../bridge/sessions.js';
 import { Admission } from './admission.js';
 import { Blame } from './blame.js';
