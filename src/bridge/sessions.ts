@@ -1,5 +1,5 @@
 import { secretMatches, type Credentials } from './auth.js';
-import { BridgeServer } from './server.js';
+import { BridgeServer, type ServerEvents } from './server.js';
 import {
   ProtocolError,
   type ControllerBodies,
@@ -29,6 +29,9 @@ export interface Session {
   state: SessionState;
   ready: WorkerBody<'ready'> | null;
 }
+
+/** What the table needs of its socket: the bound BridgeServer (a fake one in unit tests). */
+export type SessionWire = Pick<BridgeServer, 'endpoint' | 'send' | 'close'>;
 
 /** A reply, or a refusal whose text goes back to the peer. */
 export type Outcome<T> = { ok: T } | { refuse: string };
@@ -65,9 +68,15 @@ export class SessionTable {
   private readonly timer: NodeJS.Timeout;
   private refusals = { count: 0, last: '', reportedAt: 0 };
   private closed = false;
+  /** What the socket hands the table: every valid message, every refused frame. */
+  readonly events: ServerEvents = {
+    message: (message, routingId) => this.onMessage(message, routingId),
+    refused: (error) => this.onRefused(error),
+  };
 
-  private constructor(
-    private readonly server: BridgeServer,
+  /** A table over a socket already bound (`bind` makes both); the socket's events go to `events`. */
+  constructor(
+    private readonly server: SessionWire,
     private readonly credentials: Credentials,
     private readonly timeoutMs: number,
     private readonly handler: SessionHandler,
@@ -81,8 +90,8 @@ export class SessionTable {
     const server = await BridgeServer.bind(
       endpoint,
       {
-        message: (message, routingId) => table?.onMessage(message, routingId),
-        refused: (error) => table?.onRefused(error),
+        message: (message, routingId) => table?.events.message(message, routingId),
+        refused: (error) => table?.events.refused(error),
       },
       credentials.curve?.secretKey ?? null,
     );

@@ -30,6 +30,16 @@ export function reportedFailure(rank: number, doing: string, body: { message: st
   return new RunFailure(body.traceback ? `${text}\n${body.traceback.trimEnd()}` : withStderr(text));
 }
 
+/** A rank that stopped answering (`reason`) while `doing`: the tail of its stderr (`withStderr`) may say why. */
+export function lostFailure(hello: { rank: number; pid: number; hostname: string }, reason: string, doing: string, withStderr: (text: string) => string): RunFailure {
+  return new RunFailure(withStderr(`rank ${hello.rank} (pid ${hello.pid} on ${hello.hostname}) stopped answering (${reason}) while ${doing}`));
+}
+
+/** The error a rank's bye reported, as its run reports it; none for a Ctrl-C in the script (KeyboardInterrupt is a stop, not a failure). */
+export function byeError(rank: number, error: string | null | undefined): string | null {
+  return error && !error.startsWith('KeyboardInterrupt') ? `rank ${rank} reported: ${error}` : null;
+}
+
 /** A script that reported an error in its bye fails its run, even if it exited cleanly. */
 export function scriptFailure(clientError: string, position: string): RunFailure {
   return new RunFailure(`the training script failed${position}: ${clientError}`);

@@ -18,8 +18,6 @@ export interface ExitContext {
   /** A failure of `process`'s rank, with what it was doing and the tail of its stderr. */
   rankFailure(text: string, process: RunProcess): Error;
   fail(error: Error): void;
-  /** A rank died: a restartable run restarts its ranks, any other fails. */
-  crash(error: Error): void;
   /** A rank exited abnormally: reported as a crash unless another rank turns out to be the cause (blame.ts). */
   rankCrashed(rank: number, killed: boolean, error: Error): void;
   finish(): void;

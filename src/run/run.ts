@@ -2,14 +2,14 @@ import { ConfigError } from '../errors.js';
 import type { ResolvedConfig } from '../config/resolve.js';
 import { makeCredentials, peerEnv, writeAuthFile, type Credentials } from '../bridge/auth.js';
 import type { ProcessExit, RunProcess } from '../bridge/launcher.js';
-import { VersionMismatchError, type ControllerBodies, type LrBody, type ProtocolError, type WorkerBody, type WorkerMessage } from '../bridge/protocol.js';
+import type { ControllerBodies, LrBody, ProtocolError, WorkerBody, WorkerMessage } from '../bridge/protocol.js';
 import { SessionTable, type Outcome, type Session, type SessionHandler } from '../bridge/sessions.js';
 import { Admission } from './admission.js';
 import { Blame } from './blame.js';
 import { Checkpointing } from './checkpointing.js';
-import { Checkpoints, type CheckpointRef } from './checkpoints.js';
+import { Checkpoints } from './checkpoints.js';
 import { clientPolicy } from './client.js';
-import { attempt, mismatchFailure, reportedFailure, RunFailure, scriptFailure } from './ending.js';
+import { attempt, byeError, lostFailure, mismatchFailure, reportedFailure, RunFailure, scriptFailure } from './ending.js';
 import { managedPolicy } from './managed.js';
 import type { ExitContext, RunPolicy } from './policy.js';
 import { openRunRecord, rankInfo, type RunEvent, type RunKind, type RunRecord, type RunSummary } from './record.js';
@@ -17,11 +17,11 @@ import type { RunHandle, RunLauncher, RunOptions, RunSpec } from './spec.js';
 import type { Plugins } from '../schedules/plugin.js';
 import { StepMismatch } from './step-loop.js';
 import { Steps, type StepsHost } from './steps.js';
-import { Restarts, Supervisor } from './supervisor.js';
+import { Restarts, type RestartHost } from './restarts.js';
+import { Supervisor } from './supervisor.js';
 import { Watchdog } from './watchdog.js';
 
 export { RunFailure } from './ending.js';
-export { logName } from './supervisor.js';
 export type { RunHandle, RunLauncher, RunOptions, RunSpec } from './spec.js';
 
 const POLICIES: Record<RunKind, RunPolicy> = { managed: managedPolicy, client: clientPolicy };
@@ -30,9 +30,9 @@ const POLICIES: Record<RunKind, RunPolicy> = { managed: managedPolicy, client: c
  * One run: its sessions (every rank of trqat's workers or of the user's script), its one step loop,
  * its record. What differs between the kinds of run is the policy's (`managed.ts`, `client.ts`);
  * who may join is `admission.ts`'s, the plan `plan.ts`'s, the processes `supervisor.ts`'s, the
- * checkpoints in flight `checkpointing.ts`'s, the clocks `watchdog.ts`'s.
+ * checkpoints in flight `checkpointing.ts`'s, the restarts `restarts.ts`'s, the clocks `watchdog.ts`'s.
  */
-export class Run implements SessionHandler, RunLauncher, StepsHost {
+export class Run implements SessionHandler, RunLauncher, StepsHost, RestartHost {
   readonly done: Promise<RunSummary>;
   private settings: ResolvedConfig;
   private readonly policy: RunPolicy;
@@ -46,13 +46,9 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
   private readonly unlock: () => void;
   private table: SessionTable | null = null;
   private started: Steps | null = null;
-  /** The checkpoint the ranks restore from: the resumed one, then the latest after an automatic restart. */
-  private resumeFrom: CheckpointRef | null;
   private clientError: string | null = null;
   /** Which rank's failure is reported when several fail together (blame.ts). */
   private readonly blame = new Blame();
-  /** trqat run: the exit recorded in run.json as the cause (the first copy that failed by itself). */
-  private causeExit: ProcessExit | null = null;
   private stopping = false;
   private ended = false;
   private resolveDone!: (summary: RunSummary) => void;
@@ -65,13 +61,14 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
     const { config } = spec;
     this.settings = config;
     this.policy = POLICIES[spec.kind];
-    this.resumeFrom = spec.checkpoint;
     this.credentials = makeCredentials(config.bridge.endpoint, config.bridge.curve);
-    this.checkpointing = new Checkpointing(new Checkpoints(spec.runDir, config.train.keep_checkpoints, config.train.keep_best));
+    const checkpoints = new Checkpoints(spec.runDir, config.train.keep_checkpoints, config.train.keep_best);
+    this.checkpointing = new Checkpointing(checkpoints);
     this.admission = new Admission(this.policy, () => this.settings);
-    this.supervisor = new Supervisor(spec.runDir, this.policy.processesAreRanks);
+    this.supervisor = new Supervisor(spec.runDir, this.policy.processesAreRanks, () => this.admission.worldSize ?? 1);
     this.watchdog = new Watchdog(config.worker.command_timeout_ms, (message) => this.fail(new RunFailure(message)));
-    this.restarts = new Restarts(config.worker.max_restarts, config.worker.restart_window_ms);
+    const restartable = this.policy.restartable(spec.launchRanks !== undefined);
+    this.restarts = new Restarts(checkpoints, spec.checkpoint, restartable, config.worker.max_restarts, config.worker.restart_window_ms, this);
     const opened = openRunRecord(spec, (event) => this.emit(event), (message) => this.warn(message));
     this.record = opened.record;
     this.unlock = opened.unlock;
@@ -128,14 +125,12 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
 
   /** Starts the ranks (if this run starts them) under the policy's startup limit. */
   private async launch(): Promise<void> {
-    const limit = this.policy.startupTimeoutMs(this.settings);
-    const ready = () => this.table?.active().filter((s) => s.ready !== null).length ?? 0; // not those replaced by a restart
-    const worldSize = () => this.admission.worldSize;
-    if (limit !== null) {
-      this.watchdog.deadline(limit, () =>
-        this.ended || (this.started && ready() >= worldSize()!) ? null : `not every rank was ready within worker.startup_timeout_ms (${limit} ms): ${ready()} of ${worldSize() ?? '?'} ready`,
-      );
-    }
+    this.watchdog.startup(this.policy.startupTimeoutMs(this.settings), {
+      ended: () => this.ended,
+      planned: () => this.started !== null,
+      ready: () => this.table?.active().filter((s) => s.ready !== null).length ?? 0, // not those replaced by a restart
+      worldSize: () => this.admission.worldSize,
+    });
     await this.spec.launchRanks?.(this);
   }
 
@@ -175,7 +170,7 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
     this.guard(() => this.record.addRank(info));
     this.watchdog.set(session.rank, 'building the model and loading data');
     this.emit({ type: 'rank', rank: info, worldSize: session.hello.world_size });
-    return { config: this.settings, resume: this.resumeFrom?.path ?? null };
+    return { config: this.settings, resume: this.restarts.resumeFrom?.path ?? null };
   }
 
   ready(session: Session, body: WorkerBody<'ready'>): Outcome<ControllerBodies['plan']> {
@@ -200,16 +195,11 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
     if (process?.exit) return; // it has exited, not hung: its exit is the report
     this.emit({ type: 'rank-left', rank: rankInfo(session.hello), reason: `lost: ${reason}` });
     process?.stop('SIGKILL'); // hung: it would not answer SIGTERM any sooner
-    const text = `rank ${session.rank} (pid ${session.hello.pid} on ${session.hello.hostname}) stopped answering (${reason}) while ${this.watchdog.doing(session.rank)}`;
-    this.crash(new RunFailure(this.withStderr(text, process)));
+    this.crash(lostFailure(session.hello, reason, this.watchdog.doing(session.rank), (text) => this.supervisor.withStderr(text, process)));
   }
 
   refused(error: ProtocolError): void {
-    // Our own worker with another protocol version cannot take part: say so instead of waiting for it.
-    // (A user's script raises the refusal itself and exits, which ends a client run.)
-    if (this.policy.processesAreRanks && error instanceof VersionMismatchError && error.pid !== null && this.supervisor.started(error.pid)) {
-      this.fail(new RunFailure(`the worker was refused at the handshake: ${error.message}`));
-    }
+    if (this.supervisor.refusedRank(error)) this.fail(new RunFailure(`the worker was refused at the handshake: ${error.message}`));
   }
 
   warn(message: string): void {
@@ -234,8 +224,7 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
         loop?.stats(rank, body.last);
         this.admission.bye(rank);
         this.watchdog.set(rank, 'exiting');
-        // Ctrl-C in the script (KeyboardInterrupt) is a stop, not a failure.
-        if (body.error && !body.error.startsWith('KeyboardInterrupt')) this.clientError ??= `rank ${rank} reported: ${body.error}`;
+        this.clientError ??= byeError(rank, body.error);
         this.emit({ type: 'rank-left', rank: rankInfo(session.hello), reason: body.error ? `error: ${body.error}` : 'bye' });
         loop?.leave(rank);
         this.checkFinished();
@@ -250,8 +239,8 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
         const body = message.body as WorkerBody<'error'>;
         if (!this.policy.errorsFail) return this.warn(`rank ${rank} (pid ${session.hello.pid}) reported an error: ${body.message}`);
         if (body.kind === 'config') return this.fail(new ConfigError(body.message));
-        if (body.kind === 'checkpoint' && this.resumeFrom && !this.started) return this.fallBack(this.resumeFrom, body.message);
-        const failure = reportedFailure(rank, this.watchdog.doing(rank), body, (text) => this.withStderr(text, this.supervisor.ofRank(rank)));
+        if (body.kind === 'checkpoint' && this.restarts.resumeFrom && !this.started) return this.restarts.fallBack(body.message);
+        const failure = reportedFailure(rank, this.watchdog.doing(rank), body, (text) => this.supervisor.withStderr(text, this.supervisor.ofRank(rank)));
         return this.blame.report(rank, 'error', false, this.admission.worldSize ?? 1, () => this.fail(failure));
       }
       default:
@@ -265,7 +254,7 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
       const refusal = this.started.join(rank, body);
       return refusal !== null ? { refuse: refusal } : { ok: this.started.body() };
     }
-    const steps = Steps.begin(this, this.policy, rank, body, this.admission.worldSize!, this.resumeFrom, this.restarts.count > 0, this.endpoint);
+    const steps = Steps.begin(this, this.policy, rank, body, this.admission.worldSize!, this.restarts.resumeFrom, this.restarts.count > 0, this.endpoint);
     if (typeof steps === 'string') return { refuse: steps };
     this.started = steps;
     return { ok: steps.body() };
@@ -302,31 +291,23 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
   }
 
   private processExited(process: RunProcess, exit: ProcessExit): void {
-    if (this.spec.command) {
-      // The first copy that failed by itself is the cause; the copies trqat stopped after it are not.
-      if (process.failedByItself) this.causeExit ??= exit;
-      if (this.causeExit === null || this.causeExit === exit) {
-        if (this.ended) this.attempt(() => this.record.set({ exit }));
-        else this.guard(() => this.record.set({ exit }));
-      }
+    if (this.spec.command && this.supervisor.isCause(process, exit)) {
+      if (this.ended) this.attempt(() => this.record.set({ exit }));
+      else this.guard(() => this.record.set({ exit }));
     }
     if (this.ended) return;
-    this.policy.exited(this.exitContext(), process, exit);
-  }
-
-  private exitContext(): ExitContext {
-    return {
+    const run: ExitContext = {
       planned: this.started !== null,
       clientError: this.clientError,
       position: () => this.started?.position() ?? ' before its first step',
       hasSaidBye: (rank) => this.admission.hasSaidBye(rank),
       allExited: () => this.supervisor.allExited(),
-      rankFailure: (text, process) => new RunFailure(this.withStderr(`${text} while ${this.watchdog.doing(process.rank)}`, process)),
+      rankFailure: (text, process) => new RunFailure(this.supervisor.withStderr(`${text} while ${this.watchdog.doing(process.rank)}`, process)),
       fail: (error) => this.fail(error),
-      crash: (error) => this.crash(error),
       rankCrashed: (rank, killed, error) => this.blame.report(rank, 'exit', killed, this.admission.worldSize ?? 1, () => this.crash(error)),
       finish: () => this.finish(),
     };
+    this.policy.exited(run, process, exit);
   }
 
   private finish(): void {
@@ -346,46 +327,24 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
     void this.release(false).then(() => this.resolveDone(summary));
   }
 
-  /**
-   * A rank died or hung. A run whose ranks this controller started restarts them all from the last
-   * checkpoint, up to worker.max_restarts times within worker.restart_window_ms; the log is rewound
-   * to the checkpoint and written again, so it stays continuous. Otherwise the run fails.
-   */
+  /** A rank died or hung: its run restarts every rank, or fails (restarts.ts). */
   private crash(error: Error): void {
-    if (this.ended) return;
-    const next = this.restarts.afterCrash(error, this.policy.restartable(this.spec.launchRanks !== undefined));
-    if ('fail' in next) return this.fail(next.fail);
-    const count = ` (restart ${next.restart} of at most ${this.settings.worker.max_restarts})`;
-    void this.restart((from) => this.warn(`${error.message.split('\n')[0]}; restarting every rank from ${from}${count}`)).catch((failure: Error) => this.fail(failure));
+    if (!this.ended) this.restarts.crash(error);
   }
 
-  /**
-   * The worker cannot use the checkpoint it was to resume from (its worker.pt is unreadable or
-   * crafted): it is skipped like a damaged one, and the ranks start again from the newest intact
-   * one before it (not counted as a restart). Ranks this controller did not start cannot be restarted.
-   */
-  private fallBack(refused: CheckpointRef, reason: string): void {
-    this.checkpointing.checkpoints.refuse(refused, reason);
-    if (!this.spec.launchRanks) {
-      this.fail(new RunFailure(`checkpoint ${refused.path} was refused by the worker: ${reason}; resume the run again to continue from an earlier checkpoint`));
-      return;
-    }
-    void this.restart(null).catch((failure: Error) => this.fail(failure));
-  }
-
-  /** Stops every rank and starts them again from the newest intact checkpoint; `say` hears where from. */
-  private async restart(say: ((from: string) => void) | null): Promise<void> {
-    const checkpoint = this.checkpointing.checkpoints.latest((message) => this.warn(message));
-    const from = checkpoint ? `the checkpoint of step ${checkpoint.step}` : 'the start (no checkpoint yet)';
-    say?.(from);
-    this.table!.abort(`restarting from ${from}`);
+  /** A restart's first half (restarts.ts): every rank stopped and forgotten. */
+  async stopRanks(reason: string): Promise<void> {
+    this.table!.abort(reason);
     this.table!.closeAll();
     this.blame.clear();
     await this.supervisor.replaceAll();
     this.watchdog.restart();
     this.checkpointing.discard();
-    this.resumeFrom = checkpoint;
-    this.record.rewind(checkpoint?.step ?? 0);
+  }
+
+  /** A restart's second half: the log back at `step`, the ranks started again to plan the run anew. */
+  async startRanks(step: number): Promise<void> {
+    this.record.rewind(step);
     this.started = null;
     this.admission.restart();
     if (!this.ended) await this.launch();
@@ -426,10 +385,6 @@ export class Run implements SessionHandler, RunLauncher, StepsHost {
     await this.supervisor.release(failed, (rank) => this.admission.hasSaidBye(rank));
     await this.table?.close();
     this.unlock();
-  }
-
-  private withStderr(text: string, process: RunProcess | undefined): string {
-    return this.supervisor.withStderr(text, process, this.admission.worldSize ?? 1);
   }
 
   private emit(event: RunEvent): void {

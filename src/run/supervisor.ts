@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { ProcessExit, RunProcess } from '../bridge/launcher.js';
-import { delay, restartLimitFailure } from './ending.js';
+import { VersionMismatchError, type ProtocolError } from '../bridge/protocol.js';
+import { delay } from './ending.js';
 
 /** After a clean end, how long the processes of the run get to exit by themselves. */
 const EXIT_GRACE_MS = 10_000;
@@ -13,11 +14,15 @@ export function logName(rank: number, worldSize: number): string {
 /** The processes a run started (its worker ranks, or the copies of a user's command), watched until they exit. */
 export class Supervisor {
   private processes: RunProcess[] = [];
+  /** trqat run: the exit of the first copy that failed by itself; the copies trqat stopped after it are not the cause. */
+  private cause: ProcessExit | null = null;
 
   constructor(
     private readonly runDir: string,
     /** The processes are the run's ranks: a rank's process can be found, and its stderr is a worker log. */
     private readonly processesAreRanks: boolean,
+    /** The run's world size (1 until the first hello fixed it): a single rank's log is worker.log. */
+    private readonly worldSize: () => number,
   ) {}
 
   /** Watches `process`: its exit and a failure to write its log are reported, unless it was replaced since. */
@@ -34,9 +39,24 @@ export class Supervisor {
     return this.processes.some((p) => p.pid === pid);
   }
 
+  /**
+   * A refused frame came from one of this run's own worker ranks with another protocol version: it
+   * cannot take part, and the run says so instead of waiting for it. (A user's script raises the
+   * refusal itself and exits, which ends a client run.)
+   */
+  refusedRank(error: ProtocolError): boolean {
+    return this.processesAreRanks && error instanceof VersionMismatchError && error.pid !== null && this.started(error.pid);
+  }
+
   /** The process of `rank`, when processes are ranks. */
   ofRank(rank: number): RunProcess | undefined {
     return this.processesAreRanks ? this.processes.find((p) => p.rank === rank) : undefined;
+  }
+
+  /** trqat run: whether run.json records `exit` as how the command ended (the cause's, or any before there is a cause). */
+  isCause(process: RunProcess, exit: ProcessExit): boolean {
+    if (process.failedByItself) this.cause ??= exit;
+    return this.cause === null || this.cause === exit;
   }
 
   allExited(): boolean {
@@ -44,9 +64,9 @@ export class Supervisor {
   }
 
   /** `text`, followed by the last lines of `process`'s stderr when it has any. */
-  withStderr(text: string, process: RunProcess | undefined, worldSize: number): string {
+  withStderr(text: string, process: RunProcess | undefined): string {
     const tail = process?.stderrTail() ?? '';
-    return tail ? `${text}\n--- last lines of rank ${process!.rank}'s stderr (${join(this.runDir, logName(process!.rank, worldSize))}) ---\n${tail}` : text;
+    return tail ? `${text}\n--- last lines of rank ${process!.rank}'s stderr (${join(this.runDir, logName(process!.rank, this.worldSize()))}) ---\n${tail}` : text;
   }
 
   killAll(): void {
@@ -68,34 +88,5 @@ export class Supervisor {
     const inTime = await Promise.race([exited.then(() => true), delay(EXIT_GRACE_MS).then(() => false)]);
     if (!inTime) for (const process of running) process.stop();
     await exited;
-  }
-}
-
-/** Automatic restarts of a run's ranks: at most `max` within `windowMs`. */
-export class Restarts {
-  private readonly times: number[] = [];
-
-  constructor(
-    private readonly max: number,
-    private readonly windowMs: number,
-  ) {}
-
-  /** Restarts so far (any: a restarted run keeps its own clock). */
-  get count(): number {
-    return this.times.length;
-  }
-
-  /** Those within the window now. */
-  recent(now = Date.now()): number {
-    return this.times.filter((at) => now - at < this.windowMs).length;
-  }
-
-  /** A rank crashed: the number of the restart to make now (within the window), or the failure that ends the run. */
-  afterCrash(error: Error, restartable: boolean, now = Date.now()): { restart: number } | { fail: Error } {
-    if (!restartable) return { fail: error };
-    const recent = this.recent(now);
-    if (recent >= this.max) return { fail: this.max === 0 ? error : restartLimitFailure(error, recent, this.windowMs, this.max) };
-    this.times.push(now);
-    return { restart: recent + 1 };
   }
 }

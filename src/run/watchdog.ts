@@ -53,6 +53,19 @@ export class Watchdog {
     }, limitMs);
   }
 
+  /**
+   * The startup limit (worker.startup_timeout_ms; null: none): fails the run unless, after `limitMs`,
+   * it has ended, or it is planned and every rank of its world is ready.
+   */
+  startup(limitMs: number | null, run: { ended(): boolean; planned(): boolean; ready(): number; worldSize(): number | null }): void {
+    if (limitMs === null) return;
+    this.deadline(limitMs, () =>
+      run.ended() || (run.planned() && run.ready() >= run.worldSize()!)
+        ? null
+        : `not every rank was ready within worker.startup_timeout_ms (${limitMs} ms): ${run.ready()} of ${run.worldSize() ?? '?'} ready`,
+    );
+  }
+
   /** An automatic restart: the ranks start over. */
   restart(): void {
     this.stopProgress();
