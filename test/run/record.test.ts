@@ -7,7 +7,7 @@ import type { WorkerBody } from '../../src/bridge/protocol.js';
 import { WriteError } from '../../src/errors.js';
 import { MetricsLog, type EvalRecord, type StepRecord } from '../../src/run/metrics.js';
 import { openRunRecord, RunRecord, type RankInfo, type RunEvent, type RunInfo, type RunPlan } from '../../src/run/record.js';
-import { tinyConfig } from '../helpers.js';
+import { tinyConfig } from '../support/helpers.js';
 
 const config = tinyConfig();
 
