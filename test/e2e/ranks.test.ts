@@ -11,7 +11,8 @@ import { loadConfig } from '../../src/config/load.js';
 import { freePort, resolvePython } from '../../src/bridge/launcher.js';
 import { PROTOCOL_VERSION } from '../../src/bridge/protocol.js';
 import { PACKAGE_ROOT } from '../../src/paths.js';
-import type { RunEvent } from '../../src/run/record.js';
+import type { ResolvedConfig } from '../../src/config/resolve.js';
+import type { RunEvent, RunSummary } from '../../src/run/record.js';
 import { RunFailure } from '../../src/run/run.js';
 import { serve } from '../../src/entry/serve.js';
 import { resume, startTraining, train } from '../../src/entry/train.js';
@@ -39,10 +40,23 @@ function trace(runDir: string, rank: number): TraceLine[] {
     .map((line) => JSON.parse(line) as TraceLine);
 }
 
+/**
+ * One straight two-rank run of tinyConfig(TWO_RANKS), made once for the two tests that read it
+ * (issue 20): the first checks what both ranks did, the second compares an interrupted and resumed
+ * run with it.
+ */
+let straightRun: Promise<{ config: ResolvedConfig; summary: RunSummary }> | undefined;
+function straight(): Promise<{ config: ResolvedConfig; summary: RunSummary }> {
+  straightRun ??= (async () => {
+    const config = tinyConfig(TWO_RANKS);
+    return { config, summary: await train(config) };
+  })();
+  return straightRun;
+}
+
 describe('data-parallel managed runs (torch.distributed, gloo)', () => {
   it('two ranks: one decision per step for both; every rank recorded the same counts and applied the same LRs', async () => {
-    const config = tinyConfig(TWO_RANKS);
-    const summary = await train(config);
+    const { config, summary } = await straight();
     expect(summary.status).toBe('completed');
     const { steps, evals, info } = readRun(summary.run_dir);
     expect(info.ranks.map((r) => r.rank)).toEqual([0, 1]);
@@ -62,7 +76,7 @@ describe('data-parallel managed runs (torch.distributed, gloo)', () => {
   });
 
   it('an interrupted two-rank run, resumed, is bit-identical to one that never stopped', async () => {
-    const straight = await train(tinyConfig(TWO_RANKS));
+    const { summary: straightSummary } = await straight();
     const stop = new AbortController();
     const interrupted = await train(tinyConfig(TWO_RANKS), {
       signal: stop.signal,
@@ -73,7 +87,7 @@ describe('data-parallel managed runs (torch.distributed, gloo)', () => {
     expect(interrupted.status).toBe('stopped');
     const resumed = await resume(interrupted.run_dir);
     expect(resumed.status).toBe('completed');
-    const a = readRun(straight.run_dir);
+    const a = readRun(straightSummary.run_dir);
     const b = readRun(resumed.run_dir);
     const numbers = (s: (typeof a.steps)[number]) => [s.step, s.k, s.K, s.R, s.U, s.lr_other, s.counts, s.loss, s.acc];
     expect(b.steps.map(numbers)).toEqual(a.steps.map(numbers));

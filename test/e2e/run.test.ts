@@ -2,15 +2,29 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { RunEvent } from '../../src/run/record.js';
+import type { ResolvedConfig } from '../../src/config/resolve.js';
+import type { RunEvent, RunSummary } from '../../src/run/record.js';
 import { resume, train } from '../../src/entry/train.js';
 import { checkEquations, readRun, tinyConfig } from '../support/helpers.js';
 
-describe('a short TR-scheduled run', () => {
-  it('logs k, K, R, U exactly as the equations give them from the logged counts', async () => {
+/**
+ * One straight run of tinyConfig(), made once for the two tests that read it (issue 20): the first
+ * checks its numbers, the second compares a stopped-and-resumed run with it.
+ */
+let straightRun: Promise<{ config: ResolvedConfig; events: RunEvent[]; summary: RunSummary }> | undefined;
+function straight(): Promise<{ config: ResolvedConfig; events: RunEvent[]; summary: RunSummary }> {
+  straightRun ??= (async () => {
     const config = tinyConfig();
     const events: RunEvent[] = [];
     const summary = await train(config, { onEvent: (event) => events.push(event) });
+    return { config, events, summary };
+  })();
+  return straightRun;
+}
+
+describe('a short TR-scheduled run', () => {
+  it('logs k, K, R, U exactly as the equations give them from the logged counts', async () => {
+    const { config, events, summary } = await straight();
     expect(summary.status).toBe('completed');
     // Start-up says what it is doing: the worker starting, then loading the data and building the model, before the first step.
     const started = events.findIndex((e) => e.type === 'started');
@@ -44,7 +58,7 @@ describe('a short TR-scheduled run', () => {
   });
 
   it('resumes exactly where it stopped: same schedules, same numbers as a run that never stopped', async () => {
-    const straight = await train(tinyConfig());
+    const { summary: straightSummary } = await straight();
     const config = tinyConfig();
     const stop = new AbortController();
     const interrupted = await train(config, {
@@ -60,7 +74,7 @@ describe('a short TR-scheduled run', () => {
 
     const resumed = await resume(interrupted.run_dir);
     expect(resumed.status).toBe('completed');
-    const a = readRun(straight.run_dir);
+    const a = readRun(straightSummary.run_dir);
     const b = readRun(resumed.run_dir);
     expect(b.steps.map((s) => s.step)).toEqual(a.steps.map((s) => s.step));
     const numbers = (s: (typeof a.steps)[number]) => [s.k, s.K, s.R, s.U, s.lr_other, s.counts, s.loss];
