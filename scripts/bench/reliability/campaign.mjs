@@ -93,7 +93,7 @@ export function report(scenarios, trials, skipped, trialsFile) {
     rows,
     [
       machineLine(),
-      `Each trial: a real \`trqat train\` (ResNet-20 W2A2, synthetic data, ${STEPS} steps, checkpoint every 4, 1 thread, heartbeat timeout ${HEARTBEAT_TIMEOUT_MS / 1000} s; scenario 9 with 2 gloo ranks, against a 2-rank reference), one fault at a moment drawn from the trial's seed, then \`trqat resume\`; survived = every check held and the metrics log (step and evaluation records without their clock fields) equals an uninterrupted run's, record for record.`,
+      `Each trial: a real \`trqat train\` (ResNet-20 W2A2, synthetic data, ${STEPS} steps, checkpoint every 4, 1 thread, heartbeat timeout ${HEARTBEAT_TIMEOUT_MS / 1000} s${scenarios.some((s) => s.id === 'rank-kill') ? '; scenario 9 with 2 gloo ranks, against a 2-rank reference' : ''}), one fault at a moment drawn from the trial's seed, then \`trqat resume\`; survived = every check held and the metrics log (step and evaluation records without their clock fields) equals an uninterrupted run's, record for record.`,
       `Latency: ${latencyNotes.join('; ')}.`,
       `Trials of config ${CONFIG_KEY} in ${trialsFile}; replay one: node scripts/bench/reliability.mjs --${budget} --replay <scenario>:<seed>.`,
     ],
