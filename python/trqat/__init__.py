@@ -27,6 +27,11 @@ _EXPORTS = {
 
 __all__ = ["__version__", *_EXPORTS]
 
+# A script or worker started by a trqat controller goes with it, even before it has a session.
+from .parent_death import follow_controller as _follow_controller  # noqa: E402
+
+_follow_controller()
+
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)

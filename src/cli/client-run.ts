@@ -26,8 +26,11 @@ export async function runCommand(command: string[], configPath: string | null, o
   const printer = new ProgressPrinter(toStderr, toStderr, eventFormatter(config.train.log_every, true));
   let children: readonly RunProcess[] = [];
   let signals = 0;
+  /** The signal for the script that came before it was started (none, or a terminal's, reached it): sent once it is. */
+  let pending: NodeJS.Signals | null = null;
   const onSignal = (signal: NodeJS.Signals) => {
     signals++;
+    if (children.length === 0) pending = signals >= 3 ? 'SIGKILL' : signal;
     // A Ctrl-C in a terminal reaches the whole foreground process group, the script included:
     // forwarding it would interrupt the script twice. Signals sent to trqat alone are forwarded.
     const fromTerminal = signal === 'SIGINT' && process.stdin.isTTY === true;
@@ -48,6 +51,7 @@ export async function runCommand(command: string[], configPath: string | null, o
       },
       onSpawn: (spawned) => {
         children = spawned;
+        if (pending) for (const child of children) child.stop(pending);
       },
       rankEnv,
     });
