@@ -8,6 +8,7 @@ import { importDist, readJson, writeJson } from '../lib.mjs';
 import * as h from './harness.mjs';
 
 const { MetricsLog } = await importDist();
+const { Checkpoints } = await importDist('run/checkpoints.js');
 
 /** What one trial found: a reason for each check that did not hold, latencies in ms, what the fault did. */
 export class Findings {
@@ -73,6 +74,18 @@ export function failedClearly(f, ended, error) {
   f.check(ended.code === 1, `the CLI exited ${ended.code}${ended.signal ? ` (${ended.signal})` : ''}, not 1`);
   f.check(error.test(ended.stderr), `no clear error matching ${error}: "${f.fault.error}"`);
   f.check(!h.stackTrace(ended.stderr), 'a stack trace on the console');
+}
+
+/** The run's newest checkpoint the controller would resume from, and the warnings reading it gave (an error is one). */
+export function latestCheckpoint(runDir) {
+  const warnings = [];
+  let latest = null;
+  try {
+    latest = new Checkpoints(runDir, 3).latest((w) => warnings.push(w));
+  } catch (error) {
+    warnings.push(error.message);
+  }
+  return { latest, warnings };
 }
 
 export const stepIn = (lo, hi) => fc.integer({ min: lo, max: hi });

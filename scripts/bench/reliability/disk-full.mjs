@@ -7,11 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { fill } from '../full-disk.mjs';
-import { importDist, readJson, run } from '../lib.mjs';
-import { failedClearly, resumeEqualsReference, stepIn } from './checks.mjs';
+import { readJson, run } from '../lib.mjs';
+import { failedClearly, latestCheckpoint, resumeEqualsReference, stepIn } from './checks.mjs';
 import { budget, dir, errorLine, goneWithin, reached, setRuns, STEPS, trainCli, workerPid } from './harness.mjs';
 
-const { Checkpoints } = await importDist('run/checkpoints.js');
 const SELF = join(import.meta.dirname, '..', 'reliability.mjs');
 
 export const DISK_FULL = {
@@ -72,13 +71,7 @@ export async function diskFullInside(f, { step, leave }, name, refDir, mount) {
   failedClearly(f, ended, /cannot write \S+: no space left on device/i);
   f.fault.file = /cannot write (\S+): /.exec(f.fault.error)?.[1]?.replace(mount, '<tmpfs>') ?? null; // the file the error names
   f.check((await goneWithin(pid, 2000)) !== null, `the worker (pid ${pid}) was left running`);
-  const warnings = [];
-  let latest = null;
-  try {
-    latest = new Checkpoints(runDir, 3).latest((w) => warnings.push(w));
-  } catch (error) {
-    warnings.push(error.message);
-  }
+  const { latest, warnings } = latestCheckpoint(runDir);
   f.fault.latest = latest?.step ?? null;
   f.check(warnings.length === 0 && latest !== null && latest.step >= before, `the previous checkpoint (step ${before}) is not intact: latest ${latest?.step ?? 'none'}${warnings.length ? `: ${warnings.join('; ')}` : ''}`);
   rmSync(filler, { force: true });

@@ -10,11 +10,9 @@
 import { existsSync, readdirSync, watch } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { importDist } from '../lib.mjs';
-import { difference, failedClearly, resumeEqualsReference, signalWorkerAt, stepIn } from './checks.mjs';
+import { difference, failedClearly, resumeEqualsReference, latestCheckpoint, signalWorkerAt, stepIn } from './checks.mjs';
 import { errorLine, goneWithin, HEARTBEAT_TIMEOUT_MS, reached, runInfo, seconds, STEPS, trainCli, workerPid } from './harness.mjs';
 
-const { Checkpoints } = await importDist('run/checkpoints.js');
 
 export const WORKER_FAULTS = [
   {
@@ -52,13 +50,7 @@ export const WORKER_FAULTS = [
       const ended = await cli.ended;
       f.latency_ms.push(ended.at - killedAt);
       failedClearly(f, ended, /rank 0 was killed by SIGKILL/);
-      const warnings = [];
-      let latest = null;
-      try {
-        latest = new Checkpoints(runDir, 3).latest((w) => warnings.push(w));
-      } catch (error) {
-        warnings.push(error.message);
-      }
+      const { latest, warnings } = latestCheckpoint(runDir);
       f.fault.latest = latest?.step ?? null;
       // The previous checkpoint, or this one when its commit came before the kill: intact either way.
       const expected = [checkpoint - 4, checkpoint];
