@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from processes import alive
+
 PYTHON_DIR = os.path.join(os.path.dirname(__file__), "..")
 EXIT_CONTROLLER_GONE = 3
 
@@ -18,15 +20,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def alive(pid: int) -> bool:
-    """Running and not a zombie (a reparented orphan may wait unreaped under a container's init)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # The stand-in controller: starts the worker as the controller does (TRQAT_CONTROLLER_PID = its own

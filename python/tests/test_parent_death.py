@@ -8,6 +8,8 @@ import sys
 import textwrap
 import time
 
+from processes import alive
+
 PYTHON_DIR = os.path.join(os.path.dirname(__file__), "..")
 
 # The stand-in controller: starts the script as `trqat run` does (TRQAT_CONTROLLER_PID = its own
@@ -25,14 +27,6 @@ LAUNCHER = textwrap.dedent("""
 
 # The user's script: imports trqat, then "loads its data" for a minute before it would build a Client.
 SCRIPT = "import os, time, trqat; print(os.getpid(), flush=True); time.sleep(60)"
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def start(via_shell: bool) -> int:
