@@ -10,7 +10,6 @@ process started through a launcher (a shell, torchrun) has another parent and is
 any process on another system. SIGTERM, not SIGKILL: a script's own handler may still save.
 """
 import ctypes
-import ctypes.util
 import os
 import signal
 import sys
@@ -24,7 +23,7 @@ def follow_controller() -> bool:
     if not sys.platform.startswith("linux") or not pid.isdigit() or os.getppid() != int(pid) or _managed_worker():
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the loaded libc: find_library would run ldconfig at import
         if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
             return False
     except (OSError, AttributeError):
