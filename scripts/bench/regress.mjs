@@ -94,6 +94,7 @@ async function once(side, c, tag) {
   const script = `"${process.execPath}" ${args.map((a) => `'${a}'`).join(' ')} </dev/null >"$OUTLOG" 2>&1; rc=$?; times; exit $rc`;
   const log = join(dir, `${side}-${tag}.log`);
   const t0 = performance.now();
+  const epoch0 = Date.now() / 1000;
   const res = await run('bash', ['-c', script], { env: { ...env, OUTLOG: log }, allowFail: true, cwd: root });
   const wall = (performance.now() - t0) / 1000;
   if (res.code !== 0) throw new Error(`${side}: trqat train exited ${res.code}; see ${log}:\n${readFileSync(log, 'utf8').split('\n').slice(-12).join('\n')}`);
@@ -104,6 +105,8 @@ async function once(side, c, tag) {
   });
   const runDir = /run folder: (.*)/.exec(readFileSync(log, 'utf8'))?.[1]?.trim();
   let stepS = null;
+  let startS = null; // process start to the first step record: start-up
+  let endS = null; // the last step record to the process's exit: final evaluation, checkpoint, shutdown
   if (runDir && existsSync(join(runDir, 'metrics.jsonl'))) {
     const times = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((r) => r.type === 'step' && typeof r.time === 'number').map((r) => r.time);
     // the median interval, the first 10% left out: the last record waits for the final evaluation and
@@ -111,9 +114,13 @@ async function once(side, c, tag) {
     const skip = Math.max(1, Math.floor(times.length / 10));
     const intervals = times.slice(skip, -1).map((t, i) => times[skip + i + 1] - t).slice(0, -1);
     if (intervals.length >= 2) stepS = median(intervals);
+    if (times.length > 0) {
+      startS = times[0] - epoch0;
+      endS = epoch0 + wall - times.at(-1);
+    }
     rmSync(runDir, { recursive: true, force: true });
   }
-  return { wall, user, sys, stepS };
+  return { wall, user, sys, stepS, startS, endS };
 }
 
 /** Whether a side's controller accepts the case's overrides (an old ref may not know them). */
@@ -151,14 +158,16 @@ for (const name of cases) {
   if (worst > maxRatio) failed = true;
   for (const side of ['ref', 'this']) {
     const s = samples[side];
-    rows.push([c.title, SIDES[side].label, medRange(s.map((x) => x.wall), 1), medRange(s.map((x) => x.user), 1), medRange(s.map((x) => x.sys), 1), s.every((x) => x.stepS) ? medRange(s.map((x) => 1 / x.stepS), 2) : 'n/a', '', '']);
+    const phase = (key) => (s.every((x) => x[key] !== null) ? medRange(s.map((x) => x[key]), 1) : 'n/a');
+    rows.push([c.title, SIDES[side].label, medRange(s.map((x) => x.wall), 1), phase('startS'), phase('endS'), medRange(s.map((x) => x.user), 1), medRange(s.map((x) => x.sys), 1), s.every((x) => x.stepS) ? medRange(s.map((x) => 1 / x.stepS), 2) : 'n/a', '']);
   }
-  rows.push([c.title, 'ratio this / ref', medRange(ratio('wall'), 3), medRange(ratio('user'), 3), medRange(ratio('sys'), 3), stepRatio ? `step time ${medRange(stepRatio, 3)}` : 'n/a', verdict, '']);
+  const diff = (key) => (samples.this.every((x) => x[key] !== null) && samples.ref.every((x) => x[key] !== null) ? `${medRange(samples.this.map((x, i) => x[key] - samples.ref[i][key]), 1)} s` : 'n/a');
+  rows.push([c.title, 'ratio this / ref', medRange(ratio('wall'), 3), diff('startS'), diff('endS'), medRange(ratio('user'), 3), medRange(ratio('sys'), 3), stepRatio ? `step time ${medRange(stepRatio, 3)}` : 'n/a', verdict]);
 }
-const text = table(`Speed guard: this checkout against ${opts.against} (${budget})`, ['case', 'side', 'wall s', 'user s', 'sys s', 'steady steps/s', 'verdict', ''].slice(0, 7), rows.map((r) => r.slice(0, 7)), [
+const text = table(`Speed guard: this checkout against ${opts.against} (${budget})`, ['case', 'side', 'wall s', 'first step at s', 'after last step s', 'user s', 'sys s', 'steady steps/s', 'verdict'], rows, [
   machineLine(),
   loadNote(),
-  `Whole \`trqat train\` processes of the default job (${steps} steps, as a user runs it), ${pairs} measured pair(s) after a warm-up pair, order alternating (A B, B A, ...). Figures: median [min–max]. user and sys: CPU seconds of the whole process tree. steady steps/s: 1 / the median interval between step records in metrics.jsonl, the first 10% and the last record (which may wait for the final evaluation) left out. A ratio above ${maxRatio} in wall or step time fails.`,
+  `Whole \`trqat train\` processes of the default job (${steps} steps, as a user runs it), ${pairs} measured pair(s) after a warm-up pair, order alternating (A B, B A, ...). Figures: median [min–max]. user and sys: CPU seconds of the whole process tree. first step at: process start to the first step record (start-up); after last step: the last step record to the exit (final evaluation, checkpoint, shutdown); in the ratio row these two are differences this - ref. steady steps/s: 1 / the median interval between step records in metrics.jsonl, the first 10% and the last record (which may wait for the final evaluation) left out. A ratio above ${maxRatio} in wall or step time fails.`,
   ...notes,
 ]);
 console.log(text);

@@ -16,7 +16,7 @@ import type { RunEvent, RunSummary } from '../../src/run/record.js';
 import { RunFailure } from '../../src/run/run.js';
 import { serve } from '../../src/entry/serve.js';
 import { resume, startTraining, train } from '../../src/entry/train.js';
-import { alive, checkEquations, readRun, tinyConfig } from '../support/helpers.js';
+import { alive, checkEquations, readRun, tinyConfig, within } from '../support/helpers.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
 const PYTHON = resolvePython(null);
@@ -279,7 +279,7 @@ describe('authentication', () => {
   it('beyond loopback the run speaks CURVE: its own script connects with the auth file, a peer without the key gets no answer', async () => {
     const out = mkdtempSync(join(tmpdir(), 'trqat-curve-'));
     const config = loadConfig(null, [`out_dir=${out}`, 'bridge.endpoint=tcp://0.0.0.0:*', 'train.steps=4', 'worker.heartbeat_interval_ms=200']);
-    const handle = await serve(config);
+    const handle = await within(serve(config), 30_000, 'serve()');
     const authFile = join(handle.runDir, 'auth.json');
     const auth = JSON.parse(readFileSync(authFile, 'utf8')) as { endpoint: string; secret: string; server_key: string | null };
     expect(auth.server_key).toMatch(/^.{40}$/); // a Z85 CURVE public key, made for this run
@@ -287,19 +287,27 @@ describe('authentication', () => {
     const port = /:(\d+)$/.exec(handle.endpoint)![1]!;
 
     // A peer that knows the secret but not the server key: the CURVE handshake fails, nothing is answered.
-    const stranger = new Dealer({ linger: 0, receiveTimeout: 1500 });
+    // sendTimeout: a DEALER with no peer that completed the handshake would queue or wait for one forever
+    const stranger = new Dealer({ linger: 0, receiveTimeout: 1500, sendTimeout: 1500 });
     stranger.connect(`tcp://127.0.0.1:${port}`);
     const hello = {
       protocol: PROTOCOL_VERSION, role: 'client', rank: 0, world_size: 1, pid: 1, hostname: 'h', device: 'cpu', device_name: 'cpu',
       torch_version: '2', python_version: '3', trqat_version: '0.1.0', secret: auth.secret,
     };
-    await stranger.send(new Packr({ useRecords: false }).pack({ v: PROTOCOL_VERSION, type: 'hello', sid: 'stranger', seq: 0, body: hello }));
+    // refused (no peer) or sent and unanswered: either way nothing reaches the run
+    const sent = await within(
+      stranger.send(new Packr({ useRecords: false }).pack({ v: PROTOCOL_VERSION, type: 'hello', sid: 'stranger', seq: 0, body: hello })).then(() => true, () => false),
+      5_000,
+      "the stranger's send",
+    );
     // Raced with a timer of our own: under load the socket's receiveTimeout alone is not to be relied on.
     const answer = await Promise.race([
-      stranger.receive().then(
-        () => 'answered',
-        () => 'no answer',
-      ),
+      sent
+        ? stranger.receive().then(
+            () => 'answered',
+            () => 'no answer',
+          )
+        : Promise.resolve('no answer'),
       new Promise<string>((resolve) => setTimeout(() => resolve('no answer'), 3000)),
     ]);
     expect(answer).toBe('no answer');
@@ -312,7 +320,7 @@ describe('authentication', () => {
       timeout: 150_000,
     });
     expect(script.exitCode, `${script.shortMessage ?? ''}\n${script.stderr}`).toBe(0);
-    expect(await handle.done).toMatchObject({ status: 'completed', step: 4 });
+    expect(await within(handle.done, 60_000, 'the run ending after its script exited')).toMatchObject({ status: 'completed', step: 4 });
     expect(existsSync(join(handle.runDir, 'metrics.jsonl'))).toBe(true);
   }, 240_000); // one Python process on a machine that may be busy with the other test files
 });

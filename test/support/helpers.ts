@@ -91,3 +91,16 @@ export async function goneWithin(pid: number, limitMs: number): Promise<number> 
   while (alive(pid) && Date.now() - start < limitMs) await new Promise((resolve) => setTimeout(resolve, 20));
   return Date.now() - start;
 }
+
+/** `promise`, or a failure naming `what` after `ms`: a wait that hangs says where it hung. */
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms / 1000} s`)), ms);
+  });
+  try {
+    return await Promise.race([promise, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
