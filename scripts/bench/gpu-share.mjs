@@ -24,6 +24,8 @@ const CASES = {
   resnet18: { model: 'resnet18', ...pick(budget, { tiny: { image: 32, batch: 4, steps: 6, warmup: 2, classes: 10 }, quick: { image: 224, batch: 256, steps: 40, warmup: 10, classes: 1000 }, full: { image: 224, batch: 256, steps: 100, warmup: 20, classes: 1000 } }) },
 };
 const PROCS = pick(budget, { tiny: [1, 2], quick: [1, 4, 8], full: [1, 4, 8, 16] });
+// with and without counting, alternating; tiny only proves the script works (one repetition)
+const REPS = pick(budget, { tiny: 1, quick: 2, full: 2 });
 
 function configFile(c) {
   const path = join(dir, `${c.model}.config.json`);
@@ -48,7 +50,7 @@ const rows = { count: [], procs: [] };
 const render = () =>
   table(`Counting share of a step (${budget}, ${device})`, ['model', 'batch', 'ms/step without counting', 'ms/step with counting', 'counting share'], rows.count, [
     machineLine(),
-    'plain_loop.py with and without --count (TransitionCounter.update() before each step, which waits for the counts on the host: the worker instead overlaps that copy with the next forward pass); the share = (with − without) / with. Alternating order, 2 repetitions, the mean.',
+    `plain_loop.py with and without --count (TransitionCounter.update() before each step, which waits for the counts on the host: the worker instead overlaps that copy with the next forward pass); the share = (with − without) / with. Alternating order, ${REPS} repetition(s), the mean.`,
   ]) +
   '\n' +
   table(`Processes sharing one GPU (${budget}, ${device})`, ['model', 'processes', 'steps/s each (mean)', 'steps/s in all', 'vs one process'], rows.procs, [
@@ -61,7 +63,7 @@ for (const name of ['resnet20', 'resnet18']) {
   const path = configFile(c);
   const without = [];
   const withCount = [];
-  for (let r = 0; r < 2; r++) {
+  for (let r = 0; r < REPS; r++) {
     for (const count of r % 2 ? [true, false] : [false, true]) (count ? withCount : without).push(...(await plain(c, path, { count })));
   }
   const a = mean(without);

@@ -1,8 +1,9 @@
 // The speed guard: this checkout against another git ref, whole processes side by side.
 //
 // Builds REF in a temporary git worktree (its own npm ci, unless its package-lock.json equals this
-// one's; its own dist/; its Python package first on PYTHONPATH, the interpreter shared), then runs
-// the same job from each, interleaved A B B A ... after one warm-up pair, and prints per case:
+// one's; its own dist/, or a copy of this one's where the controller's sources are the same; its
+// Python package first on PYTHONPATH, the interpreter shared), then runs the same job from each,
+// interleaved A B B A ... after one warm-up pair, and prints per case:
 // wall seconds, user and sys CPU seconds of the whole process tree (the CLI, the controller, every
 // worker), steps/s of the steady state (the median interval of metrics.jsonl's step records), and
 // the ratios this / ref. It exits 1 when a case's median wall ratio or steady-state step-time ratio
@@ -12,8 +13,8 @@
 // worker.nproc_per_node=2, gloo; skipped with a note where REF does not know it).
 //
 // Usage: node scripts/bench/regress.mjs --against REF [--quick|--full|--tiny] [--max-ratio R] [--pairs N] [--cases default,ranks2]
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadNote, machineLine, median, medRange, outDir, parseArgs, pick, positiveInt, python, ROOT, run, table, waitQuiet, writeJson } from './lib.mjs';
@@ -34,6 +35,8 @@ if (!(maxRatio > 0)) {
 }
 const pairs = Number(opts.pairs ?? pick(budget, { tiny: 1, quick: 3, full: 5 }));
 const steps = pick(budget, { tiny: 6, quick: 150, full: 300 });
+// tiny proves the script works, not a speed: no warm-up pair there
+const warmups = budget === 'tiny' ? 0 : 1;
 // tiny only proves the script works (test/e2e/bench.test.ts): a few hundred images instead of the whole dataset
 const shrink = budget === 'tiny' ? ['data.train_subset=256', 'data.test_subset=256', 'data.batch_size=32'] : [];
 const CASES = {
@@ -49,6 +52,8 @@ for (const c of cases) {
 }
 const dir = outDir(opts, 'regress');
 const git = (...args) => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+/** Whether a git command exits 0 (git diff --quiet: no difference). */
+const gitQuiet = (...args) => spawnSync('git', args, { cwd: ROOT, stdio: 'ignore' }).status === 0;
 
 let sha;
 try {
@@ -75,7 +80,13 @@ git('worktree', 'add', '--detach', '--force', wt, sha);
 const sameLock = existsSync(join(wt, 'package-lock.json')) && readFileSync(join(wt, 'package-lock.json'), 'utf8') === readFileSync(join(ROOT, 'package-lock.json'), 'utf8');
 if (sameLock) symlinkSync(join(ROOT, 'node_modules'), join(wt, 'node_modules'));
 else await run('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: wt });
-await run('npm', ['run', 'build', '--silent'], { cwd: wt });
+// What the build reads is the same here (committed or not): the ref's dist/ would be this one's, so copy it.
+const BUILD_INPUTS = ['src', 'package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json'];
+const sameBuild = existsSync(join(ROOT, 'dist', 'cli.js')) && gitQuiet('diff', '--quiet', sha, '--', ...BUILD_INPUTS) && !git('status', '--porcelain', '--untracked-files=all', '--', ...BUILD_INPUTS);
+if (sameBuild) {
+  process.stderr.write(`regress: ${opts.against} has this checkout's controller sources: its dist/ is a copy of this one's\n`);
+  cpSync(join(ROOT, 'dist'), join(wt, 'dist'), { recursive: true });
+} else await run('npm', ['run', 'build', '--silent'], { cwd: wt });
 
 const SIDES = {
   this: { label: `this checkout (${git('rev-parse', '--short', 'HEAD')}${git('status', '--porcelain', '--untracked-files=no') ? ', with changes' : ''})`, root: ROOT },
@@ -142,7 +153,7 @@ for (const name of cases) {
     continue;
   }
   const samples = { this: [], ref: [] };
-  for (let p = 0; p <= pairs; p++) {
+  for (let p = warmups ? 0 : 1; p <= pairs; p++) {
     for (const side of p % 2 ? ['ref', 'this'] : ['this', 'ref']) {
       await waitQuiet();
       process.stderr.write(`regress: ${name} ${p === 0 ? 'warm-up' : `pair ${p}/${pairs}`} ${side}\n`);
@@ -167,7 +178,7 @@ for (const name of cases) {
 const text = table(`Speed guard: this checkout against ${opts.against} (${budget})`, ['case', 'side', 'wall s', 'first step at s', 'after last step s', 'user s', 'sys s', 'steady steps/s', 'verdict'], rows, [
   machineLine(),
   loadNote(),
-  `Whole \`trqat train\` processes of the default job (${steps} steps, as a user runs it), ${pairs} measured pair(s) after a warm-up pair, order alternating (A B, B A, ...). Figures: median [min–max]. user and sys: CPU seconds of the whole process tree. first step at: process start to the first step record (start-up); after last step: the last step record to the exit (final evaluation, checkpoint, shutdown); in the ratio row these two are differences this - ref. steady steps/s: 1 / the median interval between step records in metrics.jsonl, the first 10% and the last record (which may wait for the final evaluation) left out. A ratio above ${maxRatio} in wall or step time fails.`,
+  `Whole \`trqat train\` processes of the default job (${steps} steps, as a user runs it), ${pairs} measured pair(s)${warmups ? ' after a warm-up pair' : ''}, order alternating (A B, B A, ...). Figures: median [min–max]. user and sys: CPU seconds of the whole process tree. first step at: process start to the first step record (start-up); after last step: the last step record to the exit (final evaluation, checkpoint, shutdown); in the ratio row these two are differences this - ref. steady steps/s: 1 / the median interval between step records in metrics.jsonl, the first 10% and the last record (which may wait for the final evaluation) left out. A ratio above ${maxRatio} in wall or step time fails.`,
   ...notes,
 ]);
 console.log(text);

@@ -82,7 +82,7 @@ describe('the record of a resumed run', () => {
 describe('the CLI', () => {
   it('train --dashboard off: no dashboard, plain output, the report at the end; compare and report read the folder', async () => {
     const out = tinyConfig().out_dir;
-    const sets = ['out_dir=' + out, 'name=cli', 'data.name=synthetic', 'data.synthetic.train_size=64', 'data.synthetic.test_size=32', 'data.batch_size=16', 'train.steps=8', 'train.log_every=4', 'worker.threads=1', 'worker.device=cpu'];
+    const sets = ['out_dir=' + out, 'name=cli', 'data.name=synthetic', 'data.synthetic.train_size=64', 'data.synthetic.test_size=32', 'data.synthetic.image_size=12', 'data.batch_size=16', 'train.steps=8', 'train.log_every=4', 'worker.threads=1', 'worker.device=cpu'];
     const result = await execa('node', [CLI, 'train', ...sets.flatMap((s) => ['--set', s]), '--dashboard', 'off'], { reject: false });
     expect(result.exitCode, result.stderr).toBe(0);
     expect(result.stdout).not.toMatch(/dashboard http/);

@@ -33,6 +33,7 @@ const TINY = [
   'data.name=synthetic',
   'data.synthetic.train_size=128',
   'data.synthetic.test_size=64',
+  'data.synthetic.image_size=12',
   'data.batch_size=32',
   'train.steps=12',
   'train.eval_every=0',

@@ -19,7 +19,7 @@ const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
 
 /** The --set arguments that give the CLI the settings of a test config made by tinyConfig. */
 function cliSets(config: ReturnType<typeof tinyConfig>): string[] {
-  const keys = ['out_dir', 'data.name', 'data.synthetic.train_size', 'data.batch_size', 'train.steps', 'train.eval_every', 'train.checkpoint_every', 'worker.device', 'worker.threads'];
+  const keys = ['out_dir', 'data.name', 'data.synthetic.train_size', 'data.synthetic.image_size', 'data.batch_size', 'train.steps', 'train.eval_every', 'train.checkpoint_every', 'worker.device', 'worker.threads'];
   return keys.flatMap((key) => {
     const value = key.split('.').reduce<unknown>((node, part) => (node as Record<string, unknown>)[part], config);
     return ['--set', `${key}=${String(value)}`];
@@ -234,13 +234,13 @@ describe('the CLI', () => {
   });
 
   it('Ctrl-C stops with a checkpoint; trqat resume finishes the run', async () => {
-    const config = tinyConfig(['train.steps=200', 'train.eval_every=0', 'train.checkpoint_every=0']);
+    const config = tinyConfig(['train.steps=100', 'train.eval_every=0', 'train.checkpoint_every=0']);
     const child = execa('node', [CLI, 'train', ...cliSets(config), '--set', 'train.log_every=1'], { reject: false });
     let output = '';
     let interrupted = false;
     child.stdout!.on('data', (chunk: Buffer) => {
       output += chunk.toString();
-      if (!interrupted && /step 5\/200/.test(output)) {
+      if (!interrupted && /step 5\/100/.test(output)) {
         interrupted = true;
         child.kill('SIGINT');
       }
@@ -252,14 +252,14 @@ describe('the CLI', () => {
     expect(result.stdout).toMatch(/to continue: trqat resume/);
     const stoppedAt = readRun(runDir).info.checkpoint_step;
     expect(stoppedAt).toBeGreaterThanOrEqual(5);
-    expect(stoppedAt).toBeLessThan(200);
+    expect(stoppedAt).toBeLessThan(100);
 
     const resumed = await execa('node', [CLI, 'resume', runDir], { reject: false });
     expect(resumed.exitCode).toBe(0);
     expect(resumed.stdout).toMatch(new RegExp(`resuming at step ${stoppedAt}`));
-    expect(resumed.stdout).toMatch(/done: step 200\/200, final top-1 \d+\.\d\d%/);
-    expect(readRun(runDir).steps.map((s) => s.step)).toEqual(Array.from({ length: 200 }, (_, t) => t));
-  }, 240_000); // two CLI processes, 200 steps in all
+    expect(resumed.stdout).toMatch(/done: step 100\/100, final top-1 \d+\.\d\d%/);
+    expect(readRun(runDir).steps.map((s) => s.step)).toEqual(Array.from({ length: 100 }, (_, t) => t));
+  }, 240_000); // two CLI processes, 100 steps in all
 
   it('a controller killed with SIGKILL leaves no worker behind; trqat resume says what happened and finishes the run', async () => {
     const config = tinyConfig(['train.steps=60', 'train.eval_every=0', 'train.checkpoint_every=4']);

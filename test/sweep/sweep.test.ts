@@ -25,7 +25,7 @@ const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
 /** A few-second run on synthetic data, as a config mapping (the sweep file's `config:`). */
 const TINY = {
   name: 'tiny',
-  data: { name: 'synthetic', synthetic: { train_size: 128, test_size: 64 }, batch_size: 32, eval_batch_size: 64 },
+  data: { name: 'synthetic', synthetic: { train_size: 128, test_size: 64, image_size: 12 }, batch_size: 32, eval_batch_size: 64 },
   train: { steps: 8, eval_every: 4, log_every: 1 },
   worker: { device: 'cpu', threads: 1, heartbeat_interval_ms: 200, heartbeat_timeout_ms: 5000 },
   tr: { momentum: 0.5 },

@@ -35,6 +35,7 @@ export function configure(theBudget, outFolder) {
     'data.name=synthetic',
     'data.synthetic.train_size=256',
     'data.synthetic.test_size=128',
+    'data.synthetic.image_size=12',
     'data.batch_size=32',
     'data.eval_batch_size=128',
     `train.steps=${STEPS}`,
