@@ -187,8 +187,9 @@ def test_negative_inputs_to_an_unsigned_quantizer_warn_once():
     quantize(model, signed_act=["4"])
     assert not model[1].act_signed and model[4].act_signed
     x = torch.randn(16, 4)
-    with pytest.warns(UserWarning, match=r"layer '1' gets negative inputs.*signed_act=\['1'\]"):
+    with pytest.warns(UserWarning, match=r"layer '1' gets negative inputs.*signed_act=\['1'\]") as caught:
         model(x)
+    assert caught[0].filename == __file__  # the user's line, not torch's module.__call__ or Sequential
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model(x)  # once only

@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from .log import warn_user
 from .quant import FP_BITS, QUANT_TYPES, QConv1d, QuantLayer, qrange, replace_module
 from .transitions import TransitionTracker, count_transitions  # re-exported: trqat.adapt's public names
 
@@ -342,10 +343,9 @@ class _NegativeInputCheck:
         self.done = True
         x = inputs[0] if inputs else None
         if isinstance(x, torch.Tensor) and x.is_floating_point() and bool((x < 0).any()):
-            warnings.warn(f"trqat: layer '{self.name}' gets negative inputs, but its {module.act_bits}-bit activation "
-                          f"quantizer is unsigned (levels 0..{2 ** module.act_bits - 1}): negative inputs become 0. "
-                          f"Pass signed_act=['{self.name}'] to trqat.quantize if that is not intended.",
-                          stacklevel=2)
+            warn_user(f"trqat: layer '{self.name}' gets negative inputs, but its {module.act_bits}-bit activation "
+                      f"quantizer is unsigned (levels 0..{2 ** module.act_bits - 1}): negative inputs become 0. "
+                      f"Pass signed_act=['{self.name}'] to trqat.quantize if that is not intended.", past_torch=True)
 
     # torch keeps hooks in the module's state; make copies (deepcopy, pickling) harmless
     def __deepcopy__(self, memo: dict) -> "_NegativeInputCheck":
