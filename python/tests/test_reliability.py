@@ -186,6 +186,18 @@ def test_a_full_disk_under_worker_pt_is_an_error_naming_the_file_and_the_old_fil
     assert "old: 10" in out.stdout
 
 
+def test_a_save_into_an_abandoned_staging_folder_fails_and_does_not_recreate_it(tmp_path):
+    # The controller removes a checkpoint's staging folder when the run fails mid-save; a worker
+    # still saving must not bring it back (a stray .partial folder left in the run).
+    from trqat import checkpoint
+    from trqat.safe_io import WriteError
+
+    staging = tmp_path / "step-0000008.partial"
+    with pytest.raises(WriteError, match=r"step-0000008\.partial/worker\.pt: No such file or directory"):
+        checkpoint.write(str(staging), {"step": 8}, create=False)
+    assert not staging.exists() and os.listdir(tmp_path) == []
+
+
 # --- files that would run code -------------------------------------------------------------------
 class _Payload:
     """Pickles to a call of os.system: loading it with plain torch.load would create the marker."""

@@ -53,6 +53,7 @@ def test_full_session_with_directives_then_resume(controller, fake_controller, t
     assert body["params"]["quantized"] == sum(layer["numel"] for layer in body["layers"])
 
     path = str(tmp_path / "ckpt")
+    os.makedirs(path)  # the controller makes the staging folder
     steps = run_steps(controller, 0, 3, eval=True, save=path)
     assert steps[0] == {"step": 0, "counts": None, "last": None}
     for s in steps[1:]:

@@ -24,9 +24,14 @@ class CheckpointProblem(RuntimeError):
     """The checkpoint to resume from cannot be read (damaged, crafted, another format): the controller falls back to an earlier one."""
 
 
-def write(path_dir: str, state: Dict[str, Any]) -> str:
-    """Write `state` as path_dir/worker.pt atomically (temp file in the same folder, fsync, rename)."""
-    os.makedirs(path_dir, exist_ok=True)
+def write(path_dir: str, state: Dict[str, Any], create: bool = True) -> str:
+    """Write `state` as path_dir/worker.pt atomically (temp file in the same folder, fsync, rename).
+
+    create=False: path_dir must exist (the controller's staging folder: once it is removed, the save
+    was abandoned, and recreating it would leave a stray folder in the run).
+    """
+    if create:
+        os.makedirs(path_dir, exist_ok=True)
     final = os.path.join(path_dir, CHECKPOINT_FILE)
     safe_io.save({"format": CHECKPOINT_FORMAT, **state}, final)
     _fsync_dir(path_dir)

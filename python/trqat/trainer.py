@@ -284,14 +284,14 @@ class Trainer:
             "rng": rng,
         }
 
-    def save(self, path_dir: str, step: Optional[int] = None) -> Optional[str]:
+    def save(self, path_dir: str, step: Optional[int] = None, create: bool = True) -> Optional[str]:
         """Rank 0 writes path_dir/worker.pt atomically, with every rank's RNG states; the other ranks
-        hand theirs over and return None."""
+        hand theirs over and return None. create=False: path_dir must already exist."""
         distributed.broadcast_buffers(self.model)
         rng = distributed.gather(checkpoint.rng_state(self.device))
         if rng is None:
             return None
-        return checkpoint.write(path_dir, self.state(self.step if step is None else step, rng))
+        return checkpoint.write(path_dir, self.state(self.step if step is None else step, rng), create)
 
     def load(self, path_dir: str) -> int:
         """Restore everything from path_dir/worker.pt; return the step to run next."""

@@ -170,7 +170,7 @@ class Worker:
                 if rank0:
                     s.send(P.EVALUATED, {**result, "seconds": time.perf_counter() - started, "last": t.take_stats()})
             if lr["save"] is not None:
-                path = t.save(lr["save"])
+                path = t.save(lr["save"], create=False)  # the controller made the folder; gone means abandoned
                 if path is not None:
                     s.send(P.SAVED, {"path": lr["save"], "bytes": os.path.getsize(path), "last": t.take_stats()})
             if lr["stop"]:
