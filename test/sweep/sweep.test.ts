@@ -227,7 +227,8 @@ describe('a sweep of tiny runs (the real worker)', () => {
   }, 120_000);
 
   it('a sweep killed mid-way continues where it was: finished runs are not run again; --only makes the same run', async () => {
-    const slow = { ...TINY, train: { steps: 24, eval_every: 12, checkpoint_every: 4, log_every: 1 } };
+    // 48 steps: ~1 s between the second run's first checkpoint and its end, for the 20 ms poll to kill in
+    const slow = { ...TINY, train: { steps: 48, eval_every: 24, checkpoint_every: 4, log_every: 1 } };
     const file = sweepFile({ config: slow, seeds: 2, gpus: 'none' });
     const runs = join(file, '..', 'out', 'runs');
     const child = execa('node', [CLI, 'sweep', file], { reject: false });
@@ -255,7 +256,7 @@ describe('a sweep of tiny runs (the real worker)', () => {
     expect(again.stdout).toMatch(/by setting \(mean ± std over seeds\):\nsetting +runs +final top-1/);
     expect(readdirSync(runs).sort()).toEqual([first, second]);
     expect(statSync(join(runs, first!, 'metrics.jsonl')).mtimeMs).toBe(firstMetrics);
-    expect(readRun(join(runs, second!)).steps.map((s) => s.step)).toEqual(Array.from({ length: 24 }, (_, t) => t));
+    expect(readRun(join(runs, second!)).steps.map((s) => s.step)).toEqual(Array.from({ length: 48 }, (_, t) => t));
 
     // A SLURM array task: --only 1 into another folder makes a run of the same name and the same numbers.
     const other = mkdtempSync(join(tmpdir(), 'trqat-sweep-only-'));
