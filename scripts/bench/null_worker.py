@@ -81,8 +81,9 @@ class NullTrainer:
     def evaluate(self):
         return {"top1": 10.0, "loss": 2.3, "samples": 1}
 
-    def save(self, path_dir: str, step: Optional[int] = None) -> str:
-        os.makedirs(path_dir, exist_ok=True)
+    def save(self, path_dir: str, step: Optional[int] = None, create: bool = True) -> str:
+        if create:
+            os.makedirs(path_dir, exist_ok=True)
         path = os.path.join(path_dir, "worker.pt")
         with open(path, "wb") as f:
             f.write(b"null worker")

@@ -295,7 +295,7 @@ describe('the CLI', () => {
     let pid: number | undefined;
     for (const start = Date.now(); pid === undefined && Date.now() - start < 60_000; await new Promise((resolve) => setTimeout(resolve, 100))) {
       const runDir = readdirSync(out).map((name) => join(out, name))[0];
-      if (runDir && existsSync(join(runDir, 'metrics.jsonl')) && readRun(runDir).steps.length >= 3) pid = readRun(runDir).info.ranks?.[0]?.pid;
+      if (runDir && existsSync(join(runDir, 'metrics.jsonl')) && existsSync(join(runDir, 'run.json')) && readRun(runDir).steps.length >= 3) pid = readRun(runDir).info.ranks?.[0]?.pid;
     }
     expect(pid).toBeDefined();
     child.kill('SIGKILL');
