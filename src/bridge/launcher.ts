@@ -1,7 +1,7 @@
 import { createWriteStream, existsSync, type WriteStream } from 'node:fs';
 import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
-import { constants as osConstants } from 'node:os';
+import { availableParallelism, constants as osConstants } from 'node:os';
 import { execa, type ResultPromise } from 'execa';
 import { PACKAGE_ROOT } from '../paths.js';
 import { WriteError } from '../errors.js';
@@ -67,6 +67,16 @@ export function rankEnv(rank: number, world: number, masterPort: number): Record
     MASTER_ADDR: '127.0.0.1',
     MASTER_PORT: String(masterPort),
   };
+}
+
+/**
+ * OMP_NUM_THREADS for each of `copies` processes on this machine: the cores shared out, as the managed
+ * worker does (worker.threads), unless the caller set it. torchrun sets 1 for the same reason:
+ * processes whose threads outnumber the cores make every OpenMP region wait for a descheduled one.
+ */
+export function threadEnv(copies: number, env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  if (copies <= 1 || env['OMP_NUM_THREADS']) return {};
+  return { OMP_NUM_THREADS: String(Math.max(1, Math.floor(availableParallelism() / copies))) };
 }
 
 export interface LaunchOptions {

@@ -1,6 +1,6 @@
 import type { ResolvedConfig } from '../config/resolve.js';
 import { TrqatError } from '../errors.js';
-import { exitStatus, freePort, rankEnv, RunProcess, scriptEnv, type ProcessExit } from '../bridge/launcher.js';
+import { exitStatus, freePort, rankEnv, RunProcess, scriptEnv, threadEnv, type ProcessExit } from '../bridge/launcher.js';
 import { withRunViews } from '../dashboard/live.js';
 import { createRunDir } from '../files.js';
 import type { RunSummary } from '../run/record.js';
@@ -71,7 +71,7 @@ export async function runScript(config: ResolvedConfig, command: readonly string
   const launchRanks = async (run: RunLauncher): Promise<void> => {
     const masterPort = contract ? await freePort() : 0;
     for (let rank = 0; rank < copies; rank++) {
-      const env = { ...scriptEnv(), ...options.env, ...run.peerEnv(), ...(contract ? rankEnv(rank, copies, masterPort) : {}) };
+      const env = { ...scriptEnv(), ...threadEnv(copies), ...options.env, ...run.peerEnv(), ...(contract ? rankEnv(rank, copies, masterPort) : {}) };
       const child = new RunProcess(rank, { command, env, cwd: options.cwd, stdio: options.stdio === 'pipe' ? 'collect' : 'inherit' });
       run.supervise(child);
       processes.push(child);

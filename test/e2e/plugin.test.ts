@@ -1,7 +1,7 @@
 // End to end: users' own training scripts under the controller (`trqat run`, `trqat serve`, the
 // serve() library API), with the real Python client over real ZeroMQ.
 import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
@@ -147,20 +147,24 @@ describe('trqat run -- <your script>', () => {
     expect(readRun(runDirOf(resumed.stderr)).steps.map(numbers)).toEqual(all.slice(8));
   });
 
-  it('--nproc-per-node 1 sets the torch.distributed contract as torchrun does; without the option the environment is left alone', async () => {
+  it('--nproc-per-node sets the torch.distributed contract and shares the cores out as torchrun does; without the option the environment is left alone', async () => {
     const out = mkdtempSync(join(tmpdir(), 'trqat-plugin-'));
-    const names = ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'];
+    const names = ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'OMP_NUM_THREADS'];
     const printEnv = [PYTHON, '-c', `import json, os; print(json.dumps({k: os.environ.get(k) for k in ${JSON.stringify(names)}}))`];
     const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !names.includes(name)));
-    const seen = async (options: string[]) => {
+    const seen = async (options: string[], extra: Record<string, string> = {}) => {
       // No client connects, so trqat says nothing was recorded (exit 1); the environment is what matters here.
-      const result = await execa('node', [CLI, 'run', ...options, ...sets(out), '--', ...printEnv], { reject: false, env, extendEnv: false });
-      return JSON.parse(result.stdout.trim().split('\n').at(-1)!) as Record<string, string | null>;
+      const result = await execa('node', [CLI, 'run', ...options, ...sets(out), '--', ...printEnv], { reject: false, env: { ...env, ...extra }, extendEnv: false });
+      return result.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, string | null>);
     };
-    const one = await seen(['--nproc-per-node', '1']);
-    expect(one).toMatchObject({ RANK: '0', WORLD_SIZE: '1', LOCAL_RANK: '0', MASTER_ADDR: '127.0.0.1' });
-    expect(Number(one['MASTER_PORT'])).toBeGreaterThan(0);
-    expect(await seen([])).toEqual(Object.fromEntries(names.map((name) => [name, null])));
+    const [one] = await seen(['--nproc-per-node', '1']);
+    expect(one).toMatchObject({ RANK: '0', WORLD_SIZE: '1', LOCAL_RANK: '0', MASTER_ADDR: '127.0.0.1', OMP_NUM_THREADS: null });
+    expect(Number(one!['MASTER_PORT'])).toBeGreaterThan(0);
+    expect(await seen([])).toEqual([Object.fromEntries(names.map((name) => [name, null]))]);
+    // Two copies share the cores (at least one thread each); a value the user set is kept.
+    const two = await seen(['--nproc-per-node', '2']);
+    expect(two.map((e) => [e['RANK'], e['OMP_NUM_THREADS']]).sort()).toEqual([0, 1].map((rank) => [String(rank), String(Math.max(1, Math.floor(availableParallelism() / 2)))]));
+    expect((await seen(['--nproc-per-node', '2'], { OMP_NUM_THREADS: '3' })).map((e) => e['OMP_NUM_THREADS'])).toEqual(['3', '3']);
   });
 
   it('a client that speaks another protocol version is refused with both versions named', async () => {
