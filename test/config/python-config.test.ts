@@ -14,6 +14,7 @@ export const PYTHON_TEST_OVERRIDES = [
   'data.synthetic={train_size: 64, test_size: 48, image_size: 12, channels: 1, num_classes: 4}',
   'optimizer.lr=0.05',
   'worker.device=cpu',
+  'worker.threads=1', // the workers the tests start run beside others: 2 threads would spin-wait for a busy core
   'train.diagnostics_every=0',
 ];
 

@@ -55,7 +55,7 @@ describe('trqat run -- <your script>', () => {
     const result = await execa(
       'node',
       [CLI, 'run', ...sets(out), '--', PLAIN_PYTHON, EXAMPLE, '--steps', '16', '--batch-size', '32', '--test-subset', '200'],
-      { reject: false },
+      { reject: false, env: { OMP_NUM_THREADS: '1' } }, // beside other tests, a second thread would spin-wait for a busy core
     );
     expect(result.exitCode, result.stderr).toBe(0);
     expect(result.stdout).toMatch(/test top-1 \d+\.\d\d%/); // the script's own output, untouched
