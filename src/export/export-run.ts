@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import type { ResolvedConfig } from '../config/resolve.js';
 import { TrqatError } from '../errors.js';
 import { pythonPath, resolvePython } from '../bridge/launcher.js';
-import { Checkpoints, type CheckpointRef } from '../run/checkpoints.js';
+import { Checkpoints, folderName, type CheckpointRef } from '../run/checkpoints.js';
 import { readJson } from '../files.js';
 import { CONFIG_FILE, notARunFolder } from '../run/record.js';
 import type { ExportFormat } from '../config/export-formats.js';
@@ -89,7 +89,7 @@ export async function exportRun(runDir: string, options: ExportOptions = {}): Pr
   const config = readJson<ResolvedConfig>(configPath, 'run config');
   const checkpoint = pickCheckpoint(dir, config, options);
   const format = options.format ?? 'trqat';
-  const output = resolve(options.output ?? join(dir, 'export', `model-step-${String(checkpoint.step).padStart(7, '0')}.${format}`));
+  const output = resolve(options.output ?? join(dir, 'export', `model-${folderName(checkpoint.step)}.${format}`));
   const samples = options.verifySamples ?? DEFAULT_VERIFY_SAMPLES;
   const bundle = format === 'onnx' && samples > 0 ? mkdtempSync(join(tmpdir(), 'trqat-export-')) : null;
   try {

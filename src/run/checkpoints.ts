@@ -79,7 +79,7 @@ const bestSchema = commitSchema.extend({ top1: z.number() });
 export type BestPointer = z.infer<typeof bestSchema>;
 
 /** A checkpoint folder's name: step-NNNNNNN. */
-const folderName = (step: number) => `step-${String(step).padStart(7, '0')}`;
+export const folderName = (step: number) => `step-${String(step).padStart(7, '0')}`;
 const FOLDER = /^step-\d{7,}$/;
 
 /**

@@ -29,7 +29,10 @@ const unavailable = await tmpfsUnavailable();
 if (unavailable) console.warn(`skipping the disk-full tests: ${unavailable}`);
 
 const ENOSPC = /: no space left on device \(ENOSPC\)/i;
-const STEPS = 16; // checkpoints every 4: a run that commits a later one than step 4 before the disk fills still has one to fail
+const EVERY = 4; // train.checkpoint_every
+const STEPS = 16; // a run that commits a later checkpoint than step 4 before the disk fills still has one to fail
+/** A checkpoint's folder name, written out here rather than taken from the controller. */
+const folder = (step: number) => `step-${String(step).padStart(7, '0')}`;
 const TINY = [
   'data.name=synthetic',
   'data.synthetic.train_size=128',
@@ -38,7 +41,7 @@ const TINY = [
   'data.batch_size=32',
   `train.steps=${STEPS}`,
   'train.eval_every=0',
-  'train.checkpoint_every=4',
+  `train.checkpoint_every=${EVERY}`,
   'train.log_every=1',
   'worker.device=cpu',
   'worker.threads=1',
@@ -74,7 +77,7 @@ function expectResumable(run: DiskFullRun): void {
   expect(run.workerAlive).toBe(false);
   expect(run.leftovers).toEqual([]);
   const last = run.filledAfter!;
-  expect(run.checkpoints).toEqual(['latest.json', ...Array.from({ length: last / 4 }, (_, i) => `step-${String(4 * (i + 1)).padStart(7, '0')}`)]);
+  expect(run.checkpoints).toEqual(['latest.json', ...Array.from({ length: last / EVERY }, (_, i) => folder(EVERY * (i + 1)))]);
   expect(run.resume!.code, run.resume!.stderr).toBe(0);
   expect(run.resume!.stdout).toMatch(new RegExp(`resuming at step ${last}\\b`));
   expect(run.steps).toEqual(Array.from({ length: STEPS }, (_, t) => t));
@@ -132,8 +135,8 @@ describe.skipIf(unavailable !== null)('a full disk', () => {
 
   it("during a checkpoint: the worker's worker.pt fails with its path and cause, run.json says failed, the previous checkpoint resumes", async () => {
     const run = await diskFullRun('checkpoint');
-    const next = String(run.filledAfter! + 4).padStart(7, '0');
-    expect(run.train.stderr).toMatch(new RegExp(`^trqat: rank 0 reported an error while .*saving the checkpoint of step ${run.filledAfter! + 4}: cannot write \\S+/step-${next}\\.partial/worker\\.pt${ENOSPC.source}`, 'i'));
+    const next = run.filledAfter! + EVERY;
+    expect(run.train.stderr).toMatch(new RegExp(`^trqat: rank 0 reported an error while .*saving the checkpoint of step ${next}: cannot write \\S+/${folder(next)}\\.partial/worker\\.pt${ENOSPC.source}`, 'i'));
     expect(run.runJson).toMatchObject({ status: 'failed', checkpoint_step: run.filledAfter });
     expect(run.runJson!.error).toMatch(/worker\.pt: No space left on device/);
     expectResumable(run);
