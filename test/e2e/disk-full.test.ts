@@ -54,6 +54,8 @@ interface DiskFullRun {
   runs: string[];
   /** The step of the checkpoint committed when the disk was filled (4 unless the machine was slow to look). */
   filledAfter?: number;
+  /** The last checkpoint committed when the run stopped: filledAfter, or the next one if its worker.pt was written before the fill landed. */
+  committed?: number;
   workerAlive?: boolean;
   leftovers?: string[];
   runJson?: { status: string; error?: string; checkpoint_step: number } | null;
@@ -76,7 +78,9 @@ function expectResumable(run: DiskFullRun): void {
   expect(run.train.seconds).toBeLessThan(15); // it stopped, it did not go on
   expect(run.workerAlive).toBe(false);
   expect(run.leftovers).toEqual([]);
-  const last = run.filledAfter!;
+  const last = run.committed!;
+  expect(last).toBeGreaterThanOrEqual(run.filledAfter!);
+  expect(last).toBeLessThan(STEPS); // the run did stop before its end
   expect(run.checkpoints).toEqual(['latest.json', ...Array.from({ length: last / EVERY }, (_, i) => folder(EVERY * (i + 1)))]);
   expect(run.resume!.code, run.resume!.stderr).toBe(0);
   expect(run.resume!.stdout).toMatch(new RegExp(`resuming at step ${last}\\b`));
@@ -135,9 +139,9 @@ describe.skipIf(unavailable !== null)('a full disk', () => {
 
   it("during a checkpoint: the worker's worker.pt fails with its path and cause, run.json says failed, the previous checkpoint resumes", async () => {
     const run = await diskFullRun('checkpoint');
-    const next = run.filledAfter! + EVERY;
+    const next = run.committed! + EVERY;
     expect(run.train.stderr).toMatch(new RegExp(`^trqat: rank 0 reported an error while .*saving the checkpoint of step ${next}: cannot write \\S+/${folder(next)}\\.partial/worker\\.pt${ENOSPC.source}`, 'i'));
-    expect(run.runJson).toMatchObject({ status: 'failed', checkpoint_step: run.filledAfter });
+    expect(run.runJson).toMatchObject({ status: 'failed', checkpoint_step: run.committed });
     expect(run.runJson!.error).toMatch(/worker\.pt: No space left on device/);
     expectResumable(run);
   });
