@@ -39,6 +39,7 @@ class LongestFirst extends BaseSequencer {
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    globalSetup: ['test/support/forkserver-setup.ts'],
     // End-to-end tests start real Python workers: give them time, and keep the 2 cores for them.
     testTimeout: 120_000,
     hookTimeout: 120_000,

@@ -138,7 +138,9 @@ class FakeController:
                    TRQAT_SECRET=self.secret or "", TRQAT_CONTROLLER_TIMEOUT_MS=str(timeout_ms), **extra_env)
         for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TRQAT_AUTH_FILE", "TRQAT_RUN_DIR"):
             env.pop(name, None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "trqat.worker"],
+        # as the controller does: through the fork server when there is one (scripts/pytest.mjs starts it)
+        module = ["trqat.forkserver", "run", "trqat.worker"] if os.environ.get("TRQAT_FORKSERVER") else ["trqat.worker"]
+        self.proc = subprocess.Popen([sys.executable, "-m", *module],
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         return self
 

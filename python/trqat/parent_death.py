@@ -3,7 +3,7 @@ from the kernel when that controller dies, however it dies (Linux's PR_SET_PDEAT
 first `import trqat` on: a script killed with its controller during start-up, while it still loads
 its data and has no session (so no heartbeat) yet, does not linger until it builds its Client.
 
-The managed worker (`python -m trqat.worker`) is left out: it watches its controller itself from
+The managed worker (`python -m trqat.worker`, or its stand-in under a fork server) is left out: it watches its controller itself from
 the start and exits with its own code and message (worker.py, "the trqat controller ... is gone").
 Otherwise only where the controller is the parent (`trqat run -- python train.py`, the managed worker): a
 process started through a launcher (a shell, torchrun) has another parent and is left alone, as is
@@ -34,7 +34,9 @@ def follow_controller() -> bool:
 
 
 def _managed_worker() -> bool:
+    """`python -m trqat.worker`, or its stand-in under a fork server (`-m trqat.forkserver run trqat.worker`)."""
     argv = list(getattr(sys, "orig_argv", []))
     if "-m" in argv:
-        return argv[argv.index("-m") + 1:][:1] == ["trqat.worker"]
+        module = argv[argv.index("-m") + 1:]
+        return module[:1] == ["trqat.worker"] or module[:3] == ["trqat.forkserver", "run", "trqat.worker"]
     return False

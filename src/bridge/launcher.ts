@@ -182,9 +182,22 @@ export class RunProcess {
   }
 }
 
+/** The environment variable naming a fork server's socket (python/trqat/forkserver.py). */
+export const FORKSERVER_ENV = 'TRQAT_FORKSERVER';
+
+/**
+ * `python -u -m module` for trqat's own Python processes. With a fork server ($TRQAT_FORKSERVER), a
+ * light client that has it forked there (torch already imported) and stands in for it: the same
+ * stdio, signals and exit.
+ */
+export function moduleCommand(python: string | null, module: string, env: NodeJS.ProcessEnv = process.env): string[] {
+  const run = env[FORKSERVER_ENV] ? ['trqat.forkserver', 'run', module] : [module];
+  return [resolvePython(python), '-u', '-m', ...run];
+}
+
 /** The command of a managed worker rank. */
-export function workerCommand(python: string | null): string[] {
-  return [resolvePython(python), '-u', '-m', 'trqat.worker'];
+export function workerCommand(python: string | null, env: NodeJS.ProcessEnv = process.env): string[] {
+  return moduleCommand(python, 'trqat.worker', env);
 }
 
 /** Environment every managed worker gets on top of the run's (Run.peerEnv): this checkout's trqat package. */

@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import type { ResolvedConfig } from '../config/resolve.js';
 import { TrqatError } from '../errors.js';
-import { pythonPath, resolvePython } from '../bridge/launcher.js';
+import { moduleCommand, pythonPath } from '../bridge/launcher.js';
 import { Checkpoints, folderName, type CheckpointRef } from '../run/checkpoints.js';
 import { readJson } from '../files.js';
 import { CONFIG_FILE, notARunFolder } from '../run/record.js';
@@ -93,9 +93,9 @@ export async function exportRun(runDir: string, options: ExportOptions = {}): Pr
   const samples = options.verifySamples ?? DEFAULT_VERIFY_SAMPLES;
   const bundle = format === 'onnx' && samples > 0 ? mkdtempSync(join(tmpdir(), 'trqat-export-')) : null;
   try {
-    const args = ['-m', 'trqat.export', '--config', configPath, '--checkpoint', checkpoint.path, '--format', format, '--output', output, '--verify-samples', String(samples)];
+    const args = ['--config', configPath, '--checkpoint', checkpoint.path, '--format', format, '--output', output, '--verify-samples', String(samples)];
     if (bundle) args.push('--verify-dir', bundle);
-    const report = await runPython(resolvePython(config.worker.python), args, options.onProgress);
+    const report = await runPython(moduleCommand(config.worker.python, 'trqat.export'), args, options.onProgress);
     const onnx = bundle && report.samples > 0 ? await verifyOnnx(output, bundle, config.worker.threads ?? undefined, options.onProgress).catch(asFailure) : null;
     return { ...report, run_dir: dir, checkpoint, onnx };
   } finally {
@@ -113,8 +113,9 @@ function asFailure(error: unknown): never {
  * Runs the Python half; its stdout is progress lines (handed to `onProgress` as they come) and, last,
  * the report.
  */
-async function runPython(python: string, args: string[], onProgress?: (progress: ExportProgress) => void): Promise<PythonReport> {
-  const subprocess = execa(python, args, { env: { PYTHONPATH: pythonPath() }, reject: false, stdin: 'ignore' });
+async function runPython(command: string[], args: string[], onProgress?: (progress: ExportProgress) => void): Promise<PythonReport> {
+  const [python, ...module] = command as [string, ...string[]];
+  const subprocess = execa(python, [...module, ...args], { env: { PYTHONPATH: pythonPath() }, reject: false, stdin: 'ignore' });
   let pending = '';
   let last = '';
   subprocess.stdout?.on('data', (chunk: Buffer) => {
