@@ -155,3 +155,13 @@ def test_a_client_in_another_mount_namespace_is_refused_and_runs_itself(probe_di
                          env=env, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0
     assert "mnt namespace" in out.stderr and "in a process of its own" in out.stderr
+
+
+def test_a_script_runs_as_python_FILE_would(probe_dir: Path, server: str) -> None:
+    env = dict(os.environ, PYTHONPATH=PYTHON_DIR, TRQAT_FORKSERVER=server)
+    proc = subprocess.Popen([sys.executable, "-m", "trqat.forkserver", "run", "probe.py", "exit", "5"], env=env, cwd=probe_dir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = first_line(proc)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 5 and err == "to stderr\n"
+    assert seen["pid"] != proc.pid and seen["argv"] == ["exit", "5"] and seen["main"] == "__main__"

@@ -84,8 +84,15 @@ def _identity() -> Dict[str, str]:
 
 # --- the client: stands in for the worker --------------------------------------------------------
 
+def _is_script(target: str) -> bool:
+    return target.endswith(".py")
+
+
 def run(module: str, args: List[str]) -> NoReturn:
-    """Runs `python -m module args` in a process forked by the server at $TRQAT_FORKSERVER, and exits as it does."""
+    """Runs `python -m module args` (or `python module args` for a .py file) in a process forked by the
+    server at $TRQAT_FORKSERVER, and exits as it does."""
+    if _is_script(module):
+        module = os.path.abspath(module)
     path = os.environ.get(ENV, "")
     try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -124,7 +131,7 @@ def run(module: str, args: List[str]) -> NoReturn:
 def _run_here(module: str, args: List[str], why: str) -> NoReturn:
     print(f"trqat: {why}; starting {module} in a process of its own", file=sys.stderr)
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-u", "-m", module, *args])
+    os.execv(sys.executable, [sys.executable, "-u", *([module] if _is_script(module) else ["-m", module]), *args])
 
 
 # --- the server ----------------------------------------------------------------------------------
@@ -255,8 +262,9 @@ def _become(request: Dict[str, Any], fds: List[int]) -> NoReturn:
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
-    sys.path[:] = [request["cwd"], *request["path"]]
-    sys.argv = [request["module"], *request["args"]]
+    target = request["module"]
+    sys.path[:] = [os.path.dirname(target) if _is_script(target) else request["cwd"], *request["path"]]
+    sys.argv = [target, *request["args"]]
     import random
     random.seed()  # a fresh process draws its own seed; a fork would share the server's
     threads = os.environ.get("OMP_NUM_THREADS", "")
@@ -265,7 +273,10 @@ def _become(request: Dict[str, Any], fds: List[int]) -> NoReturn:
     import runpy
     code = 0
     try:
-        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+        if _is_script(target):
+            runpy.run_path(target, run_name="__main__")
+        else:
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if e.code is not None and not isinstance(e.code, int):
@@ -288,8 +299,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     s.add_argument("--socket", required=True, help="the Unix socket to listen on (point TRQAT_FORKSERVER at it)")
     s.add_argument("--parent", type=int, default=None, help="exit when this process is gone (the test runner that started it)")
     s.add_argument("--preload", default="torch", help="comma-separated modules to import before forking (default: torch)")
-    r = sub.add_parser("run", help="run a module in a process forked by the server at $TRQAT_FORKSERVER")
-    r.add_argument("module")
+    r = sub.add_parser("run", help="run a module (or a .py file) in a process forked by the server at $TRQAT_FORKSERVER")
+    r.add_argument("module", help="a module, as python -m takes it, or the path of a .py script")
     r.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command == "serve":
