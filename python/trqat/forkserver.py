@@ -148,13 +148,14 @@ def serve(path: str, parent: Optional[int], preload: List[str]) -> int:
     listener.bind(path)
     listener.listen(64)
     listener.settimeout(_PARENT_POLL_S)
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    def stop(*_: Any) -> NoReturn:
+        raise _Stop()  # out of accept() at once, not at its next poll
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # each request's supervisor is reaped by the kernel
     print(f"trqat fork server: pid {os.getpid()}, socket {path}, preloaded {', '.join(preload) or 'nothing'}", file=sys.stderr, flush=True)
     try:
-        while not stopping.is_set():
+        while True:
             if parent is not None and not _alive(parent):
                 break
             try:
@@ -184,6 +185,8 @@ def serve(path: str, parent: Optional[int], preload: List[str]) -> int:
                 finally:
                     for fd in fds:
                         os.close(fd)
+    except _Stop:
+        pass
     finally:
         listener.close()
         try:
@@ -191,6 +194,10 @@ def serve(path: str, parent: Optional[int], preload: List[str]) -> int:
         except OSError:
             pass
     return 0
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGINT reached the server."""
 
 
 def _alive(pid: int) -> bool:
