@@ -36,6 +36,16 @@ PROBE = textwrap.dedent("""
         os.kill(os.getpid(), signal.SIGKILL)
     if what == "sleep":
         time.sleep(60)
+    if what == "interrupt":
+        raise KeyboardInterrupt
+    if what == "atexit":  # trqat's Client says bye at exit from a WeakSet of the script's open clients
+        import atexit, threading, weakref
+        class Held: pass
+        held = Held()
+        open_ones = weakref.WeakSet([held])
+        atexit.register(lambda: print(f"atexit ran, {len(open_ones)} held", flush=True))
+        threading.Thread(target=lambda: (time.sleep(0.3), print("thread ran", flush=True))).start()
+        sys.exit(3)
 """)
 
 
@@ -87,6 +97,15 @@ def test_an_uncaught_exception_prints_its_traceback_and_exits_1(probe_dir: Path,
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 1
     assert "Traceback" in err and "RuntimeError: the probe failed" in err
+
+
+def test_it_ends_as_the_interpreter_would_threads_joined_atexit_run_ctrl_c_a_sigint(probe_dir: Path, server: str) -> None:
+    proc = client(probe_dir, server, ["atexit"])
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3 and out.splitlines()[1:] == ["thread ran", "atexit ran, 1 held"]
+    proc = client(probe_dir, server, ["interrupt"])
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGINT and "KeyboardInterrupt" in err  # what CPython does on an uncaught Ctrl-C
 
 
 def test_a_module_killed_by_a_signal_kills_the_client_with_it(probe_dir: Path, server: str) -> None:

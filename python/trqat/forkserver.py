@@ -27,6 +27,8 @@ import struct
 import sys
 import threading
 import time
+import types
+from types import TracebackType
 from typing import Any, Dict, List, NoReturn, Optional
 
 ENV = "TRQAT_FORKSERVER"
@@ -277,26 +279,70 @@ def _become(request: Dict[str, Any], fds: List[int]) -> NoReturn:
     threads = os.environ.get("OMP_NUM_THREADS", "")
     if threads.isdigit() and int(threads) > 0 and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(threads))  # OpenMP read the server's environment at load
-    import runpy
-    code = 0
+    os._exit(_run_as_main(target))
+
+
+def _run_as_main(target: str) -> int:
+    """Runs the module or script as `__main__` and ends as the interpreter would: its non-daemon threads
+    joined, its atexit functions run, stdio flushed; a KeyboardInterrupt kills it with SIGINT (CPython's
+    exit status for an uncaught Ctrl-C). Returns the exit code."""
+    import atexit
+    code, interrupted = 0, False
     try:
-        if _is_script(target):
-            runpy.run_path(target, run_name="__main__")
-        else:
-            runpy.run_module(target, run_name="__main__", alter_sys=True)
+        main, main_code = _main_module(target)
+        sys.modules["__main__"] = main  # held until the end, as the interpreter holds its __main__ (atexit code reads its objects)
+        sys.argv[0] = main.__file__
+        exec(main_code, main.__dict__)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if e.code is not None and not isinstance(e.code, int):
             print(e.code, file=sys.stderr)
-    except BaseException:  # as the interpreter would: the traceback, exit status 1
-        import traceback
-        traceback.print_exc()
-        code = 1
+    except BaseException as e:  # as uncaught: sys.excepthook (trqat's Client reports it), exit status 1
+        tb = _own_frames(e.__traceback__)
+        sys.last_type, sys.last_value, sys.last_traceback = type(e), e, tb  # as the interpreter sets them (atexit code reads them)
+        sys.excepthook(type(e), e.with_traceback(tb), tb)
+        code, interrupted = 1, isinstance(e, KeyboardInterrupt)
     try:
+        threading._shutdown()  # type: ignore[attr-defined]  # the interpreter's own step at exit
+        atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
-    finally:
-        os._exit(code)
+    except BaseException:
+        pass
+    if interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    return code
+
+
+def _main_module(target: str) -> "tuple[types.ModuleType, types.CodeType]":
+    """The `__main__` module that `python FILE` or `python -m MODULE` would make, and the code to run in it."""
+    import builtins
+    import importlib.util
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = builtins
+    if _is_script(target):
+        with io.open_code(target) as f:
+            main.__file__ = target
+            return main, compile(f.read(), target, "exec")
+    spec = importlib.util.find_spec(target)
+    if spec is not None and spec.submodule_search_locations is not None:  # a package: its __main__
+        spec = importlib.util.find_spec(f"{target}.__main__")
+    if spec is None or spec.loader is None or not hasattr(spec.loader, "get_code"):
+        raise ImportError(f"No module named {target}")
+    main.__spec__, main.__loader__, main.__package__ = spec, spec.loader, spec.parent
+    main.__file__, main.__cached__ = spec.origin, spec.cached
+    code = spec.loader.get_code(spec.name)  # type: ignore[attr-defined]
+    if code is None:
+        raise ImportError(f"No code object available for {target}")
+    return main, code
+
+
+def _own_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
+    """The traceback from the module's first frame on, as `python -m`/`python FILE` would print it."""
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return tb
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -4,17 +4,15 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { resolvePython } from '../../src/bridge/launcher.js';
 import { loadConfig } from '../../src/config/load.js';
 import { PACKAGE_ROOT } from '../../src/paths.js';
 import { runScript } from '../../src/entry/serve.js';
 import type { RunEvent } from '../../src/run/record.js';
 import { resume, train } from '../../src/entry/train.js';
 import type { ViewPayload } from '../../src/dashboard/view.js';
-import { readRun, tinyConfig } from '../support/helpers.js';
+import { clientScript, readRun, tinyConfig } from '../support/helpers.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
-const SCRIPT = join(PACKAGE_ROOT, 'test', 'support', 'fixtures', 'client_script.py');
 
 /** The data a report embeds. */
 function reportPayload(path: string): ViewPayload {
@@ -34,7 +32,7 @@ describe('the numbers where users log them', () => {
       'worker.heartbeat_timeout_ms=3000',
     ]);
     const events: RunEvent[] = [];
-    const result = await runScript(config, [resolvePython(null), SCRIPT, '--steps', '8'], { stdio: 'pipe', onEvent: (e) => events.push(e as RunEvent) });
+    const result = await runScript(config, clientScript('--steps', '8'), { stdio: 'pipe', onEvent: (e) => events.push(e as RunEvent) });
     expect(result.exitCode, result.stderr).toBe(0);
     const schedule = JSON.parse(/^schedule (.+)$/m.exec(result.stdout)![1]!) as [number, number | null, number, number, number][];
     const { steps } = readRun(result.runDir);

@@ -12,14 +12,14 @@ import { PACKAGE_ROOT } from '../../src/paths.js';
 import type { StepRecord } from '../../src/run/metrics.js';
 import type { RunEvent, RunInfo } from '../../src/run/record.js';
 import { serve } from '../../src/entry/serve.js';
-import { checkEquations, readRun, type EquationConstants } from '../support/helpers.js';
+import { checkEquations, CLIENT_SCRIPT, clientScript, readRun, type EquationConstants } from '../support/helpers.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
 const PYTHON = resolvePython(null);
 /** "python" as a user types it: trqat run puts the project's .venv/bin first on the script's PATH. */
 const PLAIN_PYTHON =
   existsSync(join(PACKAGE_ROOT, '.venv', 'bin', 'python')) && !process.env['VIRTUAL_ENV'] && !process.env['CONDA_PREFIX'] ? 'python' : PYTHON;
-const SCRIPT = join(PACKAGE_ROOT, 'test', 'support', 'fixtures', 'client_script.py');
+const SCRIPT = CLIENT_SCRIPT;
 const EXAMPLE = join(PACKAGE_ROOT, 'examples', 'fashion_mnist_trqat.py');
 
 /** --set arguments for a fast controller in a fresh out_dir. */
@@ -90,7 +90,7 @@ describe('trqat run -- <your script>', () => {
 
   it('a crashing script: the controller says how it ended, the run is failed, the exit status is the script’s', async () => {
     const out = mkdtempSync(join(tmpdir(), 'trqat-plugin-'));
-    const crashed = await execa('node', [CLI, 'run', ...sets(out), '--', PYTHON, SCRIPT, '--crash-at', '3'], { reject: false });
+    const crashed = await execa('node', [CLI, 'run', ...sets(out), '--', ...clientScript('--crash-at', '3')], { reject: false });
     expect(crashed.exitCode).toBe(1);
     expect(crashed.stderr).toMatch(/RuntimeError: boom at step 3/); // the script's own traceback
     expect(crashed.stderr).toMatch(/trqat: the training script exited with code 1 at step 3 of 6 \(rank 0 reported: RuntimeError: boom at step 3\)/);
@@ -102,14 +102,14 @@ describe('trqat run -- <your script>', () => {
     expect(steps.map((s) => s.step)).toEqual([0, 1, 2]);
 
     // A script that completes and then exits with its own status: passed through as is.
-    const exited = await execa('node', [CLI, 'run', ...sets(out), '--', PYTHON, SCRIPT, '--exit-code', '7', '--no-close'], { reject: false });
+    const exited = await execa('node', [CLI, 'run', ...sets(out), '--', ...clientScript('--exit-code', '7', '--no-close')], { reject: false });
     expect(exited.exitCode).toBe(7);
     expect(exited.stdout).toMatch(/script done after 6 steps/);
     expect(exited.stderr).toMatch(/\[trqat\] done: step 6\/6/);
     expect(exited.stderr).toMatch(/trqat: the training script ended with exit status 7 after the run ended \(completed\)/);
 
     // Ctrl-C (SIGINT sent to trqat alone, not from a terminal) is forwarded: the script stops, the run is "stopped".
-    const child = execa('node', [CLI, 'run', ...sets(out), '--', PYTHON, SCRIPT, '--steps', '100000'], { reject: false });
+    const child = execa('node', [CLI, 'run', ...sets(out), '--', ...clientScript('--steps', '100000')], { reject: false });
     let seen = '';
     child.stderr!.on('data', (chunk: Buffer) => {
       seen += chunk.toString();
@@ -130,7 +130,7 @@ describe('trqat run -- <your script>', () => {
   it('the resume loop of docs/plugin.md: killed (SIGKILL) after a checkpoint and resumed, the steps are those of a run that never stopped', async () => {
     const out = mkdtempSync(join(tmpdir(), 'trqat-plugin-'));
     const checkpoint = join(out, 'checkpoint.pt');
-    const script = [PYTHON, SCRIPT, '--steps', '16', '--save-every', '4'];
+    const script = clientScript('--steps', '16', '--save-every', '4');
     const straight = await execa('node', [CLI, 'run', ...sets(out), '--', ...script], { reject: false });
     expect(straight.exitCode, straight.stderr).toBe(0);
     // Killed after step 9: the last checkpoint holds step 8, so the resumed script redoes steps 8 and 9.
@@ -170,7 +170,7 @@ describe('trqat run -- <your script>', () => {
   it('a client that speaks another protocol version is refused with both versions named', async () => {
     const out = mkdtempSync(join(tmpdir(), 'trqat-plugin-'));
     const other = PROTOCOL_VERSION + 1;
-    const result = await execa('node', [CLI, 'run', ...sets(out), '--', PYTHON, SCRIPT, '--protocol', String(other)], { reject: false });
+    const result = await execa('node', [CLI, 'run', ...sets(out), '--', ...clientScript('--protocol', String(other))], { reject: false });
     expect(result.exitCode).toBe(1);
     const mismatch = `protocol version mismatch: the client speaks version ${other}, this controller speaks version ${PROTOCOL_VERSION}`;
     // The script raises trqat.client.Rejected with the reason; the controller logs the refusal too.

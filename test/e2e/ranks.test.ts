@@ -16,11 +16,11 @@ import type { RunEvent, RunSummary } from '../../src/run/record.js';
 import { RunFailure } from '../../src/run/run.js';
 import { serve } from '../../src/entry/serve.js';
 import { resume, startTraining, train } from '../../src/entry/train.js';
-import { alive, checkEquations, readRun, tinyConfig, within } from '../support/helpers.js';
+import { alive, checkEquations, CLIENT_SCRIPT, clientScript, readRun, tinyConfig, within } from '../support/helpers.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
 const PYTHON = resolvePython(null);
-const SCRIPT = join(PACKAGE_ROOT, 'test', 'support', 'fixtures', 'client_script.py');
+const SCRIPT = CLIENT_SCRIPT;
 const DDP_EXAMPLE = join(PACKAGE_ROOT, 'examples', 'fashion_mnist_ddp.py');
 const TWO_RANKS = ['worker.nproc_per_node=2', 'worker.trace=true'];
 
@@ -129,7 +129,7 @@ describe('data-parallel managed runs (torch.distributed, gloo)', () => {
     const out = mkdtempSync(join(tmpdir(), 'trqat-kill9-'));
     const result = await execa(
       'node',
-      [CLI, 'run', '--nproc-per-node', '2', '--set', `out_dir=${out}`, '--set', 'worker.heartbeat_interval_ms=200', '--', PYTHON, SCRIPT, '--steps', '100000', '--kill-after', '5', '--kill-rank', '1'],
+      [CLI, 'run', '--nproc-per-node', '2', '--set', `out_dir=${out}`, '--set', 'worker.heartbeat_interval_ms=200', '--', ...clientScript('--steps', '100000', '--kill-after', '5', '--kill-rank', '1')],
       { reject: false },
     );
     expect(result.exitCode, result.stderr).toBe(137);
@@ -165,7 +165,7 @@ describe('data-parallel managed runs (torch.distributed, gloo)', () => {
   it('ranks that ask for different plans are refused when they join, naming both values; different batch sizes are warned about once', async () => {
     const run = (args: string[]) => {
       const out = mkdtempSync(join(tmpdir(), 'trqat-plans-'));
-      return execa('node', [CLI, 'run', '--nproc-per-node', '2', '--set', `out_dir=${out}`, '--set', 'worker.heartbeat_interval_ms=200', '--', PYTHON, SCRIPT, ...args], { reject: false });
+      return execa('node', [CLI, 'run', '--nproc-per-node', '2', '--set', `out_dir=${out}`, '--set', 'worker.heartbeat_interval_ms=200', '--', ...clientScript(...args)], { reject: false });
     };
     const steps = await run(['--steps', '10', '--rank1-steps', '12']);
     expect(steps.exitCode).not.toBe(0);

@@ -5,9 +5,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { resolvePython } from '../../src/bridge/launcher.js';
 import { PACKAGE_ROOT } from '../../src/paths.js';
-import { readRun } from '../support/helpers.js';
+import { clientScript, readRun } from '../support/helpers.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
 const trqat = (args: string[], cwd: string) => execa('node', [CLI, ...args], { reject: false, cwd, all: true });
@@ -76,7 +75,7 @@ describe('scheduling as code, end to end', () => {
 
   it('a client run (trqat run) schedules with the plug-ins too, and records them', async () => {
     const dir = workspace();
-    const script = [resolvePython(null), join(PACKAGE_ROOT, 'test', 'support', 'fixtures', 'client_script.py'), '--steps', '16'];
+    const script = clientScript('--steps', '16');
     const result = await trqat(['run', '-c', 'scheduling-as-code.yaml', ...base, '--set', 'train.steps=16', '--', ...script], dir);
     expect(result.exitCode, result.all).toBe(0);
     const { steps, info } = readRun(onlyRun(dir));

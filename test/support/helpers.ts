@@ -2,10 +2,26 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
+import { FORKSERVER_ENV, resolvePython } from '../../src/bridge/launcher.js';
 import { loadConfig } from '../../src/config/load.js';
+import { PACKAGE_ROOT } from '../../src/paths.js';
 import type { ResolvedConfig } from '../../src/config/resolve.js';
 import { MetricsLog, type EvalRecord, type StepRecord } from '../../src/run/metrics.js';
 import type { RunInfo } from '../../src/run/record.js';
+
+/** The tests' own user script (a small loop with trqat's Client, and faults on request). */
+export const CLIENT_SCRIPT = join(PACKAGE_ROOT, 'test', 'support', 'fixtures', 'client_script.py');
+
+/**
+ * The command of CLIENT_SCRIPT under `trqat run` with `args`: `python client_script.py ...`, or with the
+ * suite's fork server `python -m trqat.forkserver run client_script.py ...`, to the controller the same
+ * script without importing torch again (issue 20). Tests of the script's own process (its controller
+ * killed under it) start it plainly.
+ */
+export function clientScript(...args: string[]): string[] {
+  const via = process.env[FORKSERVER_ENV] ? ['-m', 'trqat.forkserver', 'run'] : [];
+  return [resolvePython(null), ...via, CLIENT_SCRIPT, ...args];
+}
 
 /** A few-second run on the synthetic dataset: 8 steps per epoch, on the CPU, at 12x12 pixels (a step costs
  * a fifth of Fashion-MNIST's 28x28 and proves the same: the tests' time is the suite's, issue 20). */
