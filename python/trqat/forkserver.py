@@ -2,20 +2,22 @@
 a process forked per start (test suites, sweeps: many short runs).
 
 Importing torch costs ~2 s of CPU in every new Python process: on a test suite or a sweep of many
-short runs that is most of a run's start-up. The server imports torch once and forks each worker
-from itself; the worker then imports trqat from the requesting checkout and runs as it would have.
+short runs that is most of a run's start-up. The server imports torch once and forks a process per
+request; the process then imports trqat from the requesting checkout and runs as it would have.
 
     python -m trqat.forkserver serve --socket PATH [--parent PID]   # the server (until SIGTERM)
     TRQAT_FORKSERVER=PATH trqat train ...                            # the controller uses it
 
 With TRQAT_FORKSERVER set, the controller starts `python -m trqat.forkserver run trqat.worker`
-instead of `python -m trqat.worker` (and the same for `trqat.export`): a light client (no torch) that hands the server its stdin,
-stdout and stderr, its environment, working folder and arguments, and then stands in for the
-forked worker: signals sent to it reach the worker, and it exits as the worker did (its code, or
-killed by the same signal). A client killed outright (SIGKILL) takes its worker with it.
+instead of `python -m trqat.worker` (the same for `trqat.export`): a light client (no torch) that
+hands the server its stdin, stdout and stderr, its environment, working folder and arguments, and
+then stands in for the forked process: signals sent to it reach that process, and it exits as that
+process did (its code, or killed by the same signal). A client killed outright (SIGKILL) takes its
+process with it. `run FILE.py` runs a script as `python FILE.py` would.
 
-A server that does not answer, or runs another interpreter or another checkout's trqat, is not
-used: the client then runs the module itself, as if TRQAT_FORKSERVER were unset, and says so once.
+A server that does not answer, or runs another interpreter, another checkout's trqat or in another
+namespace (a container, `unshare`), is not used: the client then runs the module itself, as if
+TRQAT_FORKSERVER were unset, and says so once on stderr.
 """
 import argparse
 import io
@@ -119,7 +121,7 @@ def run(module: str, args: List[str]) -> NoReturn:
         status, _ = _recv(sock)
     except (OSError, EOFError, ValueError) as e:
         forward(signal.SIGKILL, None)
-        print(f"trqat: lost the fork server at {path} while its worker ran ({e})", file=sys.stderr)
+        print(f"trqat: lost the fork server at {path} while {module} ran ({e})", file=sys.stderr)
         os._exit(1)
     if status.get("signal"):
         signum = int(status["signal"])
@@ -139,7 +141,8 @@ def _run_here(module: str, args: List[str], why: str) -> NoReturn:
 # --- the server ----------------------------------------------------------------------------------
 
 def serve(path: str, parent: Optional[int], preload: List[str]) -> int:
-    """Imports `preload`, then forks a worker per request on the Unix socket `path` until SIGTERM or SIGINT."""
+    """Imports `preload`, then forks a process per request on the Unix socket `path` until SIGTERM or SIGINT
+    (or until `parent` is gone)."""
     import importlib
     for name in preload:
         importlib.import_module(name)
@@ -150,6 +153,7 @@ def serve(path: str, parent: Optional[int], preload: List[str]) -> int:
     listener.bind(path)
     listener.listen(64)
     listener.settimeout(_PARENT_POLL_S)
+
     def stop(*_: Any) -> NoReturn:
         raise _Stop()  # out of accept() at once, not at its next poll
     signal.signal(signal.SIGTERM, stop)
