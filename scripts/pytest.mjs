@@ -1,7 +1,6 @@
 // Runs the Python test suite with the project's interpreter: the one the controller would spawn
 // (resolvePython, from the built controller; npm test builds it first). The workers the tests start
-// are forked from one fork server (src/bridge/forkserver.ts), as in the vitest suite, unless
-// TRQAT_TEST_FORKSERVER=0 or a $TRQAT_FORKSERVER is already set.
+// are forked from one fork server (suiteForkServer in src/bridge/forkserver.ts), as in the vitest suite.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
@@ -15,8 +14,7 @@ const python = launcher.resolvePython(null);
 const args = process.argv.slice(2);
 // Given test files or node ids (node scripts/pytest.mjs python/tests/test_x.py), only those; else all.
 const paths = args.some((arg) => existsSync(arg.split('::')[0])) ? [] : ['python/tests'];
-const useServer = !process.env[launcher.FORKSERVER_ENV] && process.env['TRQAT_TEST_FORKSERVER'] !== '0';
-const server = useServer ? await forkserver.startForkServer().catch((error) => (console.error(`scripts/pytest.mjs: ${error.message}; running without a fork server`), null)) : null;
+const server = await forkserver.suiteForkServer((message) => console.error(`scripts/pytest.mjs: ${message}`));
 const child = spawn(python, ['-m', 'pytest', ...paths, '-q', ...args], { stdio: 'inherit', env: { ...process.env, ...server?.env } });
 const status = await new Promise((resolve) => {
   child.on('error', (error) => {

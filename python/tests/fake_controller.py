@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import msgpack
 import zmq
 
+from trqat import forkserver
 from trqat import protocol as P
 
 PYTHON_DIR = os.path.join(os.path.dirname(__file__), "..")
@@ -139,8 +140,7 @@ class FakeController:
         for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TRQAT_AUTH_FILE", "TRQAT_RUN_DIR"):
             env.pop(name, None)
         # as the controller does: through the fork server when there is one (scripts/pytest.mjs starts it)
-        module = ["trqat.forkserver", "run", "trqat.worker"] if os.environ.get("TRQAT_FORKSERVER") else ["trqat.worker"]
-        self.proc = subprocess.Popen([sys.executable, "-m", *module],
+        self.proc = subprocess.Popen([sys.executable, "-u", *forkserver.command("trqat.worker")],
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         return self
 

@@ -31,7 +31,7 @@ import threading
 import time
 import types
 from types import TracebackType
-from typing import Any, Dict, List, NoReturn, Optional
+from typing import Any, Dict, List, Mapping, NoReturn, Optional
 
 ENV = "TRQAT_FORKSERVER"
 _LENGTH = struct.Struct("!I")  # each message: its length, then its JSON
@@ -90,6 +90,15 @@ def _identity() -> Dict[str, str]:
 
 def _is_script(target: str) -> bool:
     return target.endswith(".py")
+
+
+def command(target: str, env: Optional[Mapping[str, str]] = None) -> List[str]:
+    """The arguments after `python -u` that start `target` (a module, or a FILE.py) as the controller
+    starts it (pythonCommand in src/bridge/launcher.ts): through the fork server when $TRQAT_FORKSERVER
+    is set in `env` (default: this process's environment)."""
+    if (os.environ if env is None else env).get(ENV):
+        return ["-m", "trqat.forkserver", "run", target]
+    return [target] if _is_script(target) else ["-m", target]
 
 
 def run(module: str, args: List[str]) -> NoReturn:

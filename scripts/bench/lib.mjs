@@ -187,8 +187,8 @@ export function run(command, args, { env = {}, allowFail = false, echo = false, 
 export async function runPythonJson(script, args, options = {}) {
   const env = { PYTHONPATH: [join(ROOT, 'python'), process.env.PYTHONPATH].filter(Boolean).join(':'), ...options.env };
   // through a fork server when there is one (the tests' tiny budget only: parseArgs drops it otherwise)
-  const forked = process.env['TRQAT_FORKSERVER'] ? ['-m', 'trqat.forkserver', 'run'] : [];
-  const { stdout } = await run(python(), ['-u', ...forked, join(BENCH_DIR, script), ...args], { ...options, env });
+  const [interpreter, ...command] = launcher().pythonCommand(null, join(BENCH_DIR, script));
+  const { stdout } = await run(interpreter, [...command, ...args], { ...options, env });
   const last = stdout.trim().split('\n').pop();
   return JSON.parse(last);
 }

@@ -59,3 +59,16 @@ export async function startForkServer(python: string | null = null): Promise<For
     },
   };
 }
+
+/**
+ * The fork server of a test suite (vitest's globalSetup, scripts/pytest.mjs): null when
+ * $TRQAT_FORKSERVER is already set (that one serves) or TRQAT_TEST_FORKSERVER=0; null with a warning
+ * when it cannot start, since the suite runs the same without it, only slower.
+ */
+export async function suiteForkServer(warn: (message: string) => void = console.warn): Promise<ForkServer | null> {
+  if (process.env[FORKSERVER_ENV] || process.env['TRQAT_TEST_FORKSERVER'] === '0') return null;
+  return startForkServer().catch((error: Error) => {
+    warn(`running the suite without a fork server: ${error.message}`);
+    return null;
+  });
+}

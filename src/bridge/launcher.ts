@@ -186,18 +186,18 @@ export class RunProcess {
 export const FORKSERVER_ENV = 'TRQAT_FORKSERVER';
 
 /**
- * `python -u -m module` for trqat's own Python processes. With a fork server ($TRQAT_FORKSERVER), a
- * light client that has it forked there (torch already imported) and stands in for it: the same
- * stdio, signals and exit.
+ * `python -u -m module`, or `python -u file.py`, for the Python processes trqat starts (`target` names
+ * one or the other). With a fork server ($TRQAT_FORKSERVER), a light client that has it forked there
+ * (torch already imported) and stands in for it: the same stdio, signals and exit.
  */
-export function moduleCommand(python: string | null, module: string, env: NodeJS.ProcessEnv = process.env): string[] {
-  const run = env[FORKSERVER_ENV] ? ['trqat.forkserver', 'run', module] : [module];
-  return [resolvePython(python), '-u', '-m', ...run];
+export function pythonCommand(python: string | null, target: string, env: NodeJS.ProcessEnv = process.env): string[] {
+  const direct = target.endsWith('.py') ? [target] : ['-m', target];
+  return [resolvePython(python), '-u', ...(env[FORKSERVER_ENV] ? ['-m', 'trqat.forkserver', 'run', target] : direct)];
 }
 
 /** The command of a managed worker rank. */
 export function workerCommand(python: string | null, env: NodeJS.ProcessEnv = process.env): string[] {
-  return moduleCommand(python, 'trqat.worker', env);
+  return pythonCommand(python, 'trqat.worker', env);
 }
 
 /** Environment every managed worker gets on top of the run's (Run.peerEnv): this checkout's trqat package. */

@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import type { ResolvedConfig } from '../config/resolve.js';
 import { TrqatError } from '../errors.js';
-import { moduleCommand, pythonPath } from '../bridge/launcher.js';
+import { pythonCommand, pythonPath } from '../bridge/launcher.js';
 import { Checkpoints, folderName, type CheckpointRef } from '../run/checkpoints.js';
 import { readJson } from '../files.js';
 import { CONFIG_FILE, notARunFolder } from '../run/record.js';
@@ -95,7 +95,7 @@ export async function exportRun(runDir: string, options: ExportOptions = {}): Pr
   try {
     const args = ['--config', configPath, '--checkpoint', checkpoint.path, '--format', format, '--output', output, '--verify-samples', String(samples)];
     if (bundle) args.push('--verify-dir', bundle);
-    const report = await runPython(moduleCommand(config.worker.python, 'trqat.export'), args, options.onProgress);
+    const report = await runPython(pythonCommand(config.worker.python, 'trqat.export'), args, options.onProgress);
     const onnx = bundle && report.samples > 0 ? await verifyOnnx(output, bundle, config.worker.threads ?? undefined, options.onProgress).catch(asFailure) : null;
     return { ...report, run_dir: dir, checkpoint, onnx };
   } finally {

@@ -7,8 +7,7 @@ import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { nearest } from '../../src/config/load.js';
 import { PACKAGE_ROOT } from '../../src/paths.js';
-
-const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
+import { CLI } from '../support/helpers.js';
 
 /** Runs the CLI in `cwd`; the result must be a usage error: exit 2, a "trqat:" message, no stack trace. */
 async function usageError(args: string[], cwd = PACKAGE_ROOT): Promise<string> {

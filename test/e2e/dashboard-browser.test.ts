@@ -11,12 +11,11 @@ import { PACKAGE_ROOT } from '../../src/paths.js';
 import type { EvalRecord, StepRecord } from '../../src/run/metrics.js';
 import type { RunEvent, RunSummary } from '../../src/run/record.js';
 import { train } from '../../src/entry/train.js';
-import { readRun, tinyConfig } from '../support/helpers.js';
+import { CLI, readRun, tinyConfig } from '../support/helpers.js';
 
 const CHROMIUM = process.env['TRQAT_CHROMIUM'] ?? '/usr/bin/chromium';
 /** Without the background-networking flags Chromium's own connections are refused on a closed network. */
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
 const ARTIFACTS = join(PACKAGE_ROOT, 'test', 'artifacts');
 
 /** A short run with small images: a few steps a second on one thread, so the page sees it grow. */

@@ -5,14 +5,11 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load.js';
-import { PACKAGE_ROOT } from '../../src/paths.js';
 import { runScript } from '../../src/entry/serve.js';
 import type { RunEvent } from '../../src/run/record.js';
 import { resume, train } from '../../src/entry/train.js';
 import type { ViewPayload } from '../../src/dashboard/view.js';
-import { clientScript, readRun, tinyConfig } from '../support/helpers.js';
-
-const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
+import { CLI, clientScript, readRun, tinyConfig } from '../support/helpers.js';
 
 /** The data a report embeds. */
 function reportPayload(path: string): ViewPayload {

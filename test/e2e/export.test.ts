@@ -2,20 +2,20 @@
 // each file loaded back and checked against the run's own evaluation: the trqat file by Python's
 // loader, the ONNX graph in ONNX Runtime (onnxruntime-node) against PyTorch.
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { resolvePython } from '../../src/bridge/launcher.js';
 import { exportRun } from '../../src/export/export-run.js';
 import type { RunSummary } from '../../src/run/record.js';
 import { train } from '../../src/entry/train.js';
-import { checkEquations, readRun, tinyConfig } from '../support/helpers.js';
+import { checkEquations, CLI, readRun, tinyConfig } from '../support/helpers.js';
 
 const exec = promisify(execFile);
 const ROOT = join(import.meta.dirname, '..', '..');
-const CLI = join(ROOT, 'dist', 'cli.js');
-const PYTHON = process.env['TRQAT_PYTHON'] ?? (existsSync(join(ROOT, '.venv/bin/python')) ? join(ROOT, '.venv/bin/python') : 'python3');
+const PYTHON = resolvePython(null);
 
 /** `trqat export ...` through the built CLI: exit code and output, never throwing. */
 async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

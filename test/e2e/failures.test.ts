@@ -13,9 +13,7 @@ import { PACKAGE_ROOT } from '../../src/paths.js';
 import type { RunEvent } from '../../src/run/record.js';
 import { RunFailure } from '../../src/run/run.js';
 import { resume, startTraining, train } from '../../src/entry/train.js';
-import { goneWithin, readRun, tinyConfig } from '../support/helpers.js';
-
-const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
+import { CLI, goneWithin, readRun, tinyConfig } from '../support/helpers.js';
 
 /** The --set arguments that give the CLI the settings of a test config made by tinyConfig. */
 function cliSets(config: ReturnType<typeof tinyConfig>): string[] {

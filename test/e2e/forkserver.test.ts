@@ -4,16 +4,24 @@
 // python/tests/test_forkserver.py.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { startForkServer } from '../../src/bridge/forkserver.js';
-import { FORKSERVER_ENV, workerCommand } from '../../src/bridge/launcher.js';
+import { FORKSERVER_ENV, pythonCommand, pythonPath, resolvePython, workerCommand } from '../../src/bridge/launcher.js';
 import { train } from '../../src/entry/train.js';
 import { readRun, tinyConfig } from '../support/helpers.js';
 
 describe('the fork server', () => {
-  it('is used only with $TRQAT_FORKSERVER set', () => {
+  it('is used only with $TRQAT_FORKSERVER set, by the controller and by Python (trqat.forkserver.command) alike', async () => {
+    const server = { [FORKSERVER_ENV]: '/tmp/s' };
     expect(workerCommand('py', {})).toEqual(['py', '-u', '-m', 'trqat.worker']);
-    expect(workerCommand('py', { [FORKSERVER_ENV]: '/tmp/s' })).toEqual(['py', '-u', '-m', 'trqat.forkserver', 'run', 'trqat.worker']);
+    expect(workerCommand('py', server)).toEqual(['py', '-u', '-m', 'trqat.forkserver', 'run', 'trqat.worker']);
+    expect(pythonCommand('py', 'dir/x.py', {})).toEqual(['py', '-u', 'dir/x.py']);
+    expect(pythonCommand('py', 'dir/x.py', server)).toEqual(['py', '-u', '-m', 'trqat.forkserver', 'run', 'dir/x.py']);
+    const cases = ['trqat.export', 'dir/x.py'].flatMap((target) => [{}, server].map((env) => ({ target, env })));
+    const script = 'import json, sys; from trqat.forkserver import command; print(json.dumps([command(c["target"], c["env"]) for c in json.loads(sys.argv[1])]))';
+    const { stdout } = await execa(resolvePython(null), ['-c', script, JSON.stringify(cases)], { env: { PYTHONPATH: pythonPath() } });
+    expect(JSON.parse(stdout)).toEqual(cases.map(({ target, env }) => pythonCommand('py', target, env).slice(2)));
   });
 
   it('a run whose worker is forked from it equals a run whose worker is a process of its own, step for step', async () => {

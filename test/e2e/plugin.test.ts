@@ -12,14 +12,12 @@ import { PACKAGE_ROOT } from '../../src/paths.js';
 import type { StepRecord } from '../../src/run/metrics.js';
 import type { RunEvent, RunInfo } from '../../src/run/record.js';
 import { serve } from '../../src/entry/serve.js';
-import { checkEquations, CLIENT_SCRIPT, clientScript, readRun, type EquationConstants } from '../support/helpers.js';
+import { checkEquations, CLI, CLIENT_SCRIPT, clientScript, type EquationConstants, readRun } from '../support/helpers.js';
 
-const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
 const PYTHON = resolvePython(null);
 /** "python" as a user types it: trqat run puts the project's .venv/bin first on the script's PATH. */
 const PLAIN_PYTHON =
   existsSync(join(PACKAGE_ROOT, '.venv', 'bin', 'python')) && !process.env['VIRTUAL_ENV'] && !process.env['CONDA_PREFIX'] ? 'python' : PYTHON;
-const SCRIPT = CLIENT_SCRIPT;
 const EXAMPLE = join(PACKAGE_ROOT, 'examples', 'fashion_mnist_trqat.py');
 
 /** --set arguments for a fast controller in a fresh out_dir. */
@@ -197,10 +195,10 @@ describe('trqat serve', () => {
     expect(stdout).toMatch(/listening on tcp:\/\/127\.0\.0\.1:\d+/);
     expect(statSync(authFile).mode & 0o777).toBe(0o600); // the run's secret: readable by its owner only
     // Without the secret, the controller turns the script away.
-    const stranger = await execa(PYTHON, [SCRIPT, '--steps', '2'], { env: { TRQAT_ENDPOINT: JSON.parse(readFileSync(authFile, 'utf8')).endpoint }, reject: false });
+    const stranger = await execa(PYTHON, [CLIENT_SCRIPT, '--steps', '2'], { env: { TRQAT_ENDPOINT: JSON.parse(readFileSync(authFile, 'utf8')).endpoint }, reject: false });
     expect(stranger.exitCode).toBe(1);
     expect(stranger.stderr).toMatch(/refused this client: wrong or missing run secret/);
-    const script = await execa(PYTHON, [SCRIPT, '--steps', '9'], { env: { TRQAT_AUTH_FILE: authFile }, reject: false });
+    const script = await execa(PYTHON, [CLIENT_SCRIPT, '--steps', '9'], { env: { TRQAT_AUTH_FILE: authFile }, reject: false });
     expect(script.exitCode, script.stderr).toBe(0);
     expect(script.stderr).toMatch(/train.steps = 5; it wins over total_steps=9/);
     expect(script.stdout).toMatch(/script done after 5 steps/); // stopped by client.should_stop
@@ -218,7 +216,7 @@ describe('the serve() library API', () => {
     const events: RunEvent[] = [];
     const handle = await serve(config, { onEvent: (event) => events.push(event) });
     const ranks = [0, 1].map((rank) =>
-      execa(PYTHON, [SCRIPT, '--steps', '6'], {
+      execa(PYTHON, [CLIENT_SCRIPT, '--steps', '6'], {
         env: { ...handle.peerEnv, RANK: String(rank), WORLD_SIZE: '2' },
         reject: false,
       }),
@@ -247,7 +245,7 @@ describe('the serve() library API', () => {
         if (event.type === 'step' && event.record.step === 3) handle.stop();
       },
     });
-    const script = await execa(PYTHON, [SCRIPT, '--steps', '1000'], { env: handle.peerEnv, reject: false });
+    const script = await execa(PYTHON, [CLIENT_SCRIPT, '--steps', '1000'], { env: handle.peerEnv, reject: false });
     expect(script.exitCode, script.stderr).toBe(0);
     expect(script.stdout).toMatch(/script done after 5 steps/);
     const summary = await handle.done;
@@ -264,7 +262,7 @@ describe('the serve() library API', () => {
         if (event.type === 'step' && event.record.step === 3) setTimeout(() => handle.stop(), 0);
       },
     });
-    const script = await execa(PYTHON, [SCRIPT, '--steps', '1000'], { env: handle.peerEnv, reject: false });
+    const script = await execa(PYTHON, [CLIENT_SCRIPT, '--steps', '1000'], { env: handle.peerEnv, reject: false });
     expect(script.exitCode, script.stderr).toBe(0);
     const summary = await handle.done;
     expect(summary.status).toBe('stopped');

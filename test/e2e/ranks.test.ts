@@ -16,11 +16,9 @@ import type { RunEvent, RunSummary } from '../../src/run/record.js';
 import { RunFailure } from '../../src/run/run.js';
 import { serve } from '../../src/entry/serve.js';
 import { resume, startTraining, train } from '../../src/entry/train.js';
-import { alive, checkEquations, CLIENT_SCRIPT, clientScript, readRun, tinyConfig, within } from '../support/helpers.js';
+import { alive, checkEquations, CLI, CLIENT_SCRIPT, clientScript, readRun, tinyConfig, within } from '../support/helpers.js';
 
-const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
 const PYTHON = resolvePython(null);
-const SCRIPT = CLIENT_SCRIPT;
 const DDP_EXAMPLE = join(PACKAGE_ROOT, 'examples', 'fashion_mnist_ddp.py');
 const TWO_RANKS = ['worker.nproc_per_node=2', 'worker.trace=true'];
 
@@ -260,7 +258,7 @@ describe('data-parallel scripts under trqat run', () => {
     const config = loadConfig(null, [`out_dir=${out}`, 'worker.heartbeat_interval_ms=200']);
     const handle = await serve(config);
     const ranks = [0, 1].map((rank) =>
-      execa(PYTHON, [SCRIPT, '--steps', '6', '--seed-by-rank'], { env: { ...handle.peerEnv, RANK: String(rank), WORLD_SIZE: '2' }, reject: false }),
+      execa(PYTHON, [CLIENT_SCRIPT, '--steps', '6', '--seed-by-rank'], { env: { ...handle.peerEnv, RANK: String(rank), WORLD_SIZE: '2' }, reject: false }),
     );
     const error = await handle.done.then(
       () => new Error('the run should have failed'),
@@ -314,7 +312,7 @@ describe('authentication', () => {
     stranger.close();
 
     // Bounded, so that a script that cannot connect fails the test with its own stderr, not a timeout.
-    const script = await execa(PYTHON, [SCRIPT, '--steps', '4'], {
+    const script = await execa(PYTHON, [CLIENT_SCRIPT, '--steps', '4'], {
       env: { TRQAT_AUTH_FILE: authFile, TRQAT_HEARTBEAT_MS: '200', TRQAT_CONNECT_TIMEOUT_MS: '60000' },
       reject: false,
       timeout: 150_000,

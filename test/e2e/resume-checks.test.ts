@@ -6,11 +6,9 @@ import { join } from 'node:path';
 import { execa, execaSync } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { resolvePython } from '../../src/bridge/launcher.js';
-import { PACKAGE_ROOT } from '../../src/paths.js';
 import { startTraining } from '../../src/entry/train.js';
-import { readRun, tinyConfig } from '../support/helpers.js';
+import { CLI, readRun, tinyConfig } from '../support/helpers.js';
 
-const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
 const STEPS = 16;
 
 /** A run stopped after step 9: checkpoints of steps 4, 8 and `last` (the stop's own, 10 to 12). */

@@ -5,10 +5,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { PACKAGE_ROOT } from '../../src/paths.js';
-import { clientScript, readRun } from '../support/helpers.js';
+import { CLI, clientScript, readRun } from '../support/helpers.js';
 
-const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
 const trqat = (args: string[], cwd: string) => execa('node', [CLI, ...args], { reject: false, cwd, all: true });
 
 /** The example config and its two modules, copied into a fresh folder (a test edits them). */

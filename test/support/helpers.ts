@@ -2,12 +2,15 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
-import { FORKSERVER_ENV, resolvePython } from '../../src/bridge/launcher.js';
+import { pythonCommand } from '../../src/bridge/launcher.js';
 import { loadConfig } from '../../src/config/load.js';
 import { PACKAGE_ROOT } from '../../src/paths.js';
 import type { ResolvedConfig } from '../../src/config/resolve.js';
 import { MetricsLog, type EvalRecord, type StepRecord } from '../../src/run/metrics.js';
 import type { RunInfo } from '../../src/run/record.js';
+
+/** The built command-line tool (`npm test` builds it first). */
+export const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
 
 /** The tests' own user script (a small loop with trqat's Client, and faults on request). */
 export const CLIENT_SCRIPT = join(PACKAGE_ROOT, 'test', 'support', 'fixtures', 'client_script.py');
@@ -19,8 +22,7 @@ export const CLIENT_SCRIPT = join(PACKAGE_ROOT, 'test', 'support', 'fixtures', '
  * killed under it) start it plainly.
  */
 export function clientScript(...args: string[]): string[] {
-  const via = process.env[FORKSERVER_ENV] ? ['-m', 'trqat.forkserver', 'run'] : [];
-  return [resolvePython(null), ...via, CLIENT_SCRIPT, ...args];
+  return [...pythonCommand(null, CLIENT_SCRIPT), ...args];
 }
 
 /** A few-second run on the synthetic dataset: 8 steps per epoch, on the CPU, at 12x12 pixels (a step costs

@@ -9,7 +9,6 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load.js';
 import { stat } from '../../src/dashboard/compare.js';
 import { ConfigError } from '../../src/errors.js';
-import { PACKAGE_ROOT } from '../../src/paths.js';
 import { train } from '../../src/entry/train.js';
 import { gpuSlots, SlotPool } from '../../src/sweep/gpus.js';
 import { draw } from '../../src/sweep/plan.js';
@@ -18,9 +17,7 @@ import type { SweepState } from '../../src/sweep/state.js';
 import { SweepTable } from '../../src/cli/sweep.js';
 import type { PlannedRun } from '../../src/sweep/plan.js';
 import type { SweepEvent } from '../../src/sweep/sweep.js';
-import { readRun } from '../support/helpers.js';
-
-const CLI = join(PACKAGE_ROOT, 'dist', 'cli.js');
+import { CLI, readRun } from '../support/helpers.js';
 
 /** A few-second run on synthetic data, as a config mapping (the sweep file's `config:`). */
 const TINY = {
