@@ -10,7 +10,7 @@
 //      (tr.preset=released), the LR-scheduled run with the released code's other settings, and
 //      (quick) the tr.auto controller
 //   3. (tiny, quick) sweeps around W2A2/SGD under TR: lambda, eta, m, the TALR rule, the run length
-//   4. tables (top-1 mean ± std, Welch's t-test of each TR arm against LR, tracking error of K
+//   4. tables (top-1 mean ± std, Welch's t-tests of each TR arm against LR and of the two TR controllers, tracking error of K
 //      against R, late-phase transition rate) and plots per setting (SVG): K against R, U, measured k
 //
 // Resumable: each finished run leaves results/<id>.json in the output folder, and a run whose
@@ -82,12 +82,14 @@ const ARMS = {
   released: { label: 'TR, released code', mode: 'tr', overrides: ['tr.preset=released'] },
   'lr-released': { label: 'LR, released settings', mode: 'baseline', overrides: ['tr.preset=released'] },
 };
-/** Which LR arm each TR arm is tested against (Welch's t-test on the final top-1). */
+/** The pairs of arms tested (Welch's t-test on the final top-1): each TR arm against LR, and the two
+ * controllers against each other (the README's rule for the default preset asks that one). */
 const COMPARISONS = [
   ['tr', 'lr'],
   ['tr-auto', 'lr'],
   ['released', 'lr'],
   ['released', 'lr-released'],
+  ['released', 'tr'],
 ].filter(([a, b]) => B.arms.includes(a) && B.arms.includes(b));
 
 const lengthOverrides = (length) => (length.steps ? [`train.steps=${length.steps}`] : [`train.epochs=${length.epochs}`]);

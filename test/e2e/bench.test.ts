@@ -210,7 +210,7 @@ describe('benchmarks on a tiny budget', () => {
     expect(grid.map((r) => `${r[0]} / ${r[1]}`)).toEqual(['W2A2 SGD / LR scheduling', 'W2A2 SGD / TR, paper text', 'W2A2 SGD / TR, released code']);
     for (const row of grid) expect(row[2]).toMatch(number);
     for (const row of grid.filter((r) => r[1]?.startsWith('TR'))) expect(row[5]).toMatch(number); // tracking error
-    expect(rows(stdout, 'Significance').length).toBe(2);
+    expect(rows(stdout, 'Significance').map((r) => r[1])).toEqual(['TR, paper text − LR scheduling', 'TR, released code − LR scheduling', 'TR, released code − TR, paper text']);
     expect(rows(stdout, 'Sweeps').length).toBe(2);
     const dir = join(out, 'study-tiny');
     const files = readdirSync(dir);
