@@ -10,7 +10,7 @@
 # others' files (and the benchmark tables the repetitions it finished). Data-parallel ranks need two
 # GPUs: not checked here (the CPU benchmark scripts/bench/ddp.mjs covers 2 gloo ranks).
 #
-# First, on a CPU machine with npm and apt: bash scripts/gpu/prepare.sh  (fills .gpu/, git-ignored:
+# First, on a CPU machine with npm and apt: bash scripts/gpu/prepare.sh  (fills .gpu/, git-ignored, packed:
 # Node, node_modules, dist/, libzmq; that machine has no Node, no pyzmq and no network). Then one call
 # of the device tool:
 #   run  command: "bash scripts/gpu-check.sh"   carry: [".gpu"]   timeout_s: 540

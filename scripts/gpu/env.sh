@@ -10,6 +10,12 @@ carried() {
   echo "trqat gpu scripts: $2, and $B/$1 is missing: run bash scripts/gpu/prepare.sh on a machine with npm and apt, and carry .gpu"
   exit 2
 }
+# unpack TARBALL DIR: a carried .tar.xz into DIR, with Python's tarfile (the image may have no xz).
+unpack() {
+  "$PY" -c 'import sys, tarfile
+t = tarfile.open(sys.argv[1])
+t.extractall(sys.argv[2], **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))' "$B/$1" "$2"
+}
 
 # --- Python: the image's python3 (CPU mode: the project's .venv) ------------------------------------
 if [ "$CPU" = 1 ] && [ -x .venv/bin/python ]; then PY=${TRQAT_PYTHON:-$ROOT/.venv/bin/python}; else PY=${TRQAT_PYTHON:-python3}; fi
@@ -27,20 +33,21 @@ if [ "$CPU" = 1 ] || ! node_ok; then
 fi
 # The controller and its dependencies (ignored paths, so they travel in .gpu); a dev checkout keeps its own.
 if [ ! -f dist/cli.js ] || [ -f dist/.from-gpu-bundle ]; then
-  carried dist "no built controller (dist/) here"
-  rm -rf dist && cp -r "$B/dist" dist && touch dist/.from-gpu-bundle
+  carried dist.tar.xz "no built controller (dist/) here"
+  rm -rf dist && unpack dist.tar.xz . && touch dist/.from-gpu-bundle
 fi
-if [ ! -e node_modules ] || [ -L node_modules ]; then
-  carried node_modules "no node_modules here"
-  ln -sfn "$B/node_modules" node_modules
+if [ ! -e node_modules ] || [ -L node_modules ]; then  # a dangling link is an earlier call's $T
+  carried node_modules.tar.xz "no node_modules here"
+  unpack node_modules.tar.xz "$T" && ln -sfn "$T/node_modules" node_modules
 fi
 
 # --- zmq: pyzmq if the image has it, else the ctypes stand-in on the carried libzmq -----------------
 if [ "$CPU" = 1 ] || ! "$PY" -c 'import zmq' 2>/dev/null; then
-  carried lib/libzmq.so.5 "$PY cannot import zmq"
-  mkdir -p "$T/lib"
+  carried lib.tar.xz "$PY cannot import zmq"
+  mkdir -p "$T/lib" "$T/carried"
+  unpack lib.tar.xz "$T/carried"
   system_libs=$( (ldconfig -p || /sbin/ldconfig -p) 2>/dev/null | awk '{print $1}' || true)
-  for f in "$B"/lib/*; do  # only what the system lacks, so that no other program sees a second copy
+  for f in "$T"/carried/lib/*; do  # only what the system lacks, so that no other program sees a second copy
     name=$(basename "$f")
     if [ "$CPU" = 1 ] || ! grep -qxF "$name" <<<"$system_libs"; then ln -s "$f" "$T/lib/$name"; fi
   done

