@@ -45,7 +45,7 @@ fi
 cp -r scripts/bench/results/study-full/. "$WORK/study-full/"
 rm -rf "$WORK/study-full/runs"
 # unfinished runs carried from another machine (tar cJf .gpu/study-runs.tar.xz -C scripts/bench/results/study-full runs/<run>): continued from their checkpoints
-if [ -f "$B/study-runs.tar.xz" ]; then tar xJf "$B/study-runs.tar.xz" -C "$WORK/study-full"; fi
+if [ -f "$B/study-runs.tar.xz" ]; then unpack study-runs.tar.xz "$WORK/study-full"; fi   # env.sh: no xz needed
 export PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
 pack() { tar czf "$OUT/study-results.tar.gz.part" -C "$WORK/study-full" --exclude=runs . && mv "$OUT/study-results.tar.gz.part" "$OUT/study-results.tar.gz"; }
 { command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; echo "settings $SETTINGS, $JOBS at a time"; } >"$OUT/study.log" 2>&1 || true
