@@ -1,10 +1,11 @@
 """The CUDA paths of the worker: mixed precision, channels-last, torch.compile, and a step with no
-host synchronisation but the transition counts. Run with `pytest -m cuda` on a GPU machine
+host synchronisation but the transition counts, the counting as one CUDA graph. Run with `pytest -m cuda` on a GPU machine
 (scripts/gpu-check.sh does); skipped without CUDA, which is every CI machine."""
 import pytest
 import torch
 
 from conftest import make_config
+from trqat import transitions
 from trqat.trainer import Trainer
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -78,3 +79,21 @@ def test_compiled_model_trains():
     trainer = Trainer(gpu_config(**{"worker.compile": True}), torch.device("cuda"))
     steps(trainer, 3)
     assert trainer.take_stats()["samples"] == 16
+
+
+@pytest.mark.skipif(not transitions._THREAD_LOCAL_CAPTURE, reason="CUDA graphs for counting need torch >= 2.1")
+@pytest.mark.parametrize("overrides", [{}, {"quant.weight_bits": 1, "quant.act_bits": 1}, {"worker.channels_last": True}])
+def test_counting_is_one_cuda_graph_and_counts_as_the_eager_kernels(overrides):
+    trainer = Trainer(gpu_config(**overrides), torch.device("cuda"))
+    steps(trainer, 1)
+    graph = trainer.counter.graph
+    assert isinstance(graph, transitions.CountGraph)
+    for _ in range(4):
+        prev = [p.clone() for p in trainer.counter.prev]
+        expected = [int((m.weight_levels() != p).sum()) for (_, m), p in zip(trainer.layers, prev)]
+        report = trainer.begin_step()
+        assert report.result()[0] == expected
+        trainer.forward_backward(trainer.step)
+        trainer.set_lrs(0.05, 0.05)
+        trainer.optimizer_step()
+    assert trainer.counter.graph is graph and not graph.failed

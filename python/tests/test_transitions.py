@@ -1,9 +1,11 @@
 import numpy as np
+import pytest
 import torch
 
 from trqat.models import resnet20
 from trqat.adapt import quantize
 from trqat.quant import quantized_layers
+from trqat import transitions
 from trqat.transitions import TransitionCounter
 
 
@@ -68,3 +70,96 @@ def test_state_is_one_byte_per_weight_and_round_trips():
     with torch.no_grad():
         layers[2].weight.mul_(-1)
     assert other.update() == counter.update()
+
+
+class EagerGraph(transitions.CountGraph):
+    """CountGraph with its capture and replay done by running body() eagerly: the stand-in for a GPU
+    (CI has none; python/tests/test_cuda.py checks the real capture on one). `wrong` adds 1 to the
+    first layer's count of every replay, as a broken capture would."""
+    wrong = False
+    replays = 0
+
+    def _record(self):
+        self.counts = self.body()
+
+    def _replay(self):
+        type(self).replays += 1
+        self.counts.copy_(self.body() + torch.tensor([int(self.wrong)] + [0] * (len(self.layers) - 1)))
+
+
+@pytest.fixture
+def eager_graph(monkeypatch):
+    monkeypatch.setattr(transitions, "CountGraph", EagerGraph)
+    monkeypatch.setattr(transitions, "graphs_available", lambda layers: True)
+    monkeypatch.setattr(EagerGraph, "replays", 0)
+    return EagerGraph
+
+
+def train_steps(model, layers, counter, steps, seed=0):
+    """SGD steps on random batches; for each, counter.update() and the independent count."""
+    torch.manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    out = []
+    for _ in range(steps):
+        before = snapshot(layers)
+        model(torch.randn(8, 1, 12, 12)).logsumexp(1).mean().backward()
+        opt.step()
+        opt.zero_grad()
+        after = snapshot(layers)
+        expected = [int((numpy_levels(w0, s0, 2) != numpy_levels(w1, s1, 2)).sum())
+                    for (w0, s0), (w1, s1) in zip(before, after)]
+        out.append((counter.update(), expected))
+    return out
+
+
+def test_the_graph_path_counts_as_the_eager_one(eager_graph):
+    model = quantize(resnet20(1, 4), 2, 2)
+    layers = [m for _, m in quantized_layers(model)]
+    counter = TransitionCounter(layers)
+    assert counter.update() is None and isinstance(counter.graph, EagerGraph)
+    prev = counter.prev
+    for counts, expected in train_steps(model, layers, counter, 3):
+        assert counts == expected and sum(counts) > 0
+    assert eager_graph.replays == 3 and counter.prev is prev  # the graph's levels, updated in place
+    assert counter.update() == [0] * len(layers)
+
+
+def test_a_replaced_weight_or_a_loaded_state_captures_the_graph_again(eager_graph):
+    model = quantize(resnet20(1, 4), 2, 2)
+    layers = [m for _, m in quantized_layers(model)]
+    counter = TransitionCounter(layers)
+    counter.update()
+    first = counter.graph
+    before = snapshot(layers)
+    layers[1].weight.data = -layers[1].weight.detach().clone()  # a new tensor: the graph reads the old one
+    (w0, s0), (w1, s1) = before[1], snapshot(layers)[1]
+    counts = counter.update()
+    assert counts[1] == int((numpy_levels(w0, s0, 2) != numpy_levels(w1, s1, 2)).sum()) > 0
+    assert sum(counts[:1] + counts[2:]) == 0 and eager_graph.replays == 0
+    assert counter.graph is not None and counter.graph is not first
+    state = counter.state_dict()
+    counter.load_state_dict(state)
+    assert counter.graph is None
+    assert counter.update() == [0] * len(layers) and counter.graph is not None
+
+
+def test_a_graph_that_disagrees_with_the_eager_count_is_dropped(eager_graph, monkeypatch, caplog):
+    monkeypatch.setattr(EagerGraph, "wrong", True)
+    model = quantize(resnet20(1, 4), 2, 2)
+    layers = [m for _, m in quantized_layers(model)]
+    counter = TransitionCounter(layers)
+    counter.update()
+    results = train_steps(model, layers, counter, 3)
+    assert all(counts == expected for counts, expected in results)
+    assert "differ from the eager count" in caplog.text
+    assert counter.graph is None and counter.graph_failed and eager_graph.replays == 1
+
+
+def test_graphs_are_off_on_the_cpu_and_with_the_environment_switch(monkeypatch):
+    layers = [m for _, m in quantized_layers(quantize(resnet20(1, 4), 2, 2))]
+    assert not transitions.graphs_available(layers)  # CPU weights
+    monkeypatch.setattr(transitions, "_THREAD_LOCAL_CAPTURE", True)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    assert transitions.graphs_available(layers)
+    monkeypatch.setenv(transitions.GRAPH_ENV, "0")
+    assert not transitions.graphs_available(layers)

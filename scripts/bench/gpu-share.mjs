@@ -1,6 +1,7 @@
 // Two GPU figures the step-time ratio of gpu.mjs does not give (scripts/gpu-check.sh runs it):
 //   counting share   the plain QAT loop (plain_loop.py) with and without the worker's per-step transition
-//                    counting (--count): (with - without) / with is what counting costs a step
+//                    counting (--count): (with - without) / with is what counting costs a step; on CUDA
+//                    also with the counting's eager kernels (TRQAT_COUNT_GRAPH=0) instead of its CUDA graph
 //   processes        N copies of the plain loop at once on the one GPU (N = 1, 4, 8): the sum of their
 //                    steps/s against one alone, which says how many runs a sweep or study may share a GPU
 // Both for ResNet-20 (CIFAR-sized, batch 128) and ResNet-18 (224x224, batch 256; counting only), W2A2, bf16 on
@@ -40,17 +41,18 @@ function configFile(c) {
 }
 
 /** Mean seconds per step of one plain_loop.py process, or of each of `n` at once. */
-async function plain(c, path, { count = false, n = 1 } = {}) {
+async function plain(c, path, { count = false, eager = false, n = 1 } = {}) {
   const args = [path, '--steps', String(c.steps), '--warmup', String(c.warmup), ...(count ? ['--count'] : [])];
-  const results = await Promise.all(Array.from({ length: n }, () => runPythonJson('plain_loop.py', args)));
+  const env = eager ? { TRQAT_COUNT_GRAPH: '0' } : {};
+  const results = await Promise.all(Array.from({ length: n }, () => runPythonJson('plain_loop.py', args, { env })));
   return results.map((r) => mean(r.step_s));
 }
 
 const rows = { count: [], procs: [] };
 const render = () =>
-  table(`Counting share of a step (${budget}, ${device})`, ['model', 'batch', 'ms/step without counting', 'ms/step with counting', 'counting share'], rows.count, [
+  table(`Counting share of a step (${budget}, ${device})`, ['model', 'batch', 'ms/step without counting', 'ms/step with counting', 'counting share', 'ms/step, eager counting', 'its share'], rows.count, [
     machineLine(),
-    `plain_loop.py with and without --count (TransitionCounter.update() before each step, which waits for the counts on the host: the worker instead overlaps that copy with the next forward pass); the share = (with − without) / with. Alternating order, ${REPS} repetition(s), the mean.`,
+    `plain_loop.py with and without --count (TransitionCounter.update() before each step, which waits for the counts on the host: the worker instead overlaps that copy with the next forward pass); the share = (with − without) / with. "Eager counting": the same with TRQAT_COUNT_GRAPH=0, ~9 kernel launches per layer instead of one CUDA graph (torch >= 2.1 on CUDA; on a CPU both columns count eagerly). Rotating order, ${REPS} repetition(s), the mean.`,
   ]) +
   '\n' +
   table(`Processes sharing one GPU (${budget}, ${device})`, ['model', 'processes', 'steps/s each (mean)', 'steps/s in all', 'vs one process'], rows.procs, [
@@ -61,14 +63,17 @@ const flush = () => opts.md && writeFileSync(opts.md, render());
 for (const name of ['resnet20', 'resnet18']) {
   const c = CASES[name];
   const path = configFile(c);
-  const without = [];
-  const withCount = [];
+  const variants = [{ count: false }, { count: true }, { count: true, eager: true }];
+  const times = variants.map(() => []);
   for (let r = 0; r < REPS; r++) {
-    for (const count of r % 2 ? [true, false] : [false, true]) (count ? withCount : without).push(...(await plain(c, path, { count })));
+    for (let i = 0; i < variants.length; i++) {
+      const v = (i + r) % variants.length;  // rotating order
+      times[v].push(...(await plain(c, path, variants[v])));
+    }
   }
-  const a = mean(without);
-  const b = mean(withCount);
-  rows.count.push([name, c.batch, (a * 1000).toFixed(2), (b * 1000).toFixed(2), `${(((b - a) / b) * 100).toFixed(1)}%`]);
+  const [a, b, e] = times.map(mean);
+  const share = (x) => `${(((x - a) / x) * 100).toFixed(1)}%`;
+  rows.count.push([name, c.batch, (a * 1000).toFixed(2), (b * 1000).toFixed(2), share(b), (e * 1000).toFixed(2), share(e)]);
   flush();
   if (name !== 'resnet20') continue;
   let one = null;
