@@ -247,3 +247,22 @@ def test_accumulated_micro_batches_give_the_same_step():
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
     wa, wb = weights(one), weights(four)
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+@pytest.mark.parametrize("accumulate", [1, 3])
+def test_the_report_goes_out_once_between_the_first_forward_and_its_backward(accumulate):
+    """The worker sends the step's report from `after_forward`: the controller decides while backward
+    runs. Once a step, before any gradient exists, whatever the number of micro-batches."""
+    trainer = Trainer(make_config(**{"data.augment": False, "data.batch_size": 6, "train.accumulate_steps": accumulate}), CPU)
+    calls = []
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    for t in range(2):
+        report = trainer.begin_step()
+        trainer.forward_backward(t, after_forward=lambda: calls.append((t, report.result(), [p.grad for p in params])))
+        trainer.set_lrs(0.05, 0.05)
+        trainer.optimizer_step()
+    assert [c[0] for c in calls] == [0, 1]
+    assert all(g is None for _, _, grads in calls for g in grads)  # zeroed with set_to_none, no backward yet
+    assert calls[0][1][0] is None and len(calls[1][1][0]) == len(trainer.layers)
+    assert calls[1][1][1]["samples"] == 6  # the statistics of step 0
+    assert all(p.grad is not None for p in params)  # the backward ran after the report

@@ -1,7 +1,8 @@
 """The training state of one worker rank: data, model, optimizer, transition counter, checkpoints.
 
 A step is split into the phases the protocol interleaves with messages:
-count_transitions() -> forward_backward(t) -> set_lrs(...) -> optimizer_step().
+begin_step() -> forward_backward(t, after_forward) -> set_lrs(...) -> optimizer_step(); the worker sends
+the step's report from `after_forward`, so the controller decides while backward runs.
 
 Data parallelism: with several ranks (torch.distributed initialised by the worker), the model is
 wrapped in DistributedDataParallel after quantization; every rank trains on its share of the global
@@ -17,13 +18,13 @@ Loss: cross entropy (train.label_smoothing), or with a teacher (train.distill):
 Evaluation reports the plain cross entropy of the model's logits.
 
 On CUDA the step never waits for the device except for the transition counts, which are copied to
-pinned memory asynchronously while forward and backward run; the loss reaches the host one step
+pinned memory asynchronously while the forward pass is queued; the loss reaches the host one step
 late. (fp16 AMP's GradScaler checks for infs with one more synchronisation; bf16 needs no scaler.)
 """
 import contextlib
 import os
 import random
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -189,7 +190,9 @@ class Trainer:
         """Per-layer level changes since the previous call (None the first time)."""
         return self.counter.update()
 
-    def forward_backward(self, step: int) -> None:
+    def forward_backward(self, step: int, after_forward: Optional[Callable[[], None]] = None) -> None:
+        """The step's gradients; `after_forward` is called once, between the first micro-batch's forward
+        and its backward."""
         x, y = self.data.train_batch(step)
         if self.model_channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -202,6 +205,8 @@ class Trainer:
             sync = i == len(chunks) - 1 or not isinstance(self.net, nn.parallel.DistributedDataParallel)
             with contextlib.nullcontext() if sync else self.net.no_sync():  # type: ignore[operator]
                 loss, logits = self._loss(xb, yb)
+                if i == 0 and after_forward is not None:
+                    after_forward()
                 self.scaler.scale(loss / len(chunks)).backward()
             loss_sum += loss.detach() / len(chunks)
             correct += (logits.argmax(1) == yb).sum()
@@ -344,8 +349,15 @@ class StepReport:
 
     def __init__(self, copy: Optional[HostCopy], n_counts: Optional[int], samples: Optional[int]):
         self.copy, self.n_counts, self.samples = copy, n_counts, samples
+        self._result: Optional[Tuple[Optional[List[int]], Optional[Dict[str, Any]]]] = None
 
     def result(self) -> Tuple[Optional[List[int]], Optional[Dict[str, Any]]]:
+        """(counts, last), read once and kept."""
+        if self._result is None:
+            self._result = self._read()
+        return self._result
+
+    def _read(self) -> Tuple[Optional[List[int]], Optional[Dict[str, Any]]]:
         values = self.copy.result() if self.copy is not None else []
         n = self.n_counts or 0
         counts = None if self.n_counts is None else [int(v) for v in values[:n]]

@@ -145,19 +145,16 @@ class Worker:
     def train(self, total: int) -> None:
         t, s = self.trainer, self.session
         assert t is not None
-        overlap = t.device.type == "cuda"  # queue forward/backward before waiting for the counts' copy
         rank0 = self.ranks.rank == 0
         layers, every = [m for _, m in t.layers], diagnostics.every_from(t.config)
         while t.step < total:
             step = t.step
             report = t.begin_step()
             extra = diagnostics.step_fields(layers, step, every) if rank0 else None
-            if overlap:
-                t.forward_backward(step)
-            counts, last = report.result()
-            s.step(step, counts, last, extra)
-            if not overlap:  # the controller decides while this process computes
-                t.forward_backward(step)
+            # the report goes out after the forward pass: on CUDA the counts' copy has landed while it
+            # was queued, and the controller decides while backward runs
+            t.forward_backward(step, after_forward=lambda: s.step(step, *report.result(), extra))
+            counts = report.result()[0]
             lr = s.lr(step)
             self.check_lrs(lr)
             t.set_lrs(lr["lr_quant"], lr["lr_other"])

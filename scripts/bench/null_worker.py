@@ -62,7 +62,9 @@ class NullTrainer:
         counts, last = self.counts(), self.take_stats()
         return SimpleNamespace(result=lambda: (counts, last))
 
-    def forward_backward(self, step: int) -> None:
+    def forward_backward(self, step: int, after_forward=None) -> None:
+        if after_forward is not None:
+            after_forward()
         self._pending = step
         self._stats = True
 
