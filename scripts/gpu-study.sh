@@ -35,7 +35,7 @@ if ! ls "$DATA_ROOT"/train-images-idx3-ubyte* >/dev/null 2>&1; then
   mkdir -p "$DATA_ROOT" 2>/dev/null && [ -w "$DATA_ROOT" ] || DATA_ROOT="$T/fashion-mnist"
   mkdir -p "$DATA_ROOT"
   for f in "$B"/fashion-mnist/*.xz; do
-    "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "$DATA_ROOT/$(basename "$f" .xz)"
+    unxz "$f" "$DATA_ROOT/$(basename "$f" .xz)"   # env.sh
   done
 fi
 "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() or sys.argv[1] == "1" else 1)' "$CPU" \

@@ -16,6 +16,11 @@ unpack() {
 t = tarfile.open(sys.argv[1])
 t.extractall(sys.argv[2], **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))' "$B/$1" "$2"
 }
+# unxz FILE.xz DEST: one xz-compressed file, with xz where there is one, else Python's lzma.
+unxz() {
+  if command -v xz >/dev/null; then xz -dc "$1" > "$2"
+  else "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2"; fi
+}
 
 # --- Python: the image's python3 (CPU mode: the project's .venv) ------------------------------------
 if [ "$CPU" = 1 ] && [ -x .venv/bin/python ]; then PY=${TRQAT_PYTHON:-$ROOT/.venv/bin/python}; else PY=${TRQAT_PYTHON:-python3}; fi
@@ -26,8 +31,7 @@ node_ok() { command -v node >/dev/null && node -e 'process.exit(+process.version
 if [ "$CPU" = 1 ] || ! node_ok; then
   carried node.xz "no Node >= 20 here"
   mkdir -p "$T/bin"
-  if command -v xz >/dev/null; then xz -dc "$B/node.xz" > "$T/bin/node"
-  else "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$B/node.xz" "$T/bin/node"; fi
+  unxz "$B/node.xz" "$T/bin/node"
   chmod +x "$T/bin/node"
   export PATH="$T/bin:$PATH"
 fi
