@@ -82,9 +82,9 @@ _THREAD_LOCAL_CAPTURE = "capture_error_mode" in inspect.signature(torch.cuda.gra
 
 
 def graphs_available(layers: Sequence[QuantLayer]) -> bool:
-    """CUDA graphs for counting: every weight on CUDA, torch >= 2.1, and not turned off."""
+    """CUDA graphs for counting: every weight on CUDA and on one device, torch >= 2.1, and not turned off."""
     return (_THREAD_LOCAL_CAPTURE and bool(layers) and all(m.weight.is_cuda for m in layers)
-            and os.environ.get(GRAPH_ENV, "1") != "0")
+            and len({m.weight.device for m in layers}) == 1 and os.environ.get(GRAPH_ENV, "1") != "0")
 
 
 class CountGraph:
@@ -119,17 +119,19 @@ class CountGraph:
 
     def _record(self) -> None:
         """body() captured: `counts` is its output, which `_replay()` refills."""
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            self.body()  # warm-up outside the capture, as torch's CUDA graph notes ask
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            self.counts = self.body()
+        with torch.cuda.device(self.layers[0].weight.device):
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.body()  # warm-up outside the capture, as torch's CUDA graph notes ask
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+                self.counts = self.body()
 
     def _replay(self) -> None:
-        self.graph.replay()
+        with torch.cuda.device(self.layers[0].weight.device):  # the graph's device, whichever is current
+            self.graph.replay()
 
     def body(self) -> torch.Tensor:
         with torch.no_grad():
