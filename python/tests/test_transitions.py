@@ -75,8 +75,9 @@ def test_state_is_one_byte_per_weight_and_round_trips():
 class EagerGraph(transitions.CountGraph):
     """CountGraph with its capture and replay done by running body() eagerly: the stand-in for a GPU
     (CI has none; python/tests/test_cuda.py checks the real capture on one). `wrong` adds 1 to the
-    first layer's count of every replay, as a broken capture would."""
+    first layer's count of every replay, and `stale` keeps the old levels, as broken captures would."""
     wrong = False
+    stale = False  # the right counts, but the stored levels left as they were
     replays = 0
 
     def _record(self):
@@ -84,7 +85,11 @@ class EagerGraph(transitions.CountGraph):
 
     def _replay(self):
         type(self).replays += 1
+        kept = [p.clone() for p in self.prev]
         self.counts.copy_(self.body() + torch.tensor([int(self.wrong)] + [0] * (len(self.layers) - 1)))
+        if self.stale:
+            for p, k in zip(self.prev, kept):
+                p.copy_(k)
 
 
 @pytest.fixture
@@ -143,8 +148,9 @@ def test_a_replaced_weight_or_a_loaded_state_captures_the_graph_again(eager_grap
     assert counter.update() == [0] * len(layers) and counter.graph is not None
 
 
-def test_a_graph_that_disagrees_with_the_eager_count_is_dropped(eager_graph, monkeypatch, caplog):
-    monkeypatch.setattr(EagerGraph, "wrong", True)
+@pytest.mark.parametrize("broken", ["wrong", "stale"])
+def test_a_graph_that_disagrees_with_the_eager_count_is_dropped(eager_graph, monkeypatch, caplog, broken):
+    monkeypatch.setattr(EagerGraph, broken, True)
     model = quantize(resnet20(1, 4), 2, 2)
     layers = [m for _, m in quantized_layers(model)]
     counter = TransitionCounter(layers)
@@ -152,7 +158,44 @@ def test_a_graph_that_disagrees_with_the_eager_count_is_dropped(eager_graph, mon
     results = train_steps(model, layers, counter, 3)
     assert all(counts == expected for counts, expected in results)
     assert "differ from the eager count" in caplog.text
+    assert ("stored levels" in caplog.text) == (broken == "stale")
     assert counter.graph is None and counter.graph_failed and eager_graph.replays == 1
+
+
+def test_replays_are_checked_until_one_saw_transitions(eager_graph, monkeypatch):
+    checks = []
+    monkeypatch.setattr(EagerGraph, "replay", lambda self: checks.append(self.checks_left) or super(EagerGraph, self).replay())
+    model = quantize(resnet20(1, 4), 2, 2)
+    layers = [m for _, m in quantized_layers(model)]
+    counter = TransitionCounter(layers)
+    counter.update()
+    assert counter.update() == [0] * len(layers) and counter.update() == [0] * len(layers)  # nothing moved yet
+    train_steps(model, layers, counter, 2)
+    assert checks == [transitions.CHECKED_REPLAYS, transitions.CHECKED_REPLAYS - 1, transitions.CHECKED_REPLAYS - 2, 0]
+
+
+def test_weights_replaced_every_step_end_in_eager_counting(eager_graph):
+    model = quantize(resnet20(1, 4), 2, 2)
+    layers = [m for _, m in quantized_layers(model)]
+    counter = TransitionCounter(layers)
+    counter.update()
+    for step in range(transitions.MAX_RECAPTURES + 2):
+        layers[0].weight.data = layers[0].weight.detach().clone()  # as FSDP or a parametrization would
+        assert counter.update() == [0] * len(layers)
+        assert (counter.graph is None) == (step >= transitions.MAX_RECAPTURES)
+    assert counter.graph_failed and eager_graph.replays == 0
+
+
+def test_a_changed_bit_width_captures_again(eager_graph):
+    model = quantize(resnet20(1, 4), 2, 2)
+    layers = [m for _, m in quantized_layers(model)]
+    counter = TransitionCounter(layers)
+    counter.update()
+    first = counter.graph
+    layers[0].weight_bits = 3
+    counts = counter.update()
+    assert counts[0] > 0 and sum(counts[1:]) == 0 and eager_graph.replays == 0
+    assert counter.graph is not None and counter.graph is not first
 
 
 def test_graphs_are_off_on_the_cpu_and_with_the_environment_switch(monkeypatch):

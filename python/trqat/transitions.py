@@ -20,7 +20,8 @@ class TransitionCounter:
 
     update() compares the current levels with the stored ones and returns one count per layer,
     in the order of `layers`, with a single device-to-host transfer per call. On CUDA (torch >= 2.1)
-    the counting is one CUDA graph replay instead of ~9 kernel launches per layer (`CountGraph`).
+    the counting is one CUDA graph replay instead of ~9 kernel launches per layer (`CountGraph`);
+    `TRQAT_COUNT_GRAPH=0` keeps it eager.
     """
 
     def __init__(self, layers: Sequence[QuantLayer]):
@@ -29,6 +30,7 @@ class TransitionCounter:
         self.prev: Optional[List[torch.Tensor]] = None
         self.graph: Optional[CountGraph] = None
         self.graph_failed = False
+        self.recaptures = 0
 
     def update(self) -> Optional[List[int]]:
         """Store the current levels; return the per-layer changes, or None without previous levels."""
@@ -43,7 +45,9 @@ class TransitionCounter:
                 if self.graph.failed:  # it disagreed with the eager count: never again in this process
                     self.graph, self.graph_failed = None, True
                 return counts
-            self.graph = None  # a tensor it reads was replaced: capture again below
+            # a tensor it reads was replaced: capture again below, a few times at most
+            self.graph, self.recaptures = None, self.recaptures + 1
+            self.graph_failed = self.recaptures > MAX_RECAPTURES
         cur = [m.weight_levels() for m in self.layers]
         prev, self.prev = self.prev, cur
         if not self.graph_failed and graphs_available(self.layers):
@@ -82,9 +86,14 @@ _THREAD_LOCAL_CAPTURE = "capture_error_mode" in inspect.signature(torch.cuda.gra
 
 
 def graphs_available(layers: Sequence[QuantLayer]) -> bool:
-    """CUDA graphs for counting: every weight on CUDA and on one device, torch >= 2.1, and not turned off."""
+    """CUDA graphs for counting: every weight and scale on one CUDA device, torch >= 2.1, and not turned off."""
     return (_THREAD_LOCAL_CAPTURE and bool(layers) and all(m.weight.is_cuda for m in layers)
-            and len({m.weight.device for m in layers}) == 1 and os.environ.get(GRAPH_ENV, "1") != "0")
+            and len({t.device for m in layers for t in (m.weight, m.weight_scale)}) == 1
+            and os.environ.get(GRAPH_ENV, "1") != "0")
+
+
+MAX_RECAPTURES = 2  # weights whose storage keeps being replaced (FSDP, parametrizations) count eagerly
+CHECKED_REPLAYS = 10  # replays checked against the eager count until one saw transitions, at most
 
 
 class CountGraph:
@@ -93,15 +102,15 @@ class CountGraph:
     A step of a small model on a fast GPU is bound by the host's kernel launches, and eager counting
     launches ~9 kernels per layer (BENCHMARKS.md, "GPU"). The graph reads the weights and scales at
     the addresses they had at capture and compares with, then overwrites, `prev` in place: it is used
-    only while those tensors are the same (`current`), and its first replay is checked against the
-    eager count. Its temporaries stay in the graph's memory pool while it lives (about 10 bytes per
-    weight of the largest layer).
+    only while those tensors and the bit-widths are the same (`current`), and its replays are checked
+    against the eager count and levels until one saw transitions. Its temporaries stay in the graph's
+    memory pool while it lives (about 10 bytes per weight of the largest layer).
     """
 
     def __init__(self, layers: List[QuantLayer], prev: List[torch.Tensor]):
         self.layers, self.prev = layers, prev
-        self.addresses = self._addresses()
-        self.checked = self.failed = False
+        self.key = self._key()
+        self.checks_left, self.failed = CHECKED_REPLAYS, False
         self.graph: Any = None
         self.counts: Optional[torch.Tensor] = None
 
@@ -113,21 +122,26 @@ class CountGraph:
         try:
             self._record()
         except RuntimeError as e:
-            logger.info("counting transitions without a CUDA graph: %s", e)
+            logger.warning("counting transitions without a CUDA graph (%s=0 skips trying): %s", GRAPH_ENV, e)
             return None
         return self
 
     def _record(self) -> None:
-        """body() captured: `counts` is its output, which `_replay()` refills."""
+        """body() captured on a side stream of the weights' device: `counts` is its output, which
+        `_replay()` refills."""
         with torch.cuda.device(self.layers[0].weight.device):
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.body()  # warm-up outside the capture, as torch's CUDA graph notes ask
-            torch.cuda.current_stream().wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-                self.counts = self.body()
+            stream = torch.cuda.current_stream()
+            try:
+                side = torch.cuda.Stream()
+                side.wait_stream(stream)
+                with torch.cuda.stream(side):
+                    self.body()  # warm-up outside the capture, as torch's CUDA graph notes ask
+                stream.wait_stream(side)
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
+                    self.counts = self.body()
+            finally:
+                torch.cuda.set_stream(stream)  # a failed capture_end() would leave the capture stream current
 
     def _replay(self) -> None:
         with torch.cuda.device(self.layers[0].weight.device):  # the graph's device, whichever is current
@@ -142,33 +156,38 @@ class CountGraph:
                 p.copy_(c)
             return torch.stack(counts)
 
-    def _addresses(self) -> List[int]:
-        return [t.data_ptr() for m, p in zip(self.layers, self.prev) for t in (m.weight, m.weight_scale, p)]
+    def _key(self) -> List[int]:
+        return [v for m, p in zip(self.layers, self.prev)
+                for v in (m.weight.data_ptr(), m.weight_scale.data_ptr(), p.data_ptr(), m.weight_bits)]
 
     def current(self, prev: Optional[List[torch.Tensor]]) -> bool:
         """Whether the graph still reads the model's tensors: none replaced (a `.data` assignment, a
-        move to another device) and `prev` the list it was captured with."""
-        return prev is self.prev and self._addresses() == self.addresses
+        move to another device), no bit-width changed, and `prev` the list it was captured with."""
+        return prev is self.prev and self._key() == self.key
 
     def replay(self) -> torch.Tensor:
-        """This step's counts (a new tensor), with `prev` updated. The first replay is checked against
-        the eager count; when they differ (`failed`), the eager count and levels are kept."""
-        expected = None
-        if not self.checked:  # once: one host synchronisation
-            with torch.no_grad():
-                expected = torch.stack([(m.weight_levels() != p).sum() for m, p in zip(self.layers, self.prev)])
-        self._replay()
-        counts = self.counts.clone()  # type: ignore[union-attr]
-        self.checked = True
-        if expected is not None and not torch.equal(expected, counts):
-            self.failed = True
-            logger.warning("the CUDA graph's transition counts %s differ from the eager count %s: counting without "
-                           "it (%s=0 skips it; please report this)", counts.tolist(), expected.tolist(), GRAPH_ENV)
-            with torch.no_grad():
-                for m, p in zip(self.layers, self.prev):
-                    p.copy_(m.weight_levels())
-            return expected
-        return counts
+        """This step's counts (a new tensor), with `prev` updated. Checked against the eager count and
+        levels (one host synchronisation each) until a checked step saw transitions; when they differ
+        (`failed`), the eager count and levels are kept."""
+        if self.checks_left == 0:
+            self._replay()
+            return self.counts.clone()  # type: ignore[union-attr]
+        with torch.no_grad():
+            expected = torch.stack([(m.weight_levels() != p).sum() for m, p in zip(self.layers, self.prev)])
+            self._replay()
+            counts = self.counts.clone()  # type: ignore[union-attr]
+            levels_ok = all(torch.equal(p, m.weight_levels()) for m, p in zip(self.layers, self.prev))
+        self.checks_left = 0 if int(expected.sum()) > 0 else self.checks_left - 1
+        if torch.equal(expected, counts) and levels_ok:
+            return counts
+        self.failed = True
+        logger.warning("the CUDA graph's transition counts %s differ from the eager count %s%s: counting without it "
+                       "(%s=0 skips it; please report this)", counts.tolist(), expected.tolist(),
+                       "" if levels_ok else ", and its stored levels from the weights'", GRAPH_ENV)
+        with torch.no_grad():
+            for m, p in zip(self.layers, self.prev):
+                p.copy_(m.weight_levels())
+        return expected
 
 
 def unwrap(model: nn.Module) -> nn.Module:
