@@ -126,6 +126,51 @@ def test_signals_sent_to_the_client_reach_the_module(probe_dir: Path, server: st
     assert not alive(pid)
 
 
+def test_a_signal_that_comes_before_the_servers_answer_reaches_the_module(probe_dir: Path, tmp_path: Path) -> None:
+    """The forked module may already run (and print) while its pid is on its way to the client: a
+    signal sent to the client then is held and forwarded once the pid arrives. A stand-in server
+    holds its answer back; the "module" is a sleep process."""
+    import socket
+    import threading
+    from trqat import forkserver
+
+    path = str(tmp_path / "slow.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    module = subprocess.Popen(["sleep", "60"])
+    asked, answer = threading.Event(), threading.Event()
+
+    def slow_server() -> None:
+        conn, _ = listener.accept()
+        _, fds = forkserver._recv(conn, with_fds=True)
+        for fd in fds:
+            os.close(fd)
+        asked.set()
+        answer.wait(30)
+        forkserver._send(conn, {"pid": module.pid})
+        module.wait(30)  # the forwarded signal ends it
+        forkserver._send(conn, {"signal": -module.returncode} if module.returncode < 0 else {"code": module.returncode})
+        conn.close()
+
+    thread = threading.Thread(target=slow_server, daemon=True)
+    thread.start()
+    proc = client(probe_dir, path, ["sleep"])
+    try:
+        assert asked.wait(30)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert proc.poll() is None and module.poll() is None  # held, not acted on
+        answer.set()
+        proc.communicate(timeout=30)
+        assert module.returncode == -signal.SIGTERM and proc.returncode == -signal.SIGTERM
+    finally:
+        answer.set()
+        proc.kill()
+        module.kill()
+        listener.close()
+
+
 def test_a_client_killed_outright_takes_its_module_with_it(probe_dir: Path, server: str) -> None:
     proc = client(probe_dir, server, ["sleep"])
     pid = first_line(proc)["pid"]

@@ -107,6 +107,19 @@ def run(module: str, args: List[str]) -> NoReturn:
     if _is_script(module):
         module = os.path.abspath(module)
     path = os.environ.get(ENV, "")
+    forked: List[int] = []  # its pid, once the server says it
+    pending: List[int] = []  # signals that came before: the module may already run (and print) by then
+
+    def forward(signum: int, _frame: Any) -> None:
+        if not forked:
+            pending.append(signum)
+            return
+        try:
+            os.kill(forked[0], signum)
+        except ProcessLookupError:
+            pass
+    for signum in _FORWARDED:
+        signal.signal(signum, forward)
     try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(path)
@@ -114,18 +127,12 @@ def run(module: str, args: List[str]) -> NoReturn:
                      "path": sys.path[1:], **_identity()}, [0, 1, 2])
         reply, _ = _recv(sock)
     except (OSError, EOFError, ValueError) as e:
-        _run_here(module, args, f"the fork server at {path or '(unset)'} does not answer ({e})")
+        _run_here(module, args, f"the fork server at {path or '(unset)'} does not answer ({e})", pending)
     if "refused" in reply:
-        _run_here(module, args, f"the fork server at {path} cannot start it: {reply['refused']}")
-    pid = int(reply["pid"])
-
-    def forward(signum: int, _frame: Any) -> None:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-    for signum in _FORWARDED:
-        signal.signal(signum, forward)
+        _run_here(module, args, f"the fork server at {path} cannot start it: {reply['refused']}", pending)
+    forked.append(int(reply["pid"]))
+    for signum in pending:
+        forward(signum, None)
     try:
         status, _ = _recv(sock)
     except (OSError, EOFError, ValueError) as e:
@@ -141,9 +148,13 @@ def run(module: str, args: List[str]) -> NoReturn:
     os._exit(int(status.get("code", 1)))
 
 
-def _run_here(module: str, args: List[str], why: str) -> NoReturn:
+def _run_here(module: str, args: List[str], why: str, pending: List[int]) -> NoReturn:
     print(f"trqat: {why}; starting {module} in a process of its own", file=sys.stderr)
     sys.stderr.flush()
+    for signum in _FORWARDED:
+        signal.signal(signum, signal.SIG_DFL)
+    for signum in pending:  # what came while we asked the server: as if it had come to the module's process
+        os.kill(os.getpid(), signum)
     os.execv(sys.executable, [sys.executable, "-u", *([module] if _is_script(module) else ["-m", module]), *args])
 
 
