@@ -100,6 +100,15 @@ def eager_graph(monkeypatch):
     return EagerGraph
 
 
+def counted_resnet20():
+    """A W2A2 ResNet-20, its quantized layers, and a counter after its first update (levels stored)."""
+    model = quantize(resnet20(1, 4), 2, 2)
+    layers = [m for _, m in quantized_layers(model)]
+    counter = TransitionCounter(layers)
+    assert counter.update() is None
+    return model, layers, counter
+
+
 def train_steps(model, layers, counter, steps, seed=0):
     """SGD steps on random batches; for each, counter.update() and the independent count."""
     torch.manual_seed(seed)
@@ -118,10 +127,8 @@ def train_steps(model, layers, counter, steps, seed=0):
 
 
 def test_the_graph_path_counts_as_the_eager_one(eager_graph):
-    model = quantize(resnet20(1, 4), 2, 2)
-    layers = [m for _, m in quantized_layers(model)]
-    counter = TransitionCounter(layers)
-    assert counter.update() is None and isinstance(counter.graph, EagerGraph)
+    model, layers, counter = counted_resnet20()
+    assert isinstance(counter.graph, EagerGraph)
     prev = counter.prev
     for counts, expected in train_steps(model, layers, counter, 3):
         assert counts == expected and sum(counts) > 0
@@ -130,10 +137,7 @@ def test_the_graph_path_counts_as_the_eager_one(eager_graph):
 
 
 def test_a_replaced_weight_or_a_loaded_state_captures_the_graph_again(eager_graph):
-    model = quantize(resnet20(1, 4), 2, 2)
-    layers = [m for _, m in quantized_layers(model)]
-    counter = TransitionCounter(layers)
-    counter.update()
+    model, layers, counter = counted_resnet20()
     first = counter.graph
     before = snapshot(layers)
     layers[1].weight.data = -layers[1].weight.detach().clone()  # a new tensor: the graph reads the old one
@@ -151,10 +155,7 @@ def test_a_replaced_weight_or_a_loaded_state_captures_the_graph_again(eager_grap
 @pytest.mark.parametrize("broken", ["wrong", "stale"])
 def test_a_graph_that_disagrees_with_the_eager_count_is_dropped(eager_graph, monkeypatch, caplog, broken):
     monkeypatch.setattr(EagerGraph, broken, True)
-    model = quantize(resnet20(1, 4), 2, 2)
-    layers = [m for _, m in quantized_layers(model)]
-    counter = TransitionCounter(layers)
-    counter.update()
+    model, layers, counter = counted_resnet20()
     results = train_steps(model, layers, counter, 3)
     assert all(counts == expected for counts, expected in results)
     assert "differ from the eager count" in caplog.text
@@ -165,20 +166,14 @@ def test_a_graph_that_disagrees_with_the_eager_count_is_dropped(eager_graph, mon
 def test_replays_are_checked_until_one_saw_transitions(eager_graph, monkeypatch):
     checks = []
     monkeypatch.setattr(EagerGraph, "replay", lambda self: checks.append(self.checks_left) or super(EagerGraph, self).replay())
-    model = quantize(resnet20(1, 4), 2, 2)
-    layers = [m for _, m in quantized_layers(model)]
-    counter = TransitionCounter(layers)
-    counter.update()
+    model, layers, counter = counted_resnet20()
     assert counter.update() == [0] * len(layers) and counter.update() == [0] * len(layers)  # nothing moved yet
     train_steps(model, layers, counter, 2)
     assert checks == [transitions.CHECKED_REPLAYS, transitions.CHECKED_REPLAYS - 1, transitions.CHECKED_REPLAYS - 2, 0]
 
 
 def test_weights_replaced_every_step_end_in_eager_counting(eager_graph):
-    model = quantize(resnet20(1, 4), 2, 2)
-    layers = [m for _, m in quantized_layers(model)]
-    counter = TransitionCounter(layers)
-    counter.update()
+    model, layers, counter = counted_resnet20()
     for step in range(transitions.MAX_RECAPTURES + 2):
         layers[0].weight.data = layers[0].weight.detach().clone()  # as FSDP or a parametrization would
         assert counter.update() == [0] * len(layers)
@@ -187,10 +182,7 @@ def test_weights_replaced_every_step_end_in_eager_counting(eager_graph):
 
 
 def test_a_changed_bit_width_captures_again(eager_graph):
-    model = quantize(resnet20(1, 4), 2, 2)
-    layers = [m for _, m in quantized_layers(model)]
-    counter = TransitionCounter(layers)
-    counter.update()
+    model, layers, counter = counted_resnet20()
     first = counter.graph
     layers[0].weight_bits = 3
     counts = counter.update()

@@ -57,8 +57,7 @@ class TransitionCounter:
             return None
         if not cur:
             return torch.zeros(0, dtype=torch.long)
-        with torch.no_grad():
-            return torch.stack([(c != p).sum() for c, p in zip(cur, prev)])
+        return changes(cur, prev)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"prev": None if self.prev is None else [p.cpu() for p in self.prev]}
@@ -76,6 +75,12 @@ class TransitionCounter:
                 raise ValueError(f"transition state shape {tuple(p.shape)}/{p.dtype} does not match "
                                  f"weight {tuple(m.weight.shape)}/int8")
         self.prev = [p.to(m.weight.device) for p, m in zip(prev, self.layers)]
+
+
+def changes(cur: Sequence[torch.Tensor], prev: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per layer, the levels that differ: the eager count (one tensor, no host synchronisation)."""
+    with torch.no_grad():
+        return torch.stack([(c != p).sum() for c, p in zip(cur, prev)])
 
 
 GRAPH_ENV = "TRQAT_COUNT_GRAPH"  # "0": count with eager kernels on CUDA too
@@ -172,11 +177,11 @@ class CountGraph:
         if self.checks_left == 0:
             self._replay()
             return self.counts.clone()  # type: ignore[union-attr]
-        with torch.no_grad():
-            expected = torch.stack([(m.weight_levels() != p).sum() for m, p in zip(self.layers, self.prev)])
-            self._replay()
-            counts = self.counts.clone()  # type: ignore[union-attr]
-            levels_ok = all(torch.equal(p, m.weight_levels()) for m, p in zip(self.layers, self.prev))
+        levels = [m.weight_levels() for m in self.layers]
+        expected = changes(levels, self.prev)
+        self._replay()
+        counts = self.counts.clone()  # type: ignore[union-attr]
+        levels_ok = all(torch.equal(p, c) for p, c in zip(self.prev, levels))
         self.checks_left = 0 if int(expected.sum()) > 0 else self.checks_left - 1
         if torch.equal(expected, counts) and levels_ok:
             return counts
@@ -184,9 +189,8 @@ class CountGraph:
         logger.warning("the CUDA graph's transition counts %s differ from the eager count %s%s: counting without it "
                        "(%s=0 skips it; please report this)", counts.tolist(), expected.tolist(),
                        "" if levels_ok else ", and its stored levels from the weights'", GRAPH_ENV)
-        with torch.no_grad():
-            for m, p in zip(self.layers, self.prev):
-                p.copy_(m.weight_levels())
+        for p, c in zip(self.prev, levels):
+            p.copy_(c)
         return expected
 
 
@@ -271,6 +275,5 @@ def count_transitions(model: nn.Module, previous: Optional[Sequence[torch.Tensor
         return None, current
     if len(previous) != len(current):
         raise ValueError(f"previous levels are for {len(previous)} layers, the model has {len(current)}")
-    with torch.no_grad():
-        counts = [int((c != p.to(c.device)).sum()) for c, p in zip(current, previous)]
+    counts = changes(current, [p.to(c.device) for c, p in zip(current, previous)]).tolist()
     return dict(zip([n for n, _ in layers], counts)), current
